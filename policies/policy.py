@@ -1,0 +1,92 @@
+"""The `Policy` interface: an observation in, a chunk of actions out.
+
+The server times three stages separately: `preprocess` (default: pass the observation
+through), `predict_chunk` (the model), `postprocess` (to a float32 [T, A] array). A policy
+overrides `predict_chunk` and, when it has real pre/post work, the other two.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+
+from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+from asyncinf.runtime.registry import Registry
+
+
+class Policy(abc.ABC):
+    """Built once per (type, path, device) on the server; kept across client sessions."""
+
+    # Options this policy type accepts in PolicySpec.options, with their defaults.
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, spec: PolicySpec, features: Handshake) -> None:
+        unknown = set(spec.options) - set(self.default_options)
+        if unknown:
+            raise PolicyError(
+                f"--policy.{sorted(unknown)[0]} is not an option of --policy.type={spec.type}; "
+                f"known: {sorted(self.default_options)}"
+            )
+        self.spec = spec
+        self.options = {**self.default_options, **spec.options}
+        self.joint_names = list(features.joint_names)
+        self.cameras = dict(features.cameras)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.spec.actions_per_chunk
+
+    @property
+    def action_names(self) -> list[str]:
+        return self.joint_names
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """The (H, W, 3) the policy wants per camera; the client resizes before sending."""
+        return self.cameras
+
+    def preprocess(self, observation: Observation) -> Any:
+        return observation
+
+    @abc.abstractmethod
+    def predict_chunk(self, inputs: Any) -> Any:
+        """Actions for timesteps t..t+T-1 from what `preprocess` returned."""
+
+    def postprocess(self, outputs: Any) -> np.ndarray:
+        actions = np.asarray(outputs, dtype=np.float32)
+        expected = (self.chunk_size, len(self.action_names))
+        if actions.shape != expected:
+            raise PolicyError(
+                f"policy returned actions of shape {actions.shape}, expected {expected}"
+            )
+        return actions
+
+    def reset(self) -> None:
+        """Forget any state kept between chunks (a new episode or session)."""
+
+    def warmup(self) -> None:
+        """Run once on a blank observation so the first real call is not the slow one."""
+        blank = Observation(
+            timestep=0,
+            capture_ns=0,
+            state=np.zeros(len(self.joint_names), np.float32),
+            images={k: np.zeros(s, np.uint8) for k, s in self.image_shapes.items()},
+        )
+        self.postprocess(self.predict_chunk(self.preprocess(blank)))
+        self.reset()
+
+
+POLICIES: Registry[Policy] = Registry(
+    "policy",
+    {
+        "scripted": "asyncinf.policies.scripted:ScriptedPolicy",
+        "tiny_torch": "asyncinf.policies.tiny_torch:TinyTorchPolicy",
+    },
+)
+
+
+def make_policy(spec: PolicySpec, features: Handshake) -> Policy:
+    return POLICIES.load(spec.type)(spec, features)

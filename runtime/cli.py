@@ -1,0 +1,33 @@
+"""The `asyncinf` command. Each command group lives in its own module; this file wires them.
+
+Commands stay thin: parse flags, build a config, call the library, exit with a documented code.
+Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="asyncinf",
+    help="Run robot policies asynchronously: a fixed-rate control loop fed by a policy server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,75 @@
+"""Turning `--group.field=value` flags and config-file maps into validated dataclasses.
+
+Values given as strings on the command line are parsed as YAML scalars or flow maps, so
+`--robot.cameras='{front: {type: sim, width: 640}}'` and `--policy.latency_ms=100` both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+from asyncinf.runtime.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def parse_value(text: str) -> Any:
+    """A flag's text as YAML (numbers, booleans, null, flow maps and lists); else the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(value: Any, annotation: Any, flag: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], flag) if len(inner) == 1 else value
+    if isinstance(value, str) and annotation is not str:
+        value = parse_value(value)
+    target = origin or annotation
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target in (int, float, str, bool, dict, list) and not isinstance(value, target):
+        raise ConfigError(f"{flag}={value!r}: expected {target.__name__}")
+    if target is int and isinstance(value, bool):
+        raise ConfigError(f"{flag}={value!r}: expected an integer")
+    if target is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """Instantiate dataclass `cls` from `values`, naming the flag in every error."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in values.items():
+        flag = f"--{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"{flag} is not an option of {cls.__name__}; known: {sorted(known)}")
+        kwargs[key] = _coerce(value, hints[key], flag)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a YAML or TOML config file into a nested map."""
+    import tomllib  # noqa: PLC0415  (py>=3.11; TOML configs are optional on 3.10)
+
+    with open(path, "rb") as f:  # noqa: PTH123
+        data = tomllib.load(f) if path.endswith(".toml") else yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a map at the top level")
+    return data

@@ -1,0 +1,60 @@
+"""The error hierarchy. Each subclasses the builtin a caller would naturally catch."""
+
+from __future__ import annotations
+
+
+class AsyncinfError(Exception):
+    """Base of every error asyncinf raises on purpose."""
+
+
+class ConfigError(AsyncinfError, ValueError):
+    """A configuration value is invalid; the message names the field, the value and the fix."""
+
+
+class CodecError(AsyncinfError, ValueError):
+    """A frame could not be encoded or decoded (malformed, truncated, bad dtype or shape)."""
+
+
+class SchemaVersionError(CodecError):
+    """The peer speaks another schema version."""
+
+    def __init__(self, theirs: int, ours: int) -> None:
+        super().__init__(f"peer speaks schema version {theirs}, this build speaks {ours}")
+        self.theirs = theirs
+        self.ours = ours
+
+
+class PayloadTooLarge(AsyncinfError, ValueError):
+    """A message does not fit the space reserved for it."""
+
+
+class TransportError(AsyncinfError, ConnectionError):
+    """The transport cannot carry messages any more."""
+
+
+class PeerGone(TransportError):
+    """The process at the other end exited or stopped publishing heartbeats."""
+
+
+class PeerClosed(TransportError):
+    """The other end said goodbye in an orderly way."""
+
+
+class HandshakeError(TransportError):
+    """The peers could not agree at handshake (schema version, features, policy)."""
+
+
+class LayoutError(TransportError):
+    """A shared-memory segment's header does not match what this build expects."""
+
+
+class RobotError(AsyncinfError, RuntimeError):
+    """The robot (driver, bus, camera) failed."""
+
+
+class PolicyError(AsyncinfError, RuntimeError):
+    """The policy failed to load or to predict."""
+
+
+class ActionRejected(AsyncinfError, ValueError):
+    """An action chunk is unusable (NaN/inf, wrong shape) and was not executed."""

@@ -1,0 +1,116 @@
+"""The messages the client and the server exchange, and the schema version they share.
+
+Every transport carries exactly these. Arrays stay numpy arrays here; how they travel is the
+transport's business (`asyncinf.transports.codec` for shared memory, protobuf for gRPC).
+
+Timesteps follow DESIGN §3: an observation captured when action `t` is the next to execute
+carries `timestep = t`, and the chunk it produces covers `t, t+1, …, t+T-1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Bump on any change to a message's fields or meaning. Peers refuse a version they do not know.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Observation:
+    """What the robot saw when action `timestep` was the next to execute."""
+
+    timestep: int
+    capture_ns: int  # time.monotonic_ns() when the robot state was read
+    state: np.ndarray  # float32 [A], in the order of Handshake.joint_names
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> HxWx3 uint8 RGB
+    task: str = ""
+    must_go: bool = False  # the server must run it even if it looks like the previous one
+    sent_ns: int = 0  # time.monotonic_ns() when handed to the transport (set by the client)
+
+
+@dataclass
+class ActionChunk:
+    """Actions for timesteps `timestep … timestep+T-1`, with the server's own timings."""
+
+    timestep: int
+    actions: np.ndarray  # float32 [T, A]
+    queue_wait_ns: int = 0  # observation available to the server -> server taking it
+    preprocess_ns: int = 0
+    inference_ns: int = 0
+    postprocess_ns: int = 0
+
+    @property
+    def compute_ns(self) -> int:
+        """Server time from taking the observation to publishing the chunk."""
+        return self.preprocess_ns + self.inference_ns + self.postprocess_ns
+
+
+@dataclass
+class PolicySpec:
+    """Which policy the client wants, and how many actions per chunk."""
+
+    type: str = "scripted"
+    path: str = ""
+    device: str = "cpu"
+    actions_per_chunk: int = 50
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """A policy is loaded once per (type, path, device)."""
+        return (self.type, self.path, self.device)
+
+
+@dataclass
+class Handshake:
+    """The client's opening message: who it is and what it wants."""
+
+    joint_names: list[str]
+    cameras: dict[str, tuple[int, int, int]]  # camera -> (H, W, 3) as captured
+    policy: PolicySpec
+    fps: float
+    task: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class HandshakeReply:
+    """The server's answer: what the policy expects, so the client can adapt before sending."""
+
+    accepted: bool
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    action_names: list[str] = field(default_factory=list)
+    actions_per_chunk: int = 0
+    message: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class ErrorMessage:
+    """An error the server reports to the client instead of a chunk."""
+
+    code: str  # short machine-readable kind: "inference", "bad_observation", "load", ...
+    message: str
+    timestep: int = -1  # the observation it answers, or -1
+    fatal: bool = False  # the server cannot go on; the client should stop
+
+
+@dataclass
+class Heartbeat:
+    seq: int
+    sent_ns: int
+
+
+@dataclass
+class Goodbye:
+    """An orderly end of the session."""
+
+    reason: str = ""
+
+
+Message = (
+    Observation | ActionChunk | Handshake | HandshakeReply | ErrorMessage | Heartbeat | Goodbye
+)

@@ -1,0 +1,133 @@
+"""The transport interface: what the client end and the server end of a session can do.
+
+Two implementations: `shm` (same host, shared memory) and `grpc` (remote). The client and
+server loops are written against these classes only, so they run over either.
+
+Semantics every implementation keeps:
+- `ClientTransport.send_observation` never blocks: the newest observation replaces one the
+  server has not taken yet ("newest wins").
+- Chunks and errors reach the client in the order the server sent them, every one.
+- `ServerTransport.next_observation` returns a `Lease`: the observation stays valid and
+  unmodified until the lease is released, however many newer observations arrive meanwhile.
+- Every blocking call takes a timeout; a dead peer raises `PeerGone`, an orderly goodbye
+  raises `PeerClosed` (both `ConnectionError`s).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from types import TracebackType
+
+from asyncinf.runtime.messages import (
+    ActionChunk,
+    ErrorMessage,
+    Handshake,
+    HandshakeReply,
+    Observation,
+)
+
+
+class WhenFull(enum.Enum):
+    """Back-pressure policy of the server → client chunk queue (chunks are never dropped)."""
+
+    BLOCK = "block"  # wait up to the call's timeout for the client to drain, then raise Full
+    ERROR = "error"  # raise queue.Full at once
+
+
+class Lease:
+    """An observation the server holds; its arrays may be views on transport memory.
+
+    Use it as a context manager or call `release()`; do not keep the arrays after that.
+    """
+
+    __slots__ = ("_release", "available_ns", "observation", "taken_ns")
+
+    def __init__(
+        self,
+        observation: Observation,
+        available_ns: int,
+        taken_ns: int,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.observation = observation
+        self.available_ns = available_ns  # server clock: when it became available to take
+        self.taken_ns = taken_ns  # server clock: when the server took it
+        self._release = release
+
+    @property
+    def queue_wait_ns(self) -> int:
+        return max(0, self.taken_ns - self.available_ns)
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Closable(abc.ABC):
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release this end's resources. Safe to call twice and on a half-open end."""
+
+    def __enter__(self):  # returns the concrete subclass
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ClientTransport(_Closable):
+    """The robot's end of a session."""
+
+    @abc.abstractmethod
+    def handshake(self, hello: Handshake, timeout_s: float) -> HandshakeReply:
+        """Send `hello` and wait for the server's reply. Raises HandshakeError if refused."""
+
+    @abc.abstractmethod
+    def send_observation(self, observation: Observation) -> None:
+        """Hand over an observation without blocking; sets `observation.sent_ns`."""
+
+    @abc.abstractmethod
+    def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
+        """The next chunk or error in order, or None when none arrived within `timeout_s`."""
+
+    def adapt_observation(self, observation: Observation) -> Observation:
+        """Fit an observation to what the server asked for at handshake (identity by default)."""
+        return observation
+
+
+class ServerTransport(_Closable):
+    """The policy's end of a session."""
+
+    @abc.abstractmethod
+    def accept(self, timeout_s: float) -> Handshake | None:
+        """Wait for a client's handshake; None when none arrived within `timeout_s`."""
+
+    @abc.abstractmethod
+    def reply(self, reply: HandshakeReply) -> None:
+        """Answer the handshake returned by `accept`."""
+
+    @abc.abstractmethod
+    def next_observation(self, timeout_s: float) -> Lease | None:
+        """The newest observation not taken yet, or None after `timeout_s`."""
+
+    @abc.abstractmethod
+    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
+        """Queue a chunk for the client; raises queue.Full per the channel's WhenFull policy."""
+
+    @abc.abstractmethod
+    def send_error(self, error: ErrorMessage) -> None:
+        """Report an error to the client (never blocks on a full chunk queue)."""

@@ -1,0 +1,394 @@
+"""Frames: a msgpack header followed by the raw bytes of each array.
+
+Why this format: msgpack carries the small typed fields (ints, strings, names) portably and
+safely, and arrays travel as dtype + shape + raw bytes, so decoding is a `numpy.frombuffer`
+view on the received buffer: no copy, no parse of pixel data. Pickle is never used — a frame
+from a peer is data, never code — and object, void, string and datetime dtypes are refused
+because their bytes are not self-describing values.
+
+Frame layout (little-endian):
+
+    offset  size  field
+    0       4     magic  b"AIFm"
+    4       4     header length H (u32)
+    8       H     msgpack map {"v": schema version, "k": kind,
+                               "f": {field: scalar},
+                               "a": [[name, dtype str, shape, offset, nbytes], ...]}
+    D             start of data, D = align64(8 + H); each array at D + offset, 64-aligned
+
+Decoding checks every count against the buffer before touching it and raises `CodecError`
+(or `SchemaVersionError`) naming what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from asyncinf.runtime.errors import CodecError, PayloadTooLarge, SchemaVersionError
+from asyncinf.runtime.messages import (
+    SCHEMA_VERSION,
+    ActionChunk,
+    ErrorMessage,
+    Goodbye,
+    Handshake,
+    HandshakeReply,
+    Heartbeat,
+    Message,
+    Observation,
+    PolicySpec,
+)
+
+MAGIC = b"AIFm"
+_PREFIX = struct.Struct("<4sI")
+ALIGN = 64
+MAX_HEADER_BYTES = 1 << 20
+MAX_NDIM = 8
+
+# Plain numeric dtypes only, always little-endian on the wire.
+ALLOWED_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in (
+        "bool",
+        "<i1", "<i2", "<i4", "<i8",
+        "<u1", "<u2", "<u4", "<u8",
+        "<f2", "<f4", "<f8",
+    )
+)  # fmt: skip
+
+Arrays = list[tuple[str, np.ndarray]]
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# --- per-message mapping: message <-> (kind, scalar fields, arrays) ------------------------
+
+
+def _obs_parts(m: Observation) -> tuple[dict[str, Any], Arrays]:
+    fields = {
+        "timestep": m.timestep,
+        "capture_ns": m.capture_ns,
+        "task": m.task,
+        "must_go": m.must_go,
+        "sent_ns": m.sent_ns,
+    }
+    return fields, [("state", m.state), *((f"image/{k}", v) for k, v in m.images.items())]
+
+
+def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
+    state = _array(a, "state", ndim=1, dtype=np.float32)
+    images = {}
+    for name, arr in a.items():
+        if name.startswith("image/"):
+            images[name[6:]] = _check_array(name, arr, ndim=3, dtype=np.uint8)
+    return Observation(
+        timestep=_int(f, "timestep"),
+        capture_ns=_int(f, "capture_ns"),
+        state=state,
+        images=images,
+        task=_str(f, "task"),
+        must_go=bool(f.get("must_go", False)),
+        sent_ns=_int(f, "sent_ns"),
+    )
+
+
+_CHUNK_TIMINGS = ("queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
+
+
+def _chunk_parts(m: ActionChunk) -> tuple[dict[str, Any], Arrays]:
+    fields = {"timestep": m.timestep, **{k: getattr(m, k) for k in _CHUNK_TIMINGS}}
+    return fields, [("actions", m.actions)]
+
+
+def _chunk_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> ActionChunk:
+    actions = _array(a, "actions", ndim=2, dtype=np.float32)
+    return ActionChunk(
+        timestep=_int(f, "timestep"),
+        actions=actions,
+        **{k: _int(f, k) for k in _CHUNK_TIMINGS},
+    )
+
+
+def _hello_parts(m: Handshake) -> tuple[dict[str, Any], Arrays]:
+    p = m.policy
+    fields = {
+        "schema_version": m.schema_version,
+        "joint_names": list(m.joint_names),
+        "cameras": {k: list(v) for k, v in m.cameras.items()},
+        "policy": {
+            "type": p.type,
+            "path": p.path,
+            "device": p.device,
+            "actions_per_chunk": p.actions_per_chunk,
+            "options": p.options,
+        },
+        "fps": float(m.fps),
+        "task": m.task,
+    }
+    return fields, []
+
+
+def _hello_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> Handshake:
+    p = f.get("policy")
+    if not isinstance(p, dict):
+        raise CodecError("handshake field 'policy' must be a map")
+    return Handshake(
+        schema_version=_int(f, "schema_version"),
+        joint_names=_str_list(f, "joint_names"),
+        cameras=_shapes(f, "cameras"),
+        policy=PolicySpec(
+            type=_str(p, "type"),
+            path=_str(p, "path"),
+            device=_str(p, "device"),
+            actions_per_chunk=_int(p, "actions_per_chunk"),
+            options=dict(p.get("options") or {}),
+        ),
+        fps=float(f.get("fps", 0.0)),
+        task=_str(f, "task"),
+    )
+
+
+def _reply_parts(m: HandshakeReply) -> tuple[dict[str, Any], Arrays]:
+    fields = {
+        "accepted": m.accepted,
+        "image_shapes": {k: list(v) for k, v in m.image_shapes.items()},
+        "action_names": list(m.action_names),
+        "actions_per_chunk": m.actions_per_chunk,
+        "message": m.message,
+        "schema_version": m.schema_version,
+    }
+    return fields, []
+
+
+def _reply_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> HandshakeReply:
+    return HandshakeReply(
+        accepted=bool(f.get("accepted", False)),
+        image_shapes=_shapes(f, "image_shapes"),
+        action_names=_str_list(f, "action_names"),
+        actions_per_chunk=_int(f, "actions_per_chunk"),
+        message=_str(f, "message"),
+        schema_version=_int(f, "schema_version"),
+    )
+
+
+def _error_parts(m: ErrorMessage) -> tuple[dict[str, Any], Arrays]:
+    return {"code": m.code, "message": m.message, "timestep": m.timestep, "fatal": m.fatal}, []
+
+
+def _error_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> ErrorMessage:
+    return ErrorMessage(
+        code=_str(f, "code"),
+        message=_str(f, "message"),
+        timestep=_int(f, "timestep", -1),
+        fatal=bool(f.get("fatal", False)),
+    )
+
+
+_KINDS: dict[str, tuple[type, Callable[..., Any], Callable[..., Any]]] = {
+    "obs": (Observation, _obs_parts, _obs_build),
+    "chunk": (ActionChunk, _chunk_parts, _chunk_build),
+    "hello": (Handshake, _hello_parts, _hello_build),
+    "reply": (HandshakeReply, _reply_parts, _reply_build),
+    "error": (ErrorMessage, _error_parts, _error_build),
+    "heartbeat": (
+        Heartbeat,
+        lambda m: ({"seq": m.seq, "sent_ns": m.sent_ns}, []),
+        lambda f, _a: Heartbeat(seq=_int(f, "seq"), sent_ns=_int(f, "sent_ns")),
+    ),
+    "goodbye": (
+        Goodbye,
+        lambda m: ({"reason": m.reason}, []),
+        lambda f, _a: Goodbye(reason=_str(f, "reason")),
+    ),
+}
+_KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
+
+
+# --- field validation helpers --------------------------------------------------------------
+
+
+def _int(f: dict[str, Any], name: str, default: int = 0) -> int:
+    v = f.get(name, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise CodecError(f"field {name!r} must be an integer, got {type(v).__name__}")
+    return v
+
+
+def _str(f: dict[str, Any], name: str) -> str:
+    v = f.get(name, "")
+    if not isinstance(v, str):
+        raise CodecError(f"field {name!r} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _str_list(f: dict[str, Any], name: str) -> list[str]:
+    v = f.get(name, [])
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise CodecError(f"field {name!r} must be a list of strings")
+    return v
+
+
+def _shapes(f: dict[str, Any], name: str) -> dict[str, tuple[int, int, int]]:
+    v = f.get(name, {})
+    if not isinstance(v, dict):
+        raise CodecError(f"field {name!r} must be a map of camera -> [H, W, C]")
+    out = {}
+    for cam, shape in v.items():
+        ok = isinstance(shape, list) and len(shape) == 3
+        if not ok or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise CodecError(f"field {name!r}: camera {cam!r} shape must be [H, W, C] > 0")
+        out[cam] = (shape[0], shape[1], shape[2])
+    return out
+
+
+def _check_array(name: str, arr: np.ndarray, *, ndim: int, dtype: type) -> np.ndarray:
+    if arr.ndim != ndim or arr.dtype != np.dtype(dtype):
+        raise CodecError(
+            f"array {name!r} must be {np.dtype(dtype)} with {ndim} dims, "
+            f"got {arr.dtype} with shape {arr.shape}"
+        )
+    return arr
+
+
+def _array(a: dict[str, np.ndarray], name: str, *, ndim: int, dtype: type) -> np.ndarray:
+    if name not in a:
+        raise CodecError(f"array {name!r} is missing")
+    return _check_array(name, a[name], ndim=ndim, dtype=dtype)
+
+
+# --- encode --------------------------------------------------------------------------------
+
+
+class Plan:
+    """An encoded header and where each array goes: sized before anything is written."""
+
+    __slots__ = ("arrays", "data_start", "header", "nbytes")
+
+    def __init__(self, msg: Message) -> None:
+        try:
+            kind = _KIND_OF[type(msg)]
+        except KeyError:
+            raise CodecError(f"cannot encode {type(msg).__name__}: not a message") from None
+        fields, arrays = _KINDS[kind][1](msg)
+        table, placed, offset = [], [], 0
+        for name, given in arrays:
+            arr = np.asarray(given)
+            dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+            if dt.str not in ALLOWED_DTYPES:
+                raise CodecError(
+                    f"array {name!r} has dtype {arr.dtype}; allowed: bool, int, uint, float"
+                )
+            table.append([name, dt.str, list(arr.shape), offset, arr.nbytes])
+            placed.append((offset, dt, arr))
+            offset = _align(offset + arr.nbytes)
+        self.header = msgpack.packb(
+            {"v": SCHEMA_VERSION, "k": kind, "f": fields, "a": table}, use_bin_type=True
+        )
+        self.data_start = _align(_PREFIX.size + len(self.header))
+        self.arrays = placed
+        self.nbytes = self.data_start + (table[-1][3] + table[-1][4] if table else 0)
+
+    def write(self, buf: memoryview | bytearray) -> int:
+        """Write the frame at the start of `buf`; returns its length."""
+        if len(buf) < self.nbytes:
+            raise PayloadTooLarge(f"frame of {self.nbytes} B does not fit {len(buf)} B")
+        _PREFIX.pack_into(buf, 0, MAGIC, len(self.header))
+        buf[_PREFIX.size : _PREFIX.size + len(self.header)] = self.header
+        for offset, dt, arr in self.arrays:
+            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=self.data_start + offset)
+            np.copyto(dst.reshape(arr.shape), arr, casting="no" if dt == arr.dtype else "equiv")
+        return self.nbytes
+
+
+def encode(msg: Message) -> bytes:
+    """Encode `msg` into a new bytes object."""
+    plan = Plan(msg)
+    out = bytearray(plan.nbytes)
+    plan.write(out)
+    return bytes(out)
+
+
+def encode_into(msg: Message, buf: memoryview | bytearray) -> int:
+    """Encode `msg` in place at the start of `buf` (e.g. a shared-memory slot)."""
+    return Plan(msg).write(buf)
+
+
+# --- decode --------------------------------------------------------------------------------
+
+
+def decode(buf: bytes | bytearray | memoryview) -> Message:
+    """Decode one frame. Arrays are zero-copy views on `buf`: keep `buf` alive while used."""
+    total = len(buf)
+    if total < _PREFIX.size:
+        raise CodecError(f"truncated frame: {total} B, a frame needs at least {_PREFIX.size} B")
+    magic, hlen = _PREFIX.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise CodecError(f"bad frame magic {magic!r}, expected {MAGIC!r}")
+    if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > total:
+        raise CodecError(f"truncated frame: header claims {hlen} B, frame has {total} B")
+    try:
+        header = msgpack.unpackb(
+            bytes(buf[_PREFIX.size : _PREFIX.size + hlen]), raw=False, strict_map_key=True
+        )
+    except Exception as exc:  # noqa: BLE001  (msgpack raises several unrelated types on garbage)
+        raise CodecError(f"malformed frame header: {exc}") from None
+    if not isinstance(header, dict):
+        raise CodecError("malformed frame header: not a map")
+    version = header.get("v")
+    if version != SCHEMA_VERSION:
+        if not isinstance(version, int):
+            raise CodecError(f"frame header has no schema version (got {version!r})")
+        raise SchemaVersionError(version, SCHEMA_VERSION)
+    kind = header.get("k")
+    if kind not in _KINDS:
+        raise CodecError(f"unknown message kind {kind!r}; known: {sorted(_KINDS)}")
+    fields, table = header.get("f"), header.get("a")
+    if not isinstance(fields, dict) or not isinstance(table, list):
+        raise CodecError("malformed frame header: 'f' must be a map and 'a' a list")
+    data_start = _align(_PREFIX.size + hlen)
+    arrays = {}
+    for entry in table:
+        name, arr = _view(buf, entry, data_start, total)
+        arrays[name] = arr
+    return _KINDS[kind][2](fields, arrays)
+
+
+def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.ndarray]:
+    if not (isinstance(entry, list) and len(entry) == 5):
+        raise CodecError(f"array entry must be [name, dtype, shape, offset, nbytes], got {entry!r}")
+    name, dtype, shape, offset, nbytes = entry
+    if not isinstance(name, str):
+        raise CodecError(f"array name must be a string, got {name!r}")
+    if dtype not in ALLOWED_DTYPES:
+        raise CodecError(
+            f"array {name!r}: dtype {dtype!r} refused; allowed {sorted(ALLOWED_DTYPES)}"
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise CodecError(f"array {name!r}: shape {shape!r} must be up to {MAX_NDIM} dims >= 0")
+    if not all(isinstance(x, int) and x >= 0 for x in (offset, nbytes)):
+        raise CodecError(f"array {name!r}: offset and nbytes must be integers >= 0")
+    dt = np.dtype(dtype)
+    expected = math.prod(shape) * dt.itemsize
+    if nbytes != expected:
+        raise CodecError(
+            f"array {name!r}: {nbytes} B does not match shape {shape} of {dtype} ({expected} B)"
+        )
+    start = data_start + offset
+    if start + nbytes > total:
+        raise CodecError(
+            f"truncated frame: array {name!r} needs bytes {start}..{start + nbytes}, "
+            f"frame has {total}"
+        )
+    arr = np.frombuffer(buf, dtype=dt, count=math.prod(shape), offset=start).reshape(shape)
+    return name, arr
