@@ -37,6 +37,9 @@ class ActionChunk:
 
     timestep: int
     actions: np.ndarray  # float32 [T, A]
+    # The answered observation's sent_ns, echoed: the client computes its round trip on its
+    # own clock, which stays valid when the server runs on another host.
+    obs_sent_ns: int = 0
     queue_wait_ns: int = 0  # observation available to the server -> server taking it
     preprocess_ns: int = 0
     inference_ns: int = 0

@@ -99,7 +99,7 @@ def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
     )
 
 
-_CHUNK_TIMINGS = ("queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
+_CHUNK_TIMINGS = ("obs_sent_ns", "queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
 
 
 def _chunk_parts(m: ActionChunk) -> tuple[dict[str, Any], Arrays]:
