@@ -99,11 +99,11 @@ def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
     )
 
 
-_CHUNK_TIMINGS = ("obs_sent_ns", "queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
+_CHUNK_INTS = ("obs_sent_ns", "queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
 
 
 def _chunk_parts(m: ActionChunk) -> tuple[dict[str, Any], Arrays]:
-    fields = {"timestep": m.timestep, **{k: getattr(m, k) for k in _CHUNK_TIMINGS}}
+    fields = {"timestep": m.timestep, **{k: getattr(m, k) for k in _CHUNK_INTS}}
     return fields, [("actions", m.actions)]
 
 
@@ -112,7 +112,7 @@ def _chunk_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> ActionChunk:
     return ActionChunk(
         timestep=_int(f, "timestep"),
         actions=actions,
-        **{k: _int(f, k) for k in _CHUNK_TIMINGS},
+        **{k: _int(f, k) for k in _CHUNK_INTS},
     )
 
 
