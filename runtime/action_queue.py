@@ -56,6 +56,10 @@ class ActionQueue:
         self._buf[start + overlap : end] = tail
         self._len = max(self._len, end)
 
+    def clear(self) -> None:
+        """Drop every queued action (the server that computed them is gone)."""
+        self._len = 0
+
     def pop(self) -> np.ndarray | None:
         """The action for `next_timestep` (advancing it), or None when empty (idle frame)."""
         if self._len == 0:

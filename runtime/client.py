@@ -1,0 +1,302 @@
+"""The robot client: the control loop that executes actions at a fixed rate (DESIGN §6).
+
+Each tick, in this order:
+1. read the robot state (the observation's capture time);
+2. if `len(queue) / chunk_size <= chunk_size_threshold`, hand an observation stamped with the
+   next timestep to the transport (never blocks; `must_go` when the queue is empty — decided
+   afresh every tick, so a failed inference can never leave it disarmed);
+3. fold in every chunk that arrived (stale actions dropped, overlaps blended) and count errors;
+4. execute the next action, clamped to `max_relative_target`, or hold and count an idle frame.
+
+The loop never waits on the server: receiving is a zero-timeout poll, sending is newest-wins.
+When the server is gone the queue is cleared and the robot holds its last commanded position
+until a new transport is attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asyncinf.robots.robot import Robot
+from asyncinf.runtime.action_queue import ActionQueue
+from asyncinf.runtime.aggregate import get_aggregate
+from asyncinf.runtime.errors import ConfigError, HandshakeError, TransportError
+from asyncinf.runtime.messages import (
+    ActionChunk,
+    ErrorMessage,
+    Handshake,
+    HandshakeReply,
+    Observation,
+    PolicySpec,
+)
+from asyncinf.runtime.rate import Rate
+from asyncinf.runtime.stats import percentiles
+from asyncinf.transports.base import ClientTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientConfig:
+    """Control-loop settings; names follow LeRobot's robot client flags."""
+
+    fps: float = 30.0
+    actions_per_chunk: int = 50
+    chunk_size_threshold: float = 0.5
+    aggregate_fn_name: str = "weighted_average"
+    task: str = ""
+    # Stop (non-zero exit) after this many errors from the server in a row.
+    max_consecutive_errors: int = 10
+    handshake_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fps <= 1000:
+            raise ConfigError(f"--fps={self.fps}: must be in (0, 1000] control ticks per second")
+        if self.actions_per_chunk < 1:
+            raise ConfigError(f"--actions_per_chunk={self.actions_per_chunk}: must be >= 1")
+        if not 0.0 <= self.chunk_size_threshold <= 1.0:
+            raise ConfigError(
+                f"--chunk_size_threshold={self.chunk_size_threshold}: must be in [0, 1] "
+                "(0 = wait for the queue to run dry, 1 = send every tick)"
+            )
+        if self.max_consecutive_errors < 1:
+            raise ConfigError(
+                f"--max_consecutive_errors={self.max_consecutive_errors}: must be >= 1"
+            )
+        get_aggregate(self.aggregate_fn_name)  # raises ConfigError naming the choices
+
+
+class ClientFailure(RuntimeError):
+    """The client gave up (too many server errors, a fatal error); the robot is holding."""
+
+
+@dataclass
+class ClientStats:
+    ticks: int = 0
+    actions_executed: int = 0
+    idle_frames: int = 0
+    idle_frames_after_first_chunk: int = 0
+    chunks_received: int = 0
+    errors: int = 0
+    rejected_chunks: int = 0  # NaN/inf or wrong shape: not executed
+    observations_sent: int = 0
+    server_lost: int = 0
+    overruns: int = 0
+    period_error_ns: list[int] = field(default_factory=list)
+    roundtrip_ns: list[int] = field(default_factory=list)
+    queue_wait_ns: list[int] = field(default_factory=list)
+    compute_ns: list[int] = field(default_factory=list)
+
+    def summary(self, fps: float) -> dict:
+        """The end-of-run summary, in the documented `--summary-json` schema."""
+        overhead = [
+            r - q - c
+            for r, q, c in zip(self.roundtrip_ns, self.queue_wait_ns, self.compute_ns, strict=True)
+        ]
+        return {
+            "schema": 1,
+            "fps": fps,
+            "ticks": self.ticks,
+            "actions_executed": self.actions_executed,
+            "idle_frames": self.idle_frames,
+            "idle_frames_after_first_chunk": self.idle_frames_after_first_chunk,
+            "chunks_received": self.chunks_received,
+            "errors": self.errors,
+            "rejected_chunks": self.rejected_chunks,
+            "observations_sent": self.observations_sent,
+            "server_lost": self.server_lost,
+            "overruns": self.overruns,
+            "period_error_ms": percentiles(self.period_error_ns, 1e-6),
+            "roundtrip_ms": percentiles(self.roundtrip_ns, 1e-6),
+            "server_queue_wait_ms": percentiles(self.queue_wait_ns, 1e-6),
+            "server_compute_ms": percentiles(self.compute_ns, 1e-6),
+            "overhead_ms": percentiles(overhead, 1e-6),
+        }
+
+
+def clamp_relative(target: np.ndarray, present: np.ndarray, max_step: float | None) -> np.ndarray:
+    """Limit each joint's move per tick to ±max_step around its present position."""
+    if max_step is None:
+        return target
+    return np.clip(target, present - max_step, present + max_step)
+
+
+class RobotClient:
+    """Runs the control loop for one robot over one transport at a time."""
+
+    def __init__(
+        self,
+        robot: Robot,
+        config: ClientConfig,
+        policy: PolicySpec,
+        on_tick: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.robot = robot
+        self.config = config
+        self.policy = policy
+        self.stats = ClientStats()
+        self.queue = ActionQueue(len(robot.joint_names), get_aggregate(config.aggregate_fn_name))
+        self.transport: ClientTransport | None = None
+        self.reply: HandshakeReply | None = None
+        self.last_target: np.ndarray | None = None
+        self._on_tick = on_tick  # per-tick metrics sink (timestep, queue, idle, period error)
+        self._consecutive_errors = 0
+        self._stopped = False
+
+    def hello(self) -> Handshake:
+        return Handshake(
+            joint_names=list(self.robot.joint_names),
+            cameras=dict(self.robot.camera_shapes),
+            policy=self.policy,
+            fps=self.config.fps,
+            task=self.config.task,
+        )
+
+    def attach(self, transport: ClientTransport) -> HandshakeReply:
+        """Handshake on a (new) transport. The robot holds while this waits for the server."""
+        reply = transport.handshake(self.hello(), timeout_s=self.config.handshake_timeout_s)
+        if reply.action_names and len(reply.action_names) != len(self.robot.joint_names):
+            raise HandshakeError(
+                f"policy produces {len(reply.action_names)} actions "
+                f"({reply.action_names}), robot has {len(self.robot.joint_names)} joints"
+            )
+        self.transport, self.reply = transport, reply
+        return reply
+
+    def detach(self, reason: str) -> None:
+        """Forget the transport (the server is gone): clear the queue and hold."""
+        if self.transport is None:
+            return
+        log.warning("server lost (%s): holding the robot at its last commanded position", reason)
+        self.stats.server_lost += 1
+        self.queue.clear()
+        transport, self.transport = self.transport, None
+        transport.close()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current tick and return (safe from a signal handler)."""
+        self._stopped = True
+
+    def run(self, duration_s: float | None = None, should_stop: Callable[[], bool] = bool) -> None:
+        """Tick until `stop()`, `should_stop()` or `duration_s`; raises ClientFailure."""
+        rate = Rate(self.config.fps)
+        period_ns = rate.period_ns
+        end_ns = None if duration_s is None else time.monotonic_ns() + int(duration_s * 1e9)
+        prev_ns = 0
+        while not self._stopped and not should_stop():
+            rate.sleep()
+            now = rate.last_tick_ns
+            if end_ns is not None and now >= end_ns:
+                break
+            if prev_ns:
+                self.stats.period_error_ns.append(abs(now - prev_ns - period_ns))
+            prev_ns = now
+            self.tick()
+        self.stats.overruns = rate.overruns
+
+    def tick(self) -> None:
+        stats, queue = self.stats, self.queue
+        state = self.robot.read_state()
+        capture_ns = time.monotonic_ns()
+        if self.transport is not None:
+            if len(queue) / self.config.actions_per_chunk <= self.config.chunk_size_threshold:
+                self._send(state, capture_ns)
+            self._drain()
+        action = queue.pop()
+        stats.ticks += 1
+        if action is None:
+            stats.idle_frames += 1
+            if stats.chunks_received:
+                stats.idle_frames_after_first_chunk += 1
+        else:
+            target = clamp_relative(action, state, self.robot.config.max_relative_target)
+            self.robot.send_action(target)
+            self.last_target = target
+            stats.actions_executed += 1
+        if self._on_tick is not None:
+            self._on_tick(
+                {
+                    "t_ns": capture_ns,
+                    "timestep": queue.next_timestep,
+                    "queue": len(queue),
+                    "idle": action is None,
+                    "period_error_ms": (
+                        stats.period_error_ns[-1] / 1e6 if stats.period_error_ns else 0.0
+                    ),
+                }
+            )
+
+    def _send(self, state: np.ndarray, capture_ns: int) -> None:
+        obs = Observation(
+            timestep=self.queue.next_timestep,
+            capture_ns=capture_ns,
+            state=state,
+            images=self.robot.read_images(),
+            task=self.config.task,
+            must_go=len(self.queue) == 0,
+        )
+        try:
+            self.transport.send_observation(obs)
+        except TransportError as exc:
+            self.detach(str(exc))
+            return
+        self.stats.observations_sent += 1
+
+    def _drain(self) -> None:
+        """Fold in everything that arrived, without waiting."""
+        while self.transport is not None:
+            try:
+                msg = self.transport.receive(0.0)
+            except TransportError as exc:
+                self.detach(str(exc))
+                return
+            if msg is None:
+                return
+            if isinstance(msg, ActionChunk):
+                self._on_chunk(msg)
+            elif isinstance(msg, ErrorMessage):
+                self._on_error(msg)
+
+    def _on_chunk(self, chunk: ActionChunk) -> None:
+        now = time.monotonic_ns()
+        actions = chunk.actions
+        expected = (self.config.actions_per_chunk, len(self.robot.joint_names))
+        if actions.ndim != 2 or actions.shape[1] != expected[1] or len(actions) == 0:
+            self.stats.rejected_chunks += 1
+            self._on_error(
+                ErrorMessage("bad_chunk", f"chunk of shape {actions.shape}, expected {expected}")
+            )
+            return
+        if not np.isfinite(actions).all():
+            self.stats.rejected_chunks += 1
+            bad = np.argwhere(~np.isfinite(actions))[0]
+            self._on_error(
+                ErrorMessage(
+                    "non_finite",
+                    f"chunk for timestep {chunk.timestep} has {actions[tuple(bad)]} at action "
+                    f"{bad[0]}, joint {self.robot.joint_names[bad[1]]}: chunk not executed",
+                    chunk.timestep,
+                )
+            )
+            return
+        self._consecutive_errors = 0
+        self.queue.merge(chunk.timestep, actions)
+        s = self.stats
+        s.chunks_received += 1
+        if chunk.obs_sent_ns:
+            s.roundtrip_ns.append(now - chunk.obs_sent_ns)
+            s.queue_wait_ns.append(chunk.queue_wait_ns)
+            s.compute_ns.append(chunk.compute_ns)
+
+    def _on_error(self, error: ErrorMessage) -> None:
+        self.stats.errors += 1
+        self._consecutive_errors += 1
+        log.error("server error [%s] (timestep %d): %s", error.code, error.timestep, error.message)
+        if error.fatal or self._consecutive_errors >= self.config.max_consecutive_errors:
+            why = "fatal" if error.fatal else f"{self._consecutive_errors} in a row"
+            raise ClientFailure(f"stopping after server errors ({why}); last: {error.message}")
