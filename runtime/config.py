@@ -64,12 +64,43 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{cls.__name__}: {exc}") from None
 
 
+def parse_dotted_args(args: list[str]) -> dict[str, dict[str, str]]:
+    """`["--robot.port=/dev/ttyACM0", "--policy.latency_ms", "100"]` → {group: {field: text}}.
+
+    Typer has no dotted options; commands that take LeRobot-style `--group.field` flags
+    collect them as extra arguments and pass them here.
+    """
+    out: dict[str, dict[str, str]] = {}
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        group, dot, key = name.removeprefix("--").partition(".")
+        if not name.startswith("--") or not dot or not group or not key:
+            raise ConfigError(f"unexpected argument {arg!r}: expected --group.field=value")
+        if not eq:
+            value = next(it, None)
+            if value is None or value.startswith("--"):
+                raise ConfigError(f"{name} needs a value: {name}=VALUE")
+        out.setdefault(group, {})[key] = value
+    return out
+
+
 def load_file(path: str) -> dict[str, Any]:
     """Read a YAML or TOML config file into a nested map."""
-    import tomllib  # noqa: PLC0415  (py>=3.11; TOML configs are optional on 3.10)
+    try:
+        with open(path, "rb") as f:  # noqa: PTH123
+            if path.endswith(".toml"):
+                import tomllib  # noqa: PLC0415  (Python >= 3.11)
 
-    with open(path, "rb") as f:  # noqa: PTH123
-        data = tomllib.load(f) if path.endswith(".toml") else yaml.safe_load(f)
+                data = tomllib.load(f)
+            else:
+                data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except ImportError:
+        raise ConfigError(f"--config {path}: TOML needs Python >= 3.11; use YAML") from None
+    except (yaml.YAMLError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"--config {path}: not valid YAML/TOML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a map at the top level")
     return data
