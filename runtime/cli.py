@@ -29,5 +29,14 @@ def _root(
     )
 
 
+def _register() -> None:
+    from asyncinf.runtime.commands.up import DOTTED_FLAGS, up  # noqa: PLC0415
+
+    app.command("up", context_settings=DOTTED_FLAGS)(up)
+
+
+_register()
+
+
 def main() -> None:
     app()

@@ -1,0 +1,1 @@
+"""The `asyncinf` commands, one module per command or group; wired in runtime/cli.py."""

@@ -1,0 +1,125 @@
+"""`asyncinf up`: run the robot client and (with --local) the policy server, supervised."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.exitcodes import ExitCode
+
+log = logging.getLogger(__name__)
+
+# Robot and policy options arrive as LeRobot-style --robot.x / --policy.y extra arguments.
+DOTTED_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+Opt = typer.Option
+
+
+# fmt: off
+def up(
+    ctx: typer.Context,
+    local: Annotated[bool, Opt("--local", help="Run the policy server here, over shared memory.")] = False,
+    remote: Annotated[str | None, Opt("--remote", metavar="HOST:PORT", help="Use the policy server at HOST:PORT over gRPC.")] = None,
+    config: Annotated[Path | None, Opt("--config", help="YAML or TOML file of options; flags override it.")] = None,
+    fps: Annotated[float | None, Opt("--fps", help="Control-loop rate (default 30).")] = None,
+    actions_per_chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (default 50).")] = None,
+    chunk_size_threshold: Annotated[float | None, Opt("--chunk_size_threshold", help="Send an observation when queue/chunk <= this; 0 = synchronous (default 0.5).")] = None,
+    aggregate_fn_name: Annotated[str | None, Opt("--aggregate_fn_name", help="weighted_average (default), latest_only, average, conservative, or module:function.")] = None,
+    task: Annotated[str | None, Opt("--task", help="Language instruction for the policy.")] = None,
+    duration: Annotated[float | None, Opt("--duration", help="Stop after this many seconds (default until Ctrl-C).")] = None,
+    summary_json: Annotated[Path | None, Opt("--summary-json", help="Write the end-of-run summary here.")] = None,
+    metrics: Annotated[Path | None, Opt("--metrics", help="Write one JSON line per control tick here.")] = None,
+    plot: Annotated[Path | None, Opt("--plot", help="Draw queue size over time into this PNG.")] = None,
+    start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
+    stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
+    hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
+    max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
+    restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
+) -> None:
+    # fmt: on
+    """Run a policy on a robot asynchronously, until --duration or Ctrl-C.
+
+    Robot options use LeRobot's flags: --robot.type=sim (the default) or so101_follower,
+    with --robot.port, --robot.id and --robot.cameras='{front: {type: opencv, index_or_path: 0}}'.
+
+    Policy options: --policy.type=scripted (the default) or tiny_torch, --policy.path,
+    --policy.device, and any option of the policy, e.g. --policy.latency_ms=100.
+
+    Shared-memory sizes: --shm.obs_slot_mb. Exit codes are listed in the README.
+    """
+    from asyncinf.runtime.plan import build_plan, merge  # noqa: PLC0415
+    from asyncinf.runtime.supervisor import SupervisorConfig  # noqa: PLC0415
+
+    try:
+        if local == (remote is not None):
+            raise ConfigError("choose exactly one of --local or --remote HOST:PORT")
+        options: dict[str, Any] = load_file(str(config)) if config else {}
+        flags = {
+            "fps": fps,
+            "actions_per_chunk": actions_per_chunk,
+            "chunk_size_threshold": chunk_size_threshold,
+            "aggregate_fn_name": aggregate_fn_name,
+            "task": task,
+        }
+        dotted = parse_dotted_args(ctx.args)
+        extra = {k: parse_value(v) for k, v in dotted.pop("opt", {}).items()}
+        dotted = {g: {k: parse_value(v) for k, v in kv.items()} for g, kv in dotted.items()}
+        options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
+        options = merge(options, dotted)
+        transport = None if remote is None else {"kind": "grpc", "target": remote}
+        plan = build_plan(options, remote=transport)
+        sup_config = SupervisorConfig(
+            start_timeout_s=start_timeout,
+            stop_timeout_s=stop_timeout,
+            hang_timeout_s=hang_timeout,
+            max_restarts=max_restarts,
+            restart_backoff_s=restart_backoff,
+            duration_s=duration,
+        )
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+    raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
+
+
+def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
+    """Run the plan under a supervisor; print and write what was asked for; return the code."""
+    from asyncinf.runtime import report  # noqa: PLC0415
+    from asyncinf.runtime.supervisor import Supervisor  # noqa: PLC0415
+
+    tmp = None
+    if plot and not metrics:
+        tmp = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False)  # noqa: SIM115
+        metrics = Path(tmp.name)
+    if metrics:
+        plan.client["metrics_path"] = str(metrics)
+    fps = plan.client["client"]["fps"]
+    transport = "shared memory (local)" if plan.server else f"gRPC {plan.remote['target']}"
+
+    def on_state(state: str, sup: Supervisor) -> None:
+        if state == "running" and sup.restarts == 0:
+            pids = {c.role: c.pid for c in (sup.server, sup.client) if c is not None}
+            report.start_screen(plan.client, transport, pids)
+
+    supervisor = Supervisor(
+        plan, sup_config, on_state=on_state,
+        on_beat=lambda sup: report.live_line(sup.client.beat, fps) if sup.client else None,
+    )  # fmt: skip
+    code = supervisor.run()
+    if supervisor.summary is not None:
+        report.summary_table(supervisor.summary)
+        if summary_json:
+            summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")
+    if plot and metrics and metrics.exists():
+        from asyncinf.runtime.metrics import plot_queue  # noqa: PLC0415
+
+        plot_queue(metrics, plot, plan.client["client"])
+    if tmp is not None:
+        Path(tmp.name).unlink(missing_ok=True)
+    return code

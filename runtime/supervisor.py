@@ -1,0 +1,415 @@
+"""The supervisor: starts, watches and stops the server and the client, in that order.
+
+Modelled on gunicorn's arbiter. Signal handlers only record the signal (and wake the loop
+through `signal.set_wakeup_fd`); the main loop dispatches. Start: clean stale IPC objects of
+dead runs → create this run's shared memory → server → wait for READY (policy loaded and
+warmed up) → client → wait for READY (robot connected, handshake done). Watch: children's
+exits are decoded and logged; a child that stops beating for `hang_timeout_s` gets SIGABRT
+(its faulthandler prints every stack) then SIGKILL. A server that dies after it was ready
+is restarted with backoff on a new shared-memory generation while the client holds the
+robot; the client is told to attach and is not restarted. Stop (signal, --duration, a
+failure): client first, then server, then unlink every IPC object; a second Ctrl-C forces.
+
+A child that fails to boot stops the whole run with its exit code: no restart loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.exitcodes import BOOT_ERRORS, ExitCode
+
+log = logging.getLogger(__name__)
+
+SIGNAL_KILL_GRACE_S = 2.0  # between SIGABRT/SIGTERM and SIGKILL for a child that won't go
+
+
+@dataclass
+class SupervisorConfig:
+    start_timeout_s: float = 300.0  # per child: a large model can take minutes to load
+    stop_timeout_s: float = 10.0  # the whole client-first stop
+    hang_timeout_s: float = 10.0  # no heartbeat for this long = hung
+    max_restarts: int = 3  # server restarts after it was ready, per run
+    restart_backoff_s: float = 1.0  # doubled after each restart
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s"):
+            if getattr(self, name) <= 0:
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(f"{flag}={getattr(self, name)}: must be > 0 seconds")
+        if self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts={self.max_restarts}: must be >= 0")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(f"--duration={self.duration_s}: must be > 0 seconds (or omitted)")
+
+
+@dataclass
+class RunPlan:
+    """What to run: the children's specs, minus the transport the supervisor fills in."""
+
+    client: dict[str, Any]  # worker spec without "transport"
+    server: dict[str, Any] | None  # None: remote server, not ours to start
+    remote: dict[str, Any] | None = None  # client transport spec for a remote server
+    shm: dict[str, Any] = field(default_factory=dict)  # ShmConfig options
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        try:
+            return f"exit code {returncode} ({ExitCode(returncode).name})"
+        except ValueError:
+            return f"exit code {returncode}"
+    name = signal.Signals(-returncode).name
+    hint = " (perhaps out of memory)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
+
+
+class Child:
+    """One worker process and its two pipes."""
+
+    def __init__(self, role: str, spec: dict[str, Any]) -> None:
+        self.role = role
+        read_fd, write_fd = os.pipe()
+        argv = [sys.executable, "-m", "asyncinf.runtime.worker", role, json.dumps(spec)]
+        self.proc = subprocess.Popen(
+            [*argv, "--events-fd", str(write_fd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            # Own session: a terminal's Ctrl-C reaches only the supervisor, which decides order.
+            start_new_session=True,
+        )
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.events_fd = read_fd
+        self._partial = b""
+        self.ready = False
+        self.failure: dict[str, Any] | None = None
+        self.last_beat = time.monotonic()
+        self.beat: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        log.info("%s started (pid %d)", role, self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, **cmd: Any) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # already gone; its exit is handled by the watch loop
+
+    def read_events(self) -> list[dict[str, Any]]:
+        try:
+            data = os.read(self.events_fd, 65536)
+        except BlockingIOError:
+            return []
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s sent a malformed event %r", self.role, line[:200])
+        return events
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            log.info("sending %s to %s (pid %d)", sig.name, self.role, self.pid)
+            self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        os.close(self.events_fd)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: RunPlan,
+        config: SupervisorConfig,
+        on_state: Callable[[str, Supervisor], None] = lambda _state, _sup: None,
+        on_beat: Callable[[Supervisor], None] = lambda _sup: None,
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.state = "starting"
+        self.server: Child | None = None
+        self.client: Child | None = None
+        self.restarts = 0
+        self.summary: dict[str, Any] | None = None
+        self.holding: dict[str, Any] | None = None
+        self._on_state = on_state
+        self._on_beat = on_beat
+        self._signals: list[int] = []
+        self._session = None  # ShmSession of the current generation
+        self._generation = 0
+        self._run_id = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._exit: ExitCode | None = None  # set when a stop is decided
+        self._wake_r, self._wake_w = os.pipe()
+
+    # --- signals: record only ------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        log.info("state: %s", state)
+        self._on_state(state, self)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._start()
+            if self._exit is None:
+                self._set_state("running")
+                self._watch()
+        finally:
+            self._stop()
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return int(self._exit)
+
+    def _pump(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for anything, then dispatch all of it once."""
+        children = [c for c in (self.server, self.client) if c is not None]
+        fds = [self._wake_r] + [c.events_fd for c in children]
+        ready, _, _ = select.select(fds, [], [], max(0.0, timeout_s))
+        if self._wake_r in ready:
+            while True:
+                try:
+                    if not os.read(self._wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        for child in children:
+            for event in child.read_events():
+                self._dispatch(child, event)
+        while self._signals:
+            self._handle_signal(self._signals.pop(0))
+
+    def _dispatch(self, child: Child, event: dict[str, Any]) -> None:
+        child.last_beat = time.monotonic()
+        kind = event.get("event")
+        if kind == "ready":
+            child.ready = True
+            log.info("%s ready (pid %d)", child.role, child.pid)
+        elif kind == "beat":
+            child.beat = event
+            self._on_beat(self)
+        elif kind == "failed":
+            child.failure = event
+        elif kind == "holding":
+            self.holding = event
+            log.info("client holding at %s", event.get("target"))
+        elif kind == "summary":
+            self.summary = event["summary"]
+
+    def _handle_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._exit is not None:
+            log.warning("%s again while stopping: forcing", name)
+            self._force_kill()
+            return
+        log.info("%s received: stopping, client first", name)
+        self._exit = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.OK
+
+    # --- start -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        from asyncinf.transports.shm.names import clean_stale  # noqa: PLC0415
+
+        for name in clean_stale():
+            log.info("removed stale IPC object %s of a dead run", name)
+        if self.plan.server is not None:
+            if not self._start_server():
+                return
+            transport = {"kind": "shm", "name": self._session.name}
+        else:
+            transport = self.plan.remote
+        self.client = Child("client", {**self.plan.client, "transport": transport})
+        self._await_ready(self.client)
+
+    def _start_server(self) -> bool:
+        from asyncinf.transports.shm import ShmConfig, ShmSession  # noqa: PLC0415
+
+        self._session = ShmSession.create(
+            self._run_id, self._generation, ShmConfig(**self.plan.shm)
+        )
+        self.server = Child(
+            "server", {**self.plan.server, "transport": {"kind": "shm", "name": self._session.name}}
+        )
+        return self._await_ready(self.server)
+
+    def _await_ready(self, child: Child) -> bool:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while not child.ready and self._exit is None:
+            if child.proc.poll() is not None:
+                self._boot_failed(child)
+                return False
+            if time.monotonic() > deadline:
+                log.error(
+                    "%s not ready within --start-timeout=%g s", child.role,
+                    self.config.start_timeout_s,
+                )  # fmt: skip
+                self._exit = ExitCode.RUNTIME_FAILURE
+                return False
+            self._pump(0.1)
+        return child.ready
+
+    def _boot_failed(self, child: Child) -> None:
+        for event in child.read_events():
+            self._dispatch(child, event)
+        rc = child.proc.returncode
+        why = child.failure["message"] if child.failure else describe_exit(rc)
+        log.error("%s failed to start: %s", child.role, why)
+        boot_error = rc in {int(c) for c in BOOT_ERRORS}
+        self._exit = ExitCode(rc) if boot_error else ExitCode.RUNTIME_FAILURE
+
+    # --- watch -----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        end = None if self.config.duration_s is None else time.monotonic() + self.config.duration_s
+        while self._exit is None:
+            self._pump(0.1)
+            now = time.monotonic()
+            if end is not None and now >= end:
+                log.info("--duration reached: stopping, client first")
+                self._exit = ExitCode.OK
+                break
+            if self.client.proc.poll() is not None:
+                self._client_lost()
+                break
+            if now - self.client.last_beat > self.config.hang_timeout_s:
+                log.error("client sent no heartbeat for %.1f s: hung", now - self.client.last_beat)
+                self._abort(self.client)
+                continue
+            if self.server is not None:
+                self._check_server(now)
+
+    def _check_server(self, now: float) -> None:
+        server = self.server
+        if server.proc.poll() is None:
+            if now - server.last_beat <= self.config.hang_timeout_s:
+                return
+            log.error("server sent no heartbeat for %.1f s: hung", now - server.last_beat)
+            self._abort(server)
+        log.error("server lost: %s", describe_exit(server.proc.returncode))
+        self._restart_server()
+
+    def _client_lost(self) -> None:
+        for event in self.client.read_events():
+            self._dispatch(self.client, event)
+        rc = self.client.proc.returncode
+        if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
+            log.error("client stopped: %s", self.client.failure["message"])
+            self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        last = (self.holding or self.client.beat).get("target")
+        log.error("client lost: %s; the robot was last commanded to %s", describe_exit(rc), last)
+        self._exit = ExitCode.CLIENT_LOST
+
+    def _abort(self, child: Child) -> None:
+        """A hung child: SIGABRT for a stack dump, then SIGKILL."""
+        child.signal(signal.SIGABRT)
+        if not self._wait_exit(child, SIGNAL_KILL_GRACE_S):
+            child.signal(signal.SIGKILL)
+            child.proc.wait()
+
+    def _restart_server(self) -> None:
+        if self.restarts >= self.config.max_restarts:
+            log.error("server restarted %d times (--max-restarts): giving up", self.restarts)
+            self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        self._set_state("restarting")
+        backoff = self.config.restart_backoff_s * 2**self.restarts
+        self.restarts += 1
+        self.server.close()
+        self.server = None
+        self._session.unlink()  # the client keeps its mapping until it attaches anew
+        self._generation += 1
+        log.info("restarting the server in %.1f s (restart %d)", backoff, self.restarts)
+        deadline = time.monotonic() + backoff
+        while self._exit is None and time.monotonic() < deadline:
+            self._pump(deadline - time.monotonic())
+        if self._exit is not None or not self._start_server():
+            if self._exit is None:
+                self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        self.client.send(cmd="attach", transport={"kind": "shm", "name": self._session.name})
+        self._set_state("running")
+
+    # --- stop ------------------------------------------------------------------------------
+
+    def _wait_exit(self, child: Child, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while child.proc.poll() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._pump(min(0.05, remaining))
+        for event in child.read_events():
+            self._dispatch(child, event)
+        return True
+
+    def _stop_child(self, child: Child | None, deadline: float) -> None:
+        if child is None:
+            return
+        if child.proc.poll() is None:
+            log.info("stopping %s (pid %d)", child.role, child.pid)
+            child.send(cmd="stop")
+            if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
+                log.error("%s did not stop in time: SIGKILL", child.role)
+                child.signal(signal.SIGKILL)
+                child.proc.wait()
+        for event in child.read_events():
+            self._dispatch(child, event)
+        log.info("%s stopped: %s", child.role, describe_exit(child.proc.returncode))
+        child.close()
+
+    def _stop(self) -> None:
+        if self._exit is None:
+            self._exit = ExitCode.RUNTIME_FAILURE
+        self._set_state("stopping")
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        # Client first: the robot is brought to a hold before its action source goes away.
+        self._stop_child(self.client, deadline)
+        self._stop_child(self.server, deadline)
+        if self._session is not None:
+            self._session.unlink()
+            log.info("removed this run's IPC objects")
+        failed = self._exit not in (ExitCode.OK, ExitCode.INTERRUPTED)
+        self._set_state("failed" if failed else "stopped")
+
+    def _force_kill(self) -> None:
+        for child in (self.client, self.server):
+            if child is not None:
+                child.signal(signal.SIGKILL)
