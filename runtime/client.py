@@ -2,11 +2,16 @@
 
 Each tick, in this order:
 1. read the robot state (the observation's capture time);
-2. if `len(queue) / chunk_size <= chunk_size_threshold`, hand an observation stamped with the
-   next timestep to the transport (never blocks; `must_go` when the queue is empty — decided
-   afresh every tick, so a failed inference can never leave it disarmed);
-3. fold in every chunk that arrived (stale actions dropped, overlaps blended) and count errors;
+2. fold in every chunk that arrived (stale actions dropped, overlaps blended), count errors;
+3. if `len(queue) / chunk_size <= chunk_size_threshold` and no observation is in flight,
+   hand one stamped with the next timestep to the transport (never blocks). `must_go` is
+   "the queue is empty", decided afresh every tick, so a failed inference cannot disarm it;
 4. execute the next action, clamped to `max_relative_target`, or hold and count an idle frame.
+
+At most one observation is in flight: it is answered by a chunk or an error, or given up
+after `resend_after_s` (lost with a dead server). Sending more would only make the server
+infer observations whose chunks overlap the one it is computing — and would make g = 0
+not synchronous.
 
 The loop never waits on the server: receiving is a zero-timeout poll, sending is newest-wins.
 When the server is gone the queue is cleared and the robot holds its last commanded position
@@ -53,6 +58,8 @@ class ClientConfig:
     # Stop (non-zero exit) after this many errors from the server in a row.
     max_consecutive_errors: int = 10
     handshake_timeout_s: float = 120.0
+    # An unanswered observation is given up (and a new one may be sent) after this long.
+    resend_after_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 1000:
@@ -68,6 +75,8 @@ class ClientConfig:
             raise ConfigError(
                 f"--max_consecutive_errors={self.max_consecutive_errors}: must be >= 1"
             )
+        if self.resend_after_s <= 0:
+            raise ConfigError(f"--resend_after_s={self.resend_after_s}: must be > 0 seconds")
         get_aggregate(self.aggregate_fn_name)  # raises ConfigError naming the choices
 
 
@@ -147,6 +156,8 @@ class RobotClient:
         self._on_tick = on_tick  # per-tick metrics sink (timestep, queue, idle, period error)
         self._consecutive_errors = 0
         self._stopped = False
+        self._inflight_ns = 0  # when the unanswered observation was sent; 0: none
+        self._resend_after_ns = int(config.resend_after_s * 1e9)
 
     def hello(self) -> Handshake:
         return Handshake(
@@ -176,6 +187,7 @@ class RobotClient:
         self.stats.server_lost += 1
         self.queue.clear()
         transport, self.transport = self.transport, None
+        self._inflight_ns = 0
         transport.close()
 
     def stop(self) -> None:
@@ -204,9 +216,9 @@ class RobotClient:
         state = self.robot.read_state()
         capture_ns = time.monotonic_ns()
         if self.transport is not None:
-            if len(queue) / self.config.actions_per_chunk <= self.config.chunk_size_threshold:
-                self._send(state, capture_ns)
             self._drain()
+        if self.transport is not None and self._want_observation(capture_ns):
+            self._send(state, capture_ns)
         action = queue.pop()
         stats.ticks += 1
         if action is None:
@@ -231,6 +243,11 @@ class RobotClient:
                 }
             )
 
+    def _want_observation(self, now_ns: int) -> bool:
+        if len(self.queue) / self.config.actions_per_chunk > self.config.chunk_size_threshold:
+            return False
+        return not self._inflight_ns or now_ns - self._inflight_ns > self._resend_after_ns
+
     def _send(self, state: np.ndarray, capture_ns: int) -> None:
         obs = Observation(
             timestep=self.queue.next_timestep,
@@ -245,6 +262,7 @@ class RobotClient:
         except TransportError as exc:
             self.detach(str(exc))
             return
+        self._inflight_ns = capture_ns
         self.stats.observations_sent += 1
 
     def _drain(self) -> None:
@@ -264,6 +282,7 @@ class RobotClient:
 
     def _on_chunk(self, chunk: ActionChunk) -> None:
         now = time.monotonic_ns()
+        self._inflight_ns = 0
         actions = chunk.actions
         expected = (self.config.actions_per_chunk, len(self.robot.joint_names))
         if actions.ndim != 2 or actions.shape[1] != expected[1] or len(actions) == 0:
@@ -294,6 +313,7 @@ class RobotClient:
             s.compute_ns.append(chunk.compute_ns)
 
     def _on_error(self, error: ErrorMessage) -> None:
+        self._inflight_ns = 0
         self.stats.errors += 1
         self._consecutive_errors += 1
         log.error("server error [%s] (timestep %d): %s", error.code, error.timestep, error.message)
