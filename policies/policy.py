@@ -84,6 +84,7 @@ POLICIES: Registry[Policy] = Registry(
     {
         "scripted": "asyncinf.policies.scripted:ScriptedPolicy",
         "tiny_torch": "asyncinf.policies.tiny_torch:TinyTorchPolicy",
+        "fake": "asyncinf.policies.fake:FakePolicy",
     },
 )
 

@@ -1,0 +1,119 @@
+"""The policy server loop over the in-process transport."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from asyncinf.runtime.errors import HandshakeError
+from asyncinf.runtime.messages import ActionChunk, ErrorMessage, Handshake, Observation, PolicySpec
+from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
+from asyncinf.transports.inproc import InProcChannel
+
+
+def hello(**options):
+    return Handshake(
+        joint_names=["a.pos", "b.pos"],
+        cameras={},
+        policy=PolicySpec(type="fake", actions_per_chunk=4, options=options),
+        fps=30,
+    )
+
+
+@pytest.fixture
+def serving():
+    """A PolicyServer on a thread; yields (client end, policy cache)."""
+    client, server_end = InProcChannel().ends()
+    cache = PolicyCache()
+    server = PolicyServer(cache, ServerConfig(poll_s=0.02))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(server_end, stop.is_set))
+    thread.start()
+    yield client, cache
+    stop.set()
+    client.close()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def obs(t, state=(1.0, 2.0), must_go=True):
+    return Observation(t, 0, np.asarray(state, np.float32), must_go=must_go)
+
+
+def test_chunks_answer_the_observation_with_timings(serving):
+    client, _ = serving
+    reply = client.handshake(hello(), 5)
+    assert reply.accepted and reply.action_names == ["a.pos", "b.pos"]
+    client.send_observation(obs(7))
+    chunk = client.receive(5)
+    assert isinstance(chunk, ActionChunk)
+    assert chunk.timestep == 7 and chunk.actions.shape == (4, 2)
+    assert chunk.obs_sent_ns > 0 and chunk.inference_ns > 0
+    np.testing.assert_array_equal(chunk.actions[0], [1.0, 2.0])
+
+
+def test_policy_exceptions_reach_the_client_and_the_server_goes_on(serving):
+    client, _ = serving
+    client.handshake(hello(fail_every=2), 5)
+    replies = []
+    for t in range(4):
+        client.send_observation(obs(t))
+        replies.append(client.receive(5))
+    kinds = [type(r).__name__ for r in replies]
+    assert kinds == ["ActionChunk", "ErrorMessage", "ActionChunk", "ErrorMessage"]
+    err = replies[1]
+    assert err.code == "inference" and "failing call 2" in err.message and err.timestep == 1
+
+
+def test_load_failure_is_refused_at_handshake_with_the_reason(serving):
+    client, _ = serving
+    with pytest.raises(HandshakeError, match="failing at load"):
+        client.handshake(hello(fail_on_load=True), 5)
+
+
+def test_unknown_schema_version_is_refused_naming_both(serving):
+    client, _ = serving
+    h = hello()
+    h.schema_version = 99
+    with pytest.raises(HandshakeError, match=r"99.*1"):
+        client.handshake(h, 5)
+
+
+def test_policy_is_loaded_once_and_kept_across_sessions(serving):
+    client, cache = serving
+    client.handshake(hello(), 5)
+    first = cache.get(hello())
+    client.close()
+    client.handshake(hello(), 5)
+    assert cache.get(hello()) is first
+
+
+def test_similarity_filter_is_unit_aware_and_must_go_always_runs():
+    client, server_end = InProcChannel().ends()
+    server = PolicyServer(PolicyCache(), ServerConfig(similarity_atol=0.5, poll_s=0.02))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(server_end, stop.is_set))
+    thread.start()
+    try:
+        client.handshake(hello(), 5)
+        answered = []
+        for t, (state, must_go) in enumerate(
+            [((0, 0), False), ((0.1, 0.1), False), ((0.1, 0.1), True), ((2, 0), False)]
+        ):
+            client.send_observation(obs(t, state, must_go))
+            msg = client.receive(0.3)
+            answered.append(None if msg is None else msg.timestep)
+        assert answered == [0, None, 2, 3]  # 0.1 deg moved < 0.5 deg: skipped unless must_go
+    finally:
+        stop.set()
+        client.close()
+        thread.join(5)
+
+
+def test_a_nan_from_the_policy_is_not_hidden(serving):
+    client, _ = serving
+    client.handshake(hello(nan_every=1), 5)
+    client.send_observation(obs(0))
+    chunk = client.receive(5)
+    assert isinstance(chunk, ActionChunk) and np.isnan(chunk.actions[0, 0])
+    assert not isinstance(chunk, ErrorMessage)
