@@ -68,14 +68,17 @@ def parse_dotted_args(args: list[str]) -> dict[str, dict[str, str]]:
     """`["--robot.port=/dev/ttyACM0", "--policy.latency_ms", "100"]` → {group: {field: text}}.
 
     Typer has no dotted options; commands that take LeRobot-style `--group.field` flags
-    collect them as extra arguments and pass them here.
+    collect them as extra arguments and pass them here. A flag without a group
+    (`--resend_after_s=3`) lands in group "".
     """
     out: dict[str, dict[str, str]] = {}
     it = iter(args)
     for arg in it:
         name, eq, value = arg.partition("=")
         group, dot, key = name.removeprefix("--").partition(".")
-        if not name.startswith("--") or not dot or not group or not key:
+        if not dot:
+            group, key = "", group
+        if not name.startswith("--") or not key or (dot and not group):
             raise ConfigError(f"unexpected argument {arg!r}: expected --group.field=value")
         if not eq:
             value = next(it, None)

@@ -51,7 +51,9 @@ def up(
     Policy options: --policy.type=scripted (the default) or tiny_torch, --policy.path,
     --policy.device, and any option of the policy, e.g. --policy.latency_ms=100.
 
-    Shared-memory sizes: --shm.obs_slot_mb. Exit codes are listed in the README.
+    Any other client or server option as --name=value, e.g. --max_consecutive_errors=5,
+    --resend_after_s=3, --similarity_atol=0.5. Shared-memory sizes: --shm.obs_slot_mb.
+    Exit codes are listed in the README.
     """
     from asyncinf.runtime.plan import build_plan, merge  # noqa: PLC0415
     from asyncinf.runtime.supervisor import SupervisorConfig  # noqa: PLC0415
@@ -68,7 +70,7 @@ def up(
             "task": task,
         }
         dotted = parse_dotted_args(ctx.args)
-        extra = {k: parse_value(v) for k, v in dotted.pop("opt", {}).items()}
+        extra = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         dotted = {g: {k: parse_value(v) for k, v in kv.items()} for g, kv in dotted.items()}
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
