@@ -90,6 +90,7 @@ ROBOTS: Registry[Robot] = Registry(
     "robot",
     {
         "sim": "asyncinf.robots.sim:SimRobot",
+        "fake": "asyncinf.robots.fake:FakeRobot",
         "so100_follower": "asyncinf.robots.so_follower:SO100Follower",
         "so101_follower": "asyncinf.robots.so_follower:SO101Follower",
     },
