@@ -18,6 +18,7 @@ from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 class FakePolicy(Policy):
     default_options = {
         "fail_on_load": False,  # raise in the constructor (a boot error)
+        "load_s": 0.0,  # take this long to load, like a large checkpoint
         "fail_every": 0,  # raise on every n-th prediction (0: never)
         "nan_every": 0,  # return a NaN action on every n-th prediction (0: never)
         "latency_ms": 0.0,
@@ -25,6 +26,7 @@ class FakePolicy(Policy):
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
+        time.sleep(self.options["load_s"])  # stands in for reading weights
         if self.options["fail_on_load"]:
             raise PolicyError("fake policy: failing at load as asked (--policy.fail_on_load)")
         self.calls = 0
