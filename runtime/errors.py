@@ -44,6 +44,14 @@ class HandshakeError(TransportError):
     """The peers could not agree at handshake (schema version, features, policy)."""
 
 
+class SessionBusy(HandshakeError):
+    """The server is serving another client; the message names that session."""
+
+
+class Unauthenticated(HandshakeError):
+    """The server refused this client's credentials (missing or wrong token)."""
+
+
 class LayoutError(TransportError):
     """A shared-memory segment's header does not match what this build expects."""
 
