@@ -4,7 +4,8 @@ Arrays travel as `Tensor` (dtype string, shape, raw little-endian C-order bytes)
 the dtype must be one of the codec's plain numeric dtypes, every dim >= 0, the element count
 and byte size within `Limits`, and `len(data)` exactly `count × itemsize` — all checked from
 the claimed shape before an array exists, so a Tensor claiming 10¹² elements costs nothing.
-Received arrays are read-only zero-copy views on the message's bytes.
+Received frames are read-only zero-copy views on the message's bytes (`wire` decodes
+observations without copying them); the small state and actions are copied.
 
 Everything outgoing is serialized here to `bytes`: the gRPC methods are registered with
 identity (de)serializers so that a malformed message reaches our own parser and gets a typed
@@ -31,6 +32,7 @@ from asyncinf.runtime.messages import (
 )
 from asyncinf.transports.codec import ALLOWED_DTYPES, MAX_NDIM
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
+from asyncinf.transports.grpc import wire
 from asyncinf.transports.grpc.images import decode_jpeg, encode_jpeg
 
 MAX_OPTIONS_JSON_BYTES = 64 * 1024
@@ -63,7 +65,7 @@ def tensor_to_proto(array: np.ndarray, out: pb.Tensor) -> None:
 
 
 def tensor_from_proto(
-    t: pb.Tensor,
+    t: pb.Tensor | wire.RawTensor,
     name: str,
     limits: Limits,
     *,
@@ -179,23 +181,58 @@ def handshake_from_proto(h: pb.Handshake, limits: Limits) -> Handshake:
 
 
 def observation_to_up(obs: Observation, image_codec: str = "raw", jpeg_quality: int = 90) -> bytes:
-    """Serialize an observation whose images are already fitted to the negotiated shapes."""
-    up = pb.Up()
-    o = up.observation
-    o.timestep = obs.timestep
-    o.capture_ns = obs.capture_ns
+    """Serialize an observation whose images are already fitted to the negotiated shapes.
+
+    Raw frames take the one-copy fast path of `wire.encode_observation`.
+    """
+    o = pb.Observation(
+        timestep=obs.timestep,
+        capture_ns=obs.capture_ns,
+        task=obs.task,
+        must_go=obs.must_go,
+        sent_ns=obs.sent_ns,
+    )
     tensor_to_proto(obs.state, o.state)
+    raw_images = {}
     for cam, img in obs.images.items():
-        msg = o.images[cam]
         if image_codec == "jpeg":
+            msg = o.images[cam]
             msg.jpeg = encode_jpeg(img, jpeg_quality)
             msg.height, msg.width = img.shape[0], img.shape[1]
         else:
-            tensor_to_proto(img, msg.raw)
-    o.task = obs.task
-    o.must_go = obs.must_go
-    o.sent_ns = obs.sent_ns
-    return up.SerializeToString()
+            raw_images[cam] = img
+    return wire.encode_observation(o, raw_images)
+
+
+def observation_from_up(raw: bytes, limits: Limits) -> Observation | None:
+    """The observation in a serialized `Up`, decoded without copying its frames; None when
+    `raw` holds something else (parse it with `parse_up`). Raises CodecError."""
+    span = wire.observation_span(raw)
+    if span is None:
+        return None
+    f = wire.decode_observation(raw, span)
+    images = {}
+    for cam, img in f["images"].items():
+        if img["raw"] is not None:
+            images[cam] = tensor_from_proto(
+                img["raw"], f"image {cam}", limits, dtype=np.uint8, ndim=3
+            )
+        elif img["jpeg"] is not None:
+            images[cam] = decode_jpeg(
+                img["jpeg"], img["height"], img["width"], limits.max_image_pixels
+            )
+        else:
+            raise CodecError(f"image {cam!r} carries no data")
+    state = tensor_from_proto(f["state"], "state", limits, dtype=np.float32, ndim=1)
+    return Observation(
+        timestep=f["timestep"],
+        capture_ns=f["capture_ns"],
+        state=state.copy(),  # small; aligned and writable for the policy
+        images=images,
+        task=f["task"],
+        must_go=f["must_go"],
+        sent_ns=f["sent_ns"],
+    )
 
 
 def observation_from_proto(o: pb.Observation, limits: Limits) -> Observation:
@@ -211,7 +248,7 @@ def observation_from_proto(o: pb.Observation, limits: Limits) -> Observation:
     return Observation(
         timestep=o.timestep,
         capture_ns=o.capture_ns,
-        state=tensor_from_proto(o.state, "state", limits, dtype=np.float32, ndim=1),
+        state=tensor_from_proto(o.state, "state", limits, dtype=np.float32, ndim=1).copy(),
         images=images,
         task=o.task,
         must_go=o.must_go,

@@ -461,19 +461,27 @@ class GrpcServerTransport(ServerTransport):
     def _on_up(self, s: _Session, raw: bytes) -> bool:
         """Handle one client message; False when the session is over."""
         now = time.monotonic_ns()
+        up = obs = None
+        problem = ""
         try:
-            up = convert.parse_up(raw)
-        except CodecError as exc:
-            with self._cond:
-                s.last_rx_ns = now
-                self._violation(s, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return False
-        kind = up.WhichOneof("msg")
-        if kind == "observation":
+            obs = convert.observation_from_up(raw, self._limits)
+        except (CodecError, ConfigError) as exc:
+            problem = str(exc)
+        if obs is None and not problem:
             try:
-                obs = convert.observation_from_proto(up.observation, self._limits)
-            except (CodecError, ConfigError) as exc:
-                obs, problem = None, str(exc)
+                up = convert.parse_up(raw)
+            except CodecError as exc:
+                with self._cond:
+                    s.last_rx_ns = now
+                    self._violation(s, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                return False
+        kind = "observation" if up is None else up.WhichOneof("msg")
+        if kind == "observation":
+            if up is not None:  # an observation mixed with other fields: the generic path
+                try:
+                    obs = convert.observation_from_proto(up.observation, self._limits)
+                except (CodecError, ConfigError) as exc:
+                    problem = str(exc)
             with self._cond:
                 s.last_rx_ns = now
                 if s.ended:
@@ -486,7 +494,7 @@ class GrpcServerTransport(ServerTransport):
                 if obs is None:
                     self.bad_observations += 1
                     log.warning("session %s: bad observation: %s", s.id, problem)
-                    err = ErrorMessage("bad_observation", problem, up.observation.timestep)
+                    err = ErrorMessage("bad_observation", problem)
                     self._push_control(s, convert.error_to_down(err))
                     return not s.ended
                 s.observations_received += 1
