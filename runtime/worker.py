@@ -147,11 +147,17 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
         link.emit("holding", target=last, joints=robot.joint_names)
     finally:
         robot.disconnect()
+        transport_stats = {}
         if client.transport is not None:
+            transport_stats = client.transport.stats()
             client.transport.close()
         if metrics:
             metrics.close()
-    link.emit("summary", summary=client.stats.summary(config.fps))
+    summary = client.stats.summary(config.fps)
+    if "bytes_per_observation" in transport_stats:
+        summary["bytes_per_observation"] = transport_stats["bytes_per_observation"]
+    summary["transport"] = transport_stats
+    link.emit("summary", summary=summary)
     return int(code)
 
 

@@ -19,6 +19,7 @@ import abc
 import enum
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -103,6 +104,10 @@ class ClientTransport(_Closable):
     @abc.abstractmethod
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         """The next chunk or error in order, or None when none arrived within `timeout_s`."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the run summary (e.g. bytes per observation); empty by default."""
+        return {}
 
     def adapt_observation(self, observation: Observation) -> Observation:
         """Fit an observation to what the server asked for at handshake (identity by default)."""

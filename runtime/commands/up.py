@@ -41,6 +41,10 @@ def up(
     hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
     max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
     restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
+    token_file: Annotated[Path | None, Opt("--token-file", help="--remote: file holding the server's bearer token.")] = None,
+    tls_ca: Annotated[Path | None, Opt("--tls-ca", help="--remote: PEM CA that signed the server's certificate (turns TLS on).")] = None,
+    image_codec: Annotated[str | None, Opt("--image_codec", help="--remote: raw or jpeg (default raw).")] = None,
+    jpeg_quality: Annotated[int | None, Opt("--jpeg_quality", help="--remote: JPEG quality 1-100 (default 90).")] = None,
 ) -> None:
     # fmt: on
     """Run a policy on a robot asynchronously, until --duration or Ctrl-C.
@@ -69,12 +73,22 @@ def up(
             "aggregate_fn_name": aggregate_fn_name,
             "task": task,
         }
-        dotted = parse_dotted_args(ctx.args)
-        extra = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
-        dotted = {g: {k: parse_value(v) for k, v in kv.items()} for g, kv in dotted.items()}
+        dotted = {
+            g: {k: parse_value(v) for k, v in kv.items()}
+            for g, kv in parse_dotted_args(ctx.args).items()
+        }
+        extra = dotted.pop("", {})
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
-        transport = None if remote is None else {"kind": "grpc", "target": remote}
+        grpc_opts = dotted.pop("grpc", {})
+        transport = None
+        if remote is not None:
+            given = {"token_file": token_file, "tls_ca": tls_ca, "image_codec": image_codec,
+                     "jpeg_quality": jpeg_quality}  # fmt: skip
+            transport = {"kind": "grpc", "target": remote, **grpc_opts}
+            transport.update({k: str(v) if isinstance(v, Path) else v
+                              for k, v in given.items() if v is not None})  # fmt: skip
+            _check_grpc_options(transport)
         plan = build_plan(options, remote=transport)
         sup_config = SupervisorConfig(
             start_timeout_s=start_timeout,
@@ -88,6 +102,14 @@ def up(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.CONFIG_ERROR) from None
     raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
+
+
+def _check_grpc_options(spec: dict[str, Any]) -> None:
+    """Validate the gRPC client options here, before any process starts."""
+    from asyncinf.runtime.config import build  # noqa: PLC0415
+    from asyncinf.transports.grpc import GrpcClientConfig  # noqa: PLC0415
+
+    build(GrpcClientConfig, {k: v for k, v in spec.items() if k != "kind"}, prefix="grpc.")
 
 
 def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
