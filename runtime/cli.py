@@ -30,9 +30,13 @@ def _root(
 
 
 def _register() -> None:
+    from asyncinf.runtime.commands.status import status  # noqa: PLC0415
+    from asyncinf.runtime.commands.systemd import systemd  # noqa: PLC0415
     from asyncinf.runtime.commands.up import DOTTED_FLAGS, up  # noqa: PLC0415
 
     app.command("up", context_settings=DOTTED_FLAGS)(up)
+    app.command("systemd")(systemd)
+    app.command("status")(status)
 
 
 _register()
