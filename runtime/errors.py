@@ -60,6 +60,35 @@ class RobotError(AsyncinfError, RuntimeError):
     """The robot (driver, bus, camera) failed."""
 
 
+class SerialPortError(RobotError):
+    """A serial port cannot be opened: missing, no permission, or held by another process."""
+
+
+class MotorBusError(RobotError):
+    """A servo on a serial bus did not answer properly; names the motor, its id and the port."""
+
+    def __init__(self, message: str, motor: str | None = None, motor_id: int | None = None) -> None:
+        super().__init__(message)
+        self.motor = motor
+        self.motor_id = motor_id
+
+
+class MotorTimeout(MotorBusError):
+    """A servo did not reply in time, after every retry."""
+
+
+class MotorReplyCorrupt(MotorBusError):
+    """A servo's reply was malformed (checksum, length, id), after every retry."""
+
+
+class MotorFault(MotorBusError):
+    """A servo replied with error bits set (voltage, overheat, overload, refused instruction)."""
+
+
+class MotorMissing(MotorBusError):
+    """Servos the robot needs did not answer a ping."""
+
+
 class PolicyError(AsyncinfError, RuntimeError):
     """The policy failed to load or to predict."""
 
