@@ -142,10 +142,21 @@ def server_info(config: GrpcClientConfig, timeout_s: float) -> dict[str, Any]:
     }
 
 
+class _Unreachable(PeerGone):
+    """The stream failed with UNAVAILABLE before the server answered: retried a while."""
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode:
+    return exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+
+
+def _details(exc: grpc.RpcError) -> str:
+    return (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
+
+
 def _status_error(exc: grpc.RpcError, target: str, *, handshaking: bool) -> TransportError:
     """A typed error for a failed call's status."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
+    code, details = _code(exc), _details(exc)
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(f"server at {target} refused our credentials: {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith("server busy"):
@@ -352,19 +363,38 @@ class GrpcClientTransport(ClientTransport):
     def _open_link(
         self, hello: Handshake, deadline: float
     ) -> tuple[_Link, HandshakeReply, dict[str, tuple[int, int, int] | None]]:
-        """Open a stream and handshake on it; the link is cancelled if anything fails."""
+        """Open a stream and handshake on it; the link is cancelled if anything fails.
+
+        A server that cannot be reached (UNAVAILABLE before any answer: not listening yet,
+        TLS mismatch) is retried with a short backoff for up to `connect_timeout_s`.
+        """
         cfg = self.config
-        now = time.monotonic()
-        wait_s = max(0.0, min(deadline - now, cfg.connect_timeout_s))
-        ready = grpc.channel_ready_future(self._channel)
-        try:
-            ready.result(timeout=wait_s)
-        except grpc.FutureTimeoutError:
-            ready.cancel()
-            raise PeerGone(
-                f"cannot reach {cfg.target} within {wait_s:.1f} s: is `asyncinf serve` "
-                "running there, and do the TLS settings match?"
-            ) from None
+        connect_deadline = min(deadline, time.monotonic() + cfg.connect_timeout_s)
+        delay_s = 0.05
+        while True:
+            link = self._start_link(hello)
+            try:
+                reply = self._await_reply(link, deadline)
+                fit = self._check_reply(hello, reply)
+            except _Unreachable as exc:
+                link.cancel()
+                if time.monotonic() + delay_s >= connect_deadline:
+                    raise PeerGone(
+                        f"cannot reach {cfg.target} within {cfg.connect_timeout_s:g} s "
+                        f"({exc}): is `asyncinf serve` running there, and do the TLS "
+                        "settings match?"
+                    ) from None
+                if self._closed.wait(delay_s):
+                    raise PeerClosed("transport closed") from None
+                delay_s = min(2 * delay_s, 1.0)
+                continue
+            except BaseException:
+                link.end(PeerClosed("handshake abandoned"))
+                link.cancel()
+                raise
+            return link, reply, fit
+
+    def _start_link(self, hello: Handshake) -> _Link:
         self._links += 1
         link = _Link(self._links)
         first = convert.handshake_to_up(hello, self.client_id)
@@ -375,14 +405,7 @@ class GrpcClientTransport(ClientTransport):
         self._readers = [t for t in self._readers if t.is_alive()]
         self._readers.append(reader)
         reader.start()
-        try:
-            reply = self._await_reply(link, deadline)
-            fit = self._check_reply(hello, reply)
-        except BaseException:
-            link.end(PeerClosed("handshake abandoned"))
-            link.cancel()
-            raise
-        return link, reply, fit
+        return link
 
     def _await_reply(self, link: _Link, deadline: float) -> HandshakeReply:
         while not (link.replied.is_set() or link.ended.is_set()):
@@ -599,7 +622,10 @@ class GrpcClientTransport(ClientTransport):
                     link.end(PeerClosed(f"server at {target} said goodbye: {down.goodbye.reason}"))
             link.end(PeerClosed(f"server at {target} ended the session"))
         except grpc.RpcError as exc:
-            link.end(_status_error(exc, target, handshaking=not link.ready))
+            if not link.replied.is_set() and _code(exc) is grpc.StatusCode.UNAVAILABLE:
+                link.end(_Unreachable(f"{_code(exc).name}: {_details(exc)}"))
+            else:
+                link.end(_status_error(exc, target, handshaking=not link.ready))
         except CodecError as exc:
             link.end(PeerGone(f"server at {target} sent a malformed message: {exc}"))
             link.cancel()

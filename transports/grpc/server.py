@@ -57,7 +57,7 @@ from asyncinf.runtime.messages import (
 )
 from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
-from asyncinf.transports.grpc import convert
+from asyncinf.transports.grpc import convert, wire
 from asyncinf.transports.grpc.config import GrpcServerConfig, is_loopback
 
 log = logging.getLogger(__name__)
@@ -461,20 +461,22 @@ class GrpcServerTransport(ServerTransport):
     def _on_up(self, s: _Session, raw: bytes) -> bool:
         """Handle one client message; False when the session is over."""
         now = time.monotonic_ns()
-        up = obs = None
+        up = obs = span = None
         problem = ""
         try:
-            obs = convert.observation_from_up(raw, self._limits)
-        except (CodecError, ConfigError) as exc:
-            problem = str(exc)
-        if obs is None and not problem:
-            try:
+            span = wire.observation_span(raw)  # the common case, without copying frames
+            if span is None:
                 up = convert.parse_up(raw)
-            except CodecError as exc:
-                with self._cond:
-                    s.last_rx_ns = now
-                    self._violation(s, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                return False
+        except CodecError as exc:
+            with self._cond:
+                s.last_rx_ns = now
+                self._violation(s, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return False
+        if span is not None:
+            try:
+                obs = convert.observation_at(raw, span, self._limits)
+            except (CodecError, ConfigError) as exc:
+                problem = str(exc)
         kind = "observation" if up is None else up.WhichOneof("msg")
         if kind == "observation":
             if up is not None:  # an observation mixed with other fields: the generic path
