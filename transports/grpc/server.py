@@ -169,6 +169,8 @@ class GrpcServerTransport(ServerTransport):
         self.sessions_refused_busy = 0
         self.protocol_errors = 0
         self.bad_observations = 0
+        self.observations_received = 0  # valid ones, over all sessions
+        self.observations_replaced = 0  # overwritten in the slot before the loop took them
         self._server = grpc.server(
             futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="asyncinf-grpc"),
             options=server_options(config),
@@ -299,6 +301,19 @@ class GrpcServerTransport(ServerTransport):
             if s.end_error is not None:
                 raise s.end_error
             self._push_control(s, data)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the server's summary."""
+        return {
+            "transport": "grpc",
+            "port": self.port,
+            "sessions_opened": self.sessions_opened,
+            "sessions_refused_busy": self.sessions_refused_busy,
+            "protocol_errors": self.protocol_errors,
+            "bad_observations": self.bad_observations,
+            "observations_received": self.observations_received,
+            "observations_replaced": self.observations_replaced,
+        }
 
     def close(self) -> None:
         with self._cond:
@@ -500,8 +515,10 @@ class GrpcServerTransport(ServerTransport):
                     self._push_control(s, convert.error_to_down(err))
                     return not s.ended
                 s.observations_received += 1
+                self.observations_received += 1
                 if s.slot is not None:
                     s.observations_replaced += 1
+                    self.observations_replaced += 1
                 s.slot = (obs, now)
                 self._cond.notify_all()
             return True
