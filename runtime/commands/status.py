@@ -35,14 +35,18 @@ _COLORS = {
 
 
 def status(
-    path: Annotated[Path, typer.Argument(help="The file given to `asyncinf up --status-json`.")],
-    as_json: Annotated[bool, Opt("--json", help="Print the file's JSON as is.")] = False,
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="The file given to `asyncinf up --status-json`.")
+    ],
+    as_json: Annotated[
+        bool, Opt("--json", help="Print the status as the file's JSON object (checked first).")
+    ] = False,
 ) -> None:
     """Show the state of a supervised run and the pids of its processes.
 
-    Exit code as `systemctl status`: 0 running (or starting, restarting, stopping),
-    1 stale file (the supervisor died without recording it), 3 the run ended, 4 no readable
-    status file.
+    Exits as `systemctl status` does: 0 the run is live (starting, running,
+    restarting or stopping), 1 stale file (the supervisor is gone without
+    recording an end), 3 the run ended (stopped or failed), 4 no readable file.
     """
     try:
         run = read_status(path)
