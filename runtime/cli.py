@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping line breaks
 )
 
 
@@ -30,11 +31,13 @@ def _root(
 
 
 def _register() -> None:
+    from asyncinf.runtime.commands.serve import serve  # noqa: PLC0415
     from asyncinf.runtime.commands.status import status  # noqa: PLC0415
     from asyncinf.runtime.commands.systemd import systemd  # noqa: PLC0415
     from asyncinf.runtime.commands.up import DOTTED_FLAGS, up  # noqa: PLC0415
 
     app.command("up", context_settings=DOTTED_FLAGS)(up)
+    app.command("serve", context_settings=DOTTED_FLAGS)(serve)
     app.command("systemd")(systemd)
     app.command("status")(status)
 

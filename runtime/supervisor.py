@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asyncinf.runtime import sdnotify
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.status import ChildStatus, RunStatus, ServerStatus, State, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class SupervisorConfig:
     max_restarts: int = 3  # server restarts after it was ready, per run
     restart_backoff_s: float = 1.0  # doubled after each restart
     duration_s: float | None = None
+    status_json: str | None = None  # keep this JSON file current (asyncinf status reads it)
 
     def __post_init__(self) -> None:
         for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s"):
@@ -84,8 +87,11 @@ class Child:
         self.role = role
         read_fd, write_fd = os.pipe()
         argv = [sys.executable, "-m", "asyncinf.runtime.worker", role, json.dumps(spec)]
+        # Only the supervisor talks to systemd (NotifyAccess=main).
+        env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENV_VARS}
         self.proc = subprocess.Popen(
             [*argv, "--events-fd", str(write_fd)],
+            env=env,
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
             # Own session: a terminal's Ctrl-C reaches only the supervisor, which decides order.
@@ -96,6 +102,7 @@ class Child:
         self.events_fd = read_fd
         self._partial = b""
         self.ready = False
+        self.state = State.STARTING
         self.failure: dict[str, Any] | None = None
         self.last_beat = time.monotonic()
         self.beat: dict[str, Any] = {}
@@ -164,6 +171,7 @@ class Supervisor:
         self._run_id = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._exit: ExitCode | None = None  # set when a stop is decided
         self._wake_r, self._wake_w = os.pipe()
+        self._status = StatusWriter(config.status_json) if config.status_json else None
 
     # --- signals: record only ------------------------------------------------------------
 
@@ -180,7 +188,35 @@ class Supervisor:
     def _set_state(self, state: str) -> None:
         self.state = state
         log.info("state: %s", state)
+        if state == "running" and self.restarts == 0:
+            sdnotify.ready("running")
+        elif state == "stopping":
+            sdnotify.stopping("stopping: client first")
+        else:
+            sdnotify.status(state)
+        self._publish()
         self._on_state(state, self)
+
+    def _child_state(self, child: Child | None, state: State) -> None:
+        if child is not None:
+            child.state = state
+            self._publish()
+
+    def _publish(self) -> None:
+        """Rewrite the status file (pids and states) for monitoring and for tests."""
+        if self._status is None:
+            return
+        server, client = self.server, self.client
+        self._status.status = RunStatus(
+            state=State(self.state),
+            server=None if self.plan.server is None else ServerStatus(
+                server.pid if server else None,
+                server.state if server else State.RESTARTING,
+                self.restarts,
+            ),
+            client=ChildStatus(client.pid, client.state) if client else ChildStatus(),
+        )  # fmt: skip
+        self._status.write()
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -203,6 +239,7 @@ class Supervisor:
         children = [c for c in (self.server, self.client) if c is not None]
         fds = [self._wake_r] + [c.events_fd for c in children]
         ready, _, _ = select.select(fds, [], [], max(0.0, timeout_s))
+        sdnotify.watchdog_ping()  # every state, restarts included: the loop itself is alive
         if self._wake_r in ready:
             while True:
                 try:
@@ -222,6 +259,7 @@ class Supervisor:
         if kind == "ready":
             child.ready = True
             log.info("%s ready (pid %d)", child.role, child.pid)
+            self._child_state(child, State.RUNNING)
         elif kind == "beat":
             child.beat = event
             self._on_beat(self)
@@ -256,6 +294,7 @@ class Supervisor:
         else:
             transport = self.plan.remote
         self.client = Child("client", {**self.plan.client, "transport": transport})
+        self._publish()
         self._await_ready(self.client)
 
     def _start_server(self) -> bool:
@@ -267,6 +306,7 @@ class Supervisor:
         self.server = Child(
             "server", {**self.plan.server, "transport": {"kind": "shm", "name": self._session.name}}
         )
+        self._publish()
         return self._await_ready(self.server)
 
     def _await_ready(self, child: Child) -> bool:
@@ -354,6 +394,7 @@ class Supervisor:
         self.restarts += 1
         self.server.close()
         self.server = None
+        self._child_state(self.client, State.RESTARTING)  # it holds the robot meanwhile
         self._session.unlink()  # the client keeps its mapping until it attaches anew
         self._generation += 1
         log.info("restarting the server in %.1f s (restart %d)", backoff, self.restarts)
@@ -365,6 +406,7 @@ class Supervisor:
                 self._exit = ExitCode.RUNTIME_FAILURE
             return
         self.client.send(cmd="attach", transport={"kind": "shm", "name": self._session.name})
+        self.client.state = State.RUNNING
         self._set_state("running")
 
     # --- stop ------------------------------------------------------------------------------
@@ -385,6 +427,7 @@ class Supervisor:
             return
         if child.proc.poll() is None:
             log.info("stopping %s (pid %d)", child.role, child.pid)
+            self._child_state(child, State.STOPPING)
             child.send(cmd="stop")
             if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
                 log.error("%s did not stop in time: SIGKILL", child.role)
@@ -392,7 +435,9 @@ class Supervisor:
                 child.proc.wait()
         for event in child.read_events():
             self._dispatch(child, event)
-        log.info("%s stopped: %s", child.role, describe_exit(child.proc.returncode))
+        rc = child.proc.returncode
+        log.info("%s stopped: %s", child.role, describe_exit(rc))
+        self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)
         child.close()
 
     def _stop(self) -> None:

@@ -41,6 +41,7 @@ def up(
     hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
     max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
     restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
+    status_json: Annotated[Path | None, Opt("--status-json", help="Keep this JSON status file current (read it with `asyncinf status`).")] = None,
     token_file: Annotated[Path | None, Opt("--token-file", help="--remote: file holding the server's bearer token.")] = None,
     tls_ca: Annotated[Path | None, Opt("--tls-ca", help="--remote: PEM CA that signed the server's certificate (turns TLS on).")] = None,
     image_codec: Annotated[str | None, Opt("--image_codec", help="--remote: raw or jpeg (default raw).")] = None,
@@ -97,6 +98,7 @@ def up(
             max_restarts=max_restarts,
             restart_backoff_s=restart_backoff,
             duration_s=duration,
+            status_json=str(status_json) if status_json else None,
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
