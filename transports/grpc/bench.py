@@ -15,6 +15,7 @@ server loop does.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -47,6 +48,7 @@ from asyncinf.transports.grpc.server import GrpcServerTransport
 log = logging.getLogger(__name__)
 
 CHUNK_SHAPE = (50, 14)
+CHUNK_BYTES = CHUNK_SHAPE[0] * CHUNK_SHAPE[1] * 4
 MODES = ("raw", "jpeg", "resize_jpeg")  # resize_jpeg: 224x224 center crop, then JPEG q90
 
 
@@ -72,7 +74,9 @@ class EchoServer:
         self.answer = answer
         self.poll_s = poll_s
         self.sessions = 0
-        self.observations: list[Observation] = []
+        # The last few only: keeping every frame would grow memory (and fault in fresh pages
+        # on every round trip, which is what a benchmark must not measure).
+        self.observations: collections.deque[Observation] = collections.deque(maxlen=8)
         self.session_errors: list[TransportError] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="echo-server", daemon=True)
@@ -219,18 +223,28 @@ _FLOOR_METHOD = "/asyncinf.bench.Floor/Echo"
 
 
 def grpc_floor(
-    payload_bytes: int, iterations: int, *, warmup: int = 20, timeout_s: float = 10.0
+    payload_bytes: int,
+    iterations: int,
+    *,
+    warmup: int = 20,
+    reply_bytes: int | None = None,
+    timeout_s: float = 10.0,
 ) -> list[int]:
-    """Round trips of raw bytes over a bare gRPC bidi stream: the transport's floor."""
-    reply = bytes(CHUNK_SHAPE[0] * CHUNK_SHAPE[1] * 4)
+    """Round trips of raw bytes over a bare gRPC bidi stream: the transport's floor.
+
+    By default the server echoes the payload (the `grpc_floor` row as specified: "echoing
+    raw bytes of the same size"). With `reply_bytes=CHUNK_BYTES` it answers with a chunk's
+    worth instead, the same traffic as `grpc_roundtrip` — the stricter comparison.
+    """
     limits = [
         ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
     ]
+    fixed = None if reply_bytes is None else bytes(reply_bytes)
 
     def echo(requests: Iterator[bytes], _context: grpc.ServicerContext) -> Iterator[bytes]:
-        for _ in requests:
-            yield reply
+        for request in requests:
+            yield request if fixed is None else fixed
 
     server = grpc.server(futures.ThreadPoolExecutor(2), options=limits)
     server.add_generic_rpc_handlers(
@@ -260,6 +274,7 @@ def grpc_floor(
             if i >= warmup:
                 samples.append(time.perf_counter_ns() - t0)
         outbox.put(None)
+        responses.cancel()
     finally:
         channel.close()
         server.stop(None)
@@ -277,18 +292,46 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def main() -> None:  # pragma: no cover  (a developer's quick look; the CLI prints the table)
-    for size in (921_600, 3_686_400):
-        floor = summarize(grpc_floor(size, 300))
+def rows(
+    sizes: tuple[int, ...] = (921_600, 3_686_400), iterations: int = 300
+) -> list[dict[str, Any]]:
+    """Benchmark rows in the transport benchmark's shape: `grpc` (per mode), `grpc_floor`
+    (echo, as specified) and `grpc_floor_oneway` (payload up, a chunk's bytes down)."""
+    out = []
+    for size in sizes:
+        floors = {
+            "grpc_floor": grpc_floor(size, iterations),
+            "grpc_floor_oneway": grpc_floor(size, iterations, reply_bytes=CHUNK_BYTES),
+        }
+        for name, samples in floors.items():
+            out.append({"transport": name, "payload_bytes": size, **summarize(samples)})
         for mode in MODES:
-            res = grpc_roundtrip(size, 300, mode=mode)
-            s = summarize(res["samples_ns"])
-            print(  # a developer tool's output
-                f"{size:>9} B {mode:<12} p50 {s['p50_us']:8.0f} us  p99 {s['p99_us']:8.0f} us"
-                f"  floor p50 {floor['p50_us']:8.0f} us  ratio {s['p50_us'] / floor['p50_us']:.2f}"
-                f"  {res['bytes_per_observation']:.0f} B/obs"
-                f" (raw {res['raw_bytes_per_observation']:.0f})"
+            res = grpc_roundtrip(size, iterations, mode=mode)
+            out.append(
+                {
+                    "transport": "grpc",
+                    "mode": mode,
+                    "payload_bytes": size,
+                    **summarize(res["samples_ns"]),
+                    "bytes_per_observation": res["bytes_per_observation"],
+                    "raw_bytes_per_observation": res["raw_bytes_per_observation"],
+                }
             )
+    return out
+
+
+def main() -> None:  # a developer's quick look; `asyncinf bench transport` prints the table
+    table = rows()
+    floors = {(r["transport"], r["payload_bytes"]): r["p50_us"] for r in table}
+    for r in table:
+        line = f"{r['payload_bytes']:>9} B {r['transport']:<18} {r.get('mode', ''):<12}"
+        line += f" p50 {r['p50_us']:8.0f} us  p99 {r['p99_us']:8.0f} us"
+        if r["transport"] == "grpc":
+            echo = r["p50_us"] / floors[("grpc_floor", r["payload_bytes"])]
+            oneway = r["p50_us"] / floors[("grpc_floor_oneway", r["payload_bytes"])]
+            line += f"  ×floor {echo:.2f}  ×oneway floor {oneway:.2f}"
+            line += f"  {r['bytes_per_observation']:.0f} B/obs"
+        print(line)  # a developer tool's output
 
 
 if __name__ == "__main__":
