@@ -146,7 +146,7 @@ def test_factory_opens_both_ends() -> None:
     try:
         cli = open_client({"kind": "grpc", "target": f"127.0.0.1:{srv.port}"})
         cli.close()
-        with pytest.raises(ConfigError, match="not known"):
+        with pytest.raises(ConfigError, match="colour is not an option"):
             open_client({"kind": "grpc", "target": "127.0.0.1:1", "colour": "red"})
     finally:
         srv.close()
@@ -482,6 +482,12 @@ def test_client_config_errors_name_the_field(kw, match) -> None:
 def test_server_config_errors_name_the_field(kw, match) -> None:
     with pytest.raises(ConfigError, match=match):
         GrpcServerConfig(**kw)
+
+
+def test_options_given_as_text_are_coerced() -> None:
+    text = {"port": "0", "heartbeat_timeout_s": "3", "when_full": "error"}
+    cfg = GrpcServerConfig.from_dict(text)
+    assert (cfg.port, cfg.heartbeat_timeout_s, cfg.when_full) == (0, 3.0, WhenFull.ERROR)
 
 
 def test_port_in_use_is_an_error(server) -> None:

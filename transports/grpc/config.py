@@ -15,7 +15,6 @@ Limits are set on purpose:
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -111,14 +110,11 @@ class _Common:
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> Any:
-        """Build from a plain map (a supervisor spec or a config file), naming unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ConfigError(
-                f"grpc transport option {unknown[0]!r} is not known; known: {sorted(known)}"
-            )
-        return cls(**spec)
+        """Build from a plain map (a supervisor spec, a config file or `--grpc.NAME=VALUE`
+        flags as text), coercing types and naming unknown keys."""
+        from asyncinf.runtime.config import build  # noqa: PLC0415  (the one flag parser)
+
+        return build(cls, spec, prefix="grpc.")
 
 
 @dataclass
