@@ -238,6 +238,13 @@ class FeetechBus:
             raise SerialPortError(f"serial port {self.port} is not open; connect first")
         return self._ser
 
+    def _flush_input(self) -> None:
+        ser = self._port()
+        try:
+            ser.reset_input_buffer()
+        except Exception as exc:  # termios.error is not an OSError
+            raise SerialPortError(f"serial port {self.port} failed: {exc}") from exc
+
     def _send(self, packet: bytes) -> None:
         ser = self._port()
         try:
@@ -315,8 +322,7 @@ class FeetechBus:
         self, packet: bytes, ids: list[int], data_len: int, what: str
     ) -> dict[int, Packet]:
         frame = protocol.MIN_PACKET_LEN + data_len
-        ser = self._port()
-        ser.reset_input_buffer()  # a late reply to an earlier attempt must not answer this one
+        self._flush_input()  # a late reply to an earlier attempt must not answer this one
         self._send(packet)
         deadline = (
             time.monotonic() + self.timeout_s + (len(packet) + len(ids) * frame) * self._byte_s
