@@ -8,6 +8,7 @@ server then serves the next valid session. Memory stays bounded across many bad 
 import math
 import queue
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncinf.runtime.messages import Handshake, PolicySpec
+from asyncinf.runtime.errors import SessionBusy
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.bench import EchoServer
@@ -77,11 +79,20 @@ def server():
 
 
 def _valid_session_works(port: int) -> None:
-    client = GrpcClientTransport(GrpcClientConfig(target=f"127.0.0.1:{port}"))
+    """A well-behaved client gets served; the raw stream before it was cancelled abruptly, so
+    the server may take a moment to notice that session's end (then it answers busy)."""
+    deadline = time.monotonic() + 10
+    while True:
+        client = GrpcClientTransport(GrpcClientConfig(target=f"127.0.0.1:{port}"))
+        try:
+            client.handshake(HELLO, 10)
+            break
+        except SessionBusy:
+            client.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     try:
-        client.handshake(HELLO, 10)
-        from asyncinf.runtime.messages import Observation
-
         client.send_observation(Observation(5, 0, np.zeros(2, np.float32)))
         msg = client.receive(10)
         assert msg is not None and msg.timestep == 5
