@@ -380,6 +380,7 @@ class Supervisor:
     def _abort(self, child: Child) -> None:
         """A hung child: SIGABRT for a stack dump, then SIGKILL."""
         child.signal(signal.SIGABRT)
+        child.signal(signal.SIGCONT)  # a stopped process can only act on SIGABRT once resumed
         if not self._wait_exit(child, SIGNAL_KILL_GRACE_S):
             child.signal(signal.SIGKILL)
             child.proc.wait()
