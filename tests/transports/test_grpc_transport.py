@@ -685,6 +685,23 @@ def test_same_client_id_replaces_its_stale_session(server) -> None:
         ch1.close()
 
 
+def test_a_restarted_client_with_the_same_id_takes_over(server, echo) -> None:
+    # The first one's session is still open, as when its process died and the server has
+    # not noticed yet (no reconnect here, or the two would take turns).
+    first = make_client(server.port, client_id="arm-1", reconnect=False)
+    first.handshake(hello(), 5)
+    second = make_client(server.port, client_id="arm-1")
+    try:
+        second.handshake(hello(), 5)
+        second.send_observation(obs(4))
+        assert receive_chunk(second).timestep == 4
+        with pytest.raises(PeerGone, match="ABORTED"):
+            wait_until(lambda: first.receive(0.05) is None and False, 10, "the old stream ended")
+    finally:
+        first.close()
+        second.close()
+
+
 def test_close_is_idempotent_and_safe_before_handshake(server) -> None:
     c = make_client(server.port)
     c.close()

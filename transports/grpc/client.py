@@ -206,7 +206,7 @@ class GrpcClientTransport(ClientTransport):
                 "use --tls-ca",
                 config.target,
             )
-        self.client_id = uuid.uuid4().hex
+        self.client_id = config.client_id or uuid.uuid4().hex
         self._metadata = ((CLIENT_ID_KEY, self.client_id), *auth_metadata(token))
         self._limits = convert.Limits(config.max_tensor_elements, config.max_message_bytes)
         self._channel = make_channel(config)

@@ -194,6 +194,10 @@ class GrpcClientConfig(_Common):
     reconnect_backoff_max_s: float = 5.0
     reconnect_give_up_s: float | None = None  # None: keep trying (the robot holds meanwhile)
     receive_queue_depth: int = 256  # chunks/errors read but not yet taken by receive()
+    # Names this client to the server, which lets a reconnect with the same id replace its
+    # own stale session instead of being told "busy". Default: random per transport. Give
+    # the robot's id to let a restarted client process take over too.
+    client_id: str | None = None
     extra_options: list[tuple[str, Any]] = field(default_factory=list)  # raw gRPC args
 
     def __post_init__(self) -> None:
@@ -222,6 +226,8 @@ class GrpcClientConfig(_Common):
             "reconnect_backoff_max_s",
             "receive_queue_depth",
         )
+        if self.client_id is not None and not 0 < len(self.client_id) <= 64:
+            raise ConfigError(f"--client_id={self.client_id!r}: must be 1..64 characters")
         if self.reconnect_give_up_s is not None:
             _positive(self, "reconnect_give_up_s")
         if self.tls_ca is not None or self.tls_cert is not None:
