@@ -157,6 +157,7 @@ class RobotClient:
         self._consecutive_errors = 0
         self._stopped = False
         self._inflight_ns = 0  # when the unanswered observation was sent; 0: none
+        self._link_up = True  # last seen value of transport.connected
         self._resend_after_ns = int(config.resend_after_s * 1e9)
 
     def hello(self) -> Handshake:
@@ -267,6 +268,17 @@ class RobotClient:
 
     def _drain(self) -> None:
         """Fold in everything that arrived, without waiting."""
+        if self.transport is not None and self._link_up != self.transport.connected:
+            self._link_up = not self._link_up
+            if self._link_up:
+                log.info("server link restored: resuming")
+            else:
+                # A reconnecting transport: the chunks queued came from a server that may
+                # have lost its state, and none can arrive meanwhile. Hold, like a lost server.
+                log.warning("server link lost: holding the robot while the transport reconnects")
+                self.stats.server_lost += 1
+                self.queue.clear()
+                self._inflight_ns = 0
         while self.transport is not None:
             try:
                 msg = self.transport.receive(0.0)

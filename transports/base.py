@@ -105,6 +105,11 @@ class ClientTransport(_Closable):
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         """The next chunk or error in order, or None when none arrived within `timeout_s`."""
 
+    @property
+    def connected(self) -> bool:
+        """False while a self-healing transport is reconnecting (the robot should hold)."""
+        return True
+
     def stats(self) -> dict[str, Any]:
         """Counters for the run summary (e.g. bytes per observation); empty by default."""
         return {}
