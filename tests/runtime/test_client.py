@@ -176,6 +176,8 @@ def test_server_loss_clears_the_queue_and_holds():
     assert len(client.queue) > 0
 
     class Dead:
+        connected = True
+
         def receive(self, timeout_s):
             raise PeerGone("server pid 123 is gone")
 
