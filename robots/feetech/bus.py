@@ -24,7 +24,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,14 +164,15 @@ class FeetechBus:
 
     def ping(self, motor: str) -> int:
         """PING then read Model_Number; returns the model number (777 for an STS3215)."""
-        self._transact(protocol.ping(self._id(motor)), [self._id(motor)], 0, f"PING {motor}")
+        motor_id = self._id(motor)
+        self._transact(lambda _: protocol.ping(motor_id), [motor_id], 0, f"PING {motor}")
         return self.read("Model_Number", motor)
 
     def read(self, register: str, motor: str) -> int:
         reg = self._reg(register)
         motor_id = self._id(motor)
         packet = protocol.read(motor_id, reg.address, reg.size)
-        reply = self._transact(packet, [motor_id], reg.size, f"READ {reg.name}")[motor_id]
+        reply = self._transact(lambda _: packet, [motor_id], reg.size, f"READ {reg.name}")[motor_id]
         return reg.decode(reply.params)
 
     def write(self, register: str, motor: str, value: int) -> None:
@@ -179,15 +180,23 @@ class FeetechBus:
         reg = self._writable(register)
         motor_id = self._id(motor)
         packet = protocol.write(motor_id, reg.address, self._encode(reg, motor, value))
-        self._transact(packet, [motor_id], 0, f"WRITE {reg.name}={value}")
+        self._transact(lambda _: packet, [motor_id], 0, f"WRITE {reg.name}={value}")
 
     def sync_read(self, register: str, motors: Sequence[str] | None = None) -> dict[str, int]:
-        """One SYNC READ: every listed motor answers with `register`; status bits go to `faults`."""
+        """One SYNC READ: every listed motor answers with `register`; status bits go to `faults`.
+
+        A retry asks again only the motors whose reply was missing or garbled.
+        """
         reg = self._reg(register)
         names = list(self.motors) if motors is None else list(motors)
         ids = [self._id(n) for n in names]
-        packet = protocol.sync_read(reg.address, reg.size, ids)
-        replies = self._transact(packet, ids, reg.size, f"SYNC READ {reg.name}", faults_ok=True)
+        replies = self._transact(
+            lambda todo: protocol.sync_read(reg.address, reg.size, todo),
+            ids,
+            reg.size,
+            f"SYNC READ {reg.name}",
+            faults_ok=True,
+        )
         return {n: reg.decode(replies[i].params) for n, i in zip(names, ids, strict=True)}
 
     def sync_write(self, register: str, values: Mapping[str, int]) -> None:
@@ -286,23 +295,26 @@ class FeetechBus:
 
     def _transact(
         self,
-        packet: bytes,
+        build: Callable[[list[int]], bytes],
         ids: list[int],
         data_len: int,
         what: str,
         *,
         faults_ok: bool = False,
     ) -> dict[int, Packet]:
-        """Send `packet` and collect one status packet (with `data_len` params) per id."""
+        """Send `build(ids still unanswered)` and collect one status packet (with `data_len`
+        params) per id, retrying for the ids whose reply was missing or garbled."""
         last: MotorBusError | None = None
+        replies: dict[int, Packet] = {}
         with self._lock:
             self.stats.transactions += 1
             for attempt in range(1 + self.retries):
                 if attempt:
                     self.stats.retries += 1
                     log.debug("%s: retry %d after: %s", what, attempt, last)
+                todo = [i for i in ids if i not in replies]
                 try:
-                    replies = self._attempt(packet, ids, data_len, what)
+                    self._attempt(build(todo), todo, data_len, what, replies)
                     break
                 except MotorTimeout as exc:
                     self.stats.timeouts += 1
@@ -319,8 +331,9 @@ class FeetechBus:
         return replies
 
     def _attempt(
-        self, packet: bytes, ids: list[int], data_len: int, what: str
-    ) -> dict[int, Packet]:
+        self, packet: bytes, ids: list[int], data_len: int, what: str, got: dict[int, Packet]
+    ) -> None:
+        """One exchange; adds the good replies to `got`, raises if any id is left without."""
         frame = protocol.MIN_PACKET_LEN + data_len
         self._flush_input()  # a late reply to an earlier attempt must not answer this one
         self._send(packet)
@@ -328,7 +341,6 @@ class FeetechBus:
             time.monotonic() + self.timeout_s + (len(packet) + len(ids) * frame) * self._byte_s
         )
         buf = bytearray()
-        got: dict[int, Packet] = {}
         bad: list[str] = []
         expected = set(ids)
 
@@ -343,7 +355,7 @@ class FeetechBus:
                     continue
                 if pkt is None:
                     return pos
-                if pkt.id not in expected or pkt.id in got:
+                if pkt.id not in expected or pkt.id in got:  # not asked for, or twice
                     bad.append(f"unexpected reply from id {pkt.id}")
                 elif len(pkt.params) != data_len and not pkt.error & protocol.ErrorBit.INSTRUCTION:
                     bad.append(f"id {pkt.id} sent {len(pkt.params)} data bytes, not {data_len}")
@@ -351,8 +363,8 @@ class FeetechBus:
                     got[pkt.id] = pkt
 
         pos = 0
-        while len(got) < len(ids):
-            want = (len(ids) - len(got)) * frame - (len(buf) - pos)
+        while expected - got.keys():
+            want = len(expected - got.keys()) * frame - (len(buf) - pos)
             chunk = self._recv(max(1, want), deadline)
             if not chunk:
                 # Out of time. A garbled length byte may have hidden whole frames behind
@@ -362,8 +374,8 @@ class FeetechBus:
                 break
             buf += chunk
             pos = scan(pos)
-        if len(got) == len(ids):
-            return got
+        if not expected - got.keys():
+            return
         first = next(i for i in ids if i not in got)
         if bad:
             raise MotorReplyCorrupt(

@@ -71,15 +71,7 @@ _FACTORY = {
     "Maximum_Acceleration": 254,
 }
 
-# SO-10x follower motors (LeRobot's ids) and a plausible calibration for an emulated arm.
-SO_FOLLOWER_MOTORS = {
-    "shoulder_pan": 1,
-    "shoulder_lift": 2,
-    "elbow_flex": 3,
-    "wrist_flex": 4,
-    "wrist_roll": 5,
-    "gripper": 6,
-}
+# A plausible LeRobot calibration of an SO-10x follower, for the emulated arm.
 DEFAULT_SO_CALIBRATION = {
     "shoulder_pan": MotorCalibration(1, 0, -1470, 758, 3292),
     "shoulder_lift": MotorCalibration(2, 0, 156, 817, 3227),
@@ -254,9 +246,11 @@ class FeetechEmulator:
         """Six servos wired as an SO-100/SO-101 follower, calibrated with `calibration`
         (LeRobot's, written to their EPROM as `lerobot-calibrate` does) or a built-in one,
         each joint standing mid-range and the gripper closed."""
+        from asyncinf.robots.so_follower import MOTORS  # noqa: PLC0415
+
         calibration = calibration or DEFAULT_SO_CALIBRATION
         servos = []
-        for motor, motor_id in SO_FOLLOWER_MOTORS.items():
+        for motor, motor_id in MOTORS.items():
             cal = calibration.get(motor) or DEFAULT_SO_CALIBRATION[motor]
             start = (
                 cal.range_min + 100 if motor == "gripper" else (cal.range_min + cal.range_max) / 2
@@ -498,7 +492,6 @@ class FeetechEmulator:
 
 __all__ = [
     "DEFAULT_SO_CALIBRATION",
-    "SO_FOLLOWER_MOTORS",
     "EmulatorStats",
     "Faults",
     "FeetechEmulator",

@@ -11,14 +11,10 @@ import pytest
 
 from asyncinf.robots.feetech import protocol
 from asyncinf.robots.feetech.bus import FeetechBus
-from asyncinf.robots.feetech.emulator import (
-    SO_FOLLOWER_MOTORS,
-    Faults,
-    FeetechEmulator,
-    Servo,
-)
+from asyncinf.robots.feetech.emulator import Faults, FeetechEmulator, Servo
 from asyncinf.robots.feetech.protocol import ErrorBit
 from asyncinf.robots.feetech.registers import STS3215, Register
+from asyncinf.robots.so_follower import MOTORS as SO_FOLLOWER_MOTORS
 from asyncinf.runtime.errors import (
     MotorBusError,
     MotorFault,
