@@ -1,0 +1,229 @@
+"""The robot's end of a shared-memory session."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from asyncinf.runtime.errors import (
+    CodecError,
+    HandshakeError,
+    PeerClosed,
+    SchemaVersionError,
+    TransportError,
+)
+from asyncinf.runtime.messages import (
+    SCHEMA_VERSION,
+    ActionChunk,
+    ErrorMessage,
+    Goodbye,
+    Handshake,
+    HandshakeReply,
+    Observation,
+)
+from asyncinf.transports import codec
+from asyncinf.transports.base import ClientTransport
+from asyncinf.transports.shm import names
+from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
+from asyncinf.transports.shm.layout import (
+    W_CHUNK_HEAD,
+    W_CHUNK_TAIL,
+    W_DNCTL_DROPPED,
+    W_DNCTL_HEAD,
+    W_DNCTL_TAIL,
+    W_UPCTL_DROPPED,
+    W_UPCTL_HEAD,
+    W_UPCTL_TAIL,
+)
+from asyncinf.transports.shm.ring import Ring, release_all
+from asyncinf.transports.shm.segment import Segment
+from asyncinf.transports.shm.slots import ObsSlots
+
+log = logging.getLogger(__name__)
+
+
+class ShmClientTransport(ShmEnd, ClientTransport):
+    """Client end: newest-wins observations up (never waits), chunks and errors down in order.
+
+    Get one with `ShmClientTransport.attach(name)`.
+    """
+
+    SIDE = "client"
+    PEER = "server"
+    OWN_LOCK = names.UP_LOCK
+
+    def __init__(self, segment: Segment) -> None:
+        super().__init__(segment)
+        w, raw, lay = self._w, self._raw, self.layout
+        self._obs = ObsSlots(w, raw, lay.obs)
+        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
+        self._upctl = Ring(
+            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
+        )
+        self._dnctl = Ring(
+            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
+        )
+        self._obs_slot_bytes = lay.obs.slot_bytes
+        self._next_slot = 0
+        self._want_reply = False
+        self.observations_sent = 0
+        self.observation_bytes = 0
+        self.chunks_received = 0
+        self.errors_received = 0
+
+    def _on_register(self) -> None:
+        self._next_slot = self._obs.free_slot()
+
+    # --- handshake ---------------------------------------------------------------------------
+
+    def handshake(self, hello: Handshake, timeout_s: float) -> HandshakeReply:
+        """Send `hello` on the control ring and wait for the server's reply.
+
+        Raises HandshakeError when refused or when the schema versions differ,
+        TimeoutError when no reply comes within `timeout_s`.
+        """
+        if self._closed:
+            raise TransportError(f"client end of {self.name} is closed")
+        deadline = time.monotonic() + timeout_s
+        # A new session: whatever an earlier one left on the way down is not for us.
+        self._acquire(self._down_lock)
+        try:
+            freed = self._chunks.discard_all()
+            self._dnctl.discard_all()
+        finally:
+            self._down_lock.release()
+        for _ in range(freed):
+            self._space.release()
+        self._peer_closed = None
+        self._had_peer = False
+        self._push_control(self._upctl, self._up_lock, self._up_bell, hello, None)
+        self._want_reply = True
+        try:
+            while True:
+                msg = self._wait(self._down_bell, self._poll, deadline - time.monotonic())
+                if msg is None:
+                    raise TimeoutError(
+                        f"no handshake reply from the server of {self.name} within {timeout_s} s"
+                    )
+                if isinstance(msg, HandshakeReply):
+                    break
+                log.debug("%s: dropped %s from before the handshake", self.name, type(msg).__name__)
+        finally:
+            self._want_reply = False
+        if msg.schema_version != SCHEMA_VERSION:
+            raise HandshakeError(
+                f"server speaks schema version {msg.schema_version}, this client speaks "
+                f"{SCHEMA_VERSION}: {msg.message}"
+            )
+        if not msg.accepted:
+            raise HandshakeError(f"server refused the session: {msg.message}")
+        self._had_peer = True
+        return msg
+
+    # --- observations up ---------------------------------------------------------------------
+
+    def send_observation(self, observation: Observation) -> None:
+        """Encode straight into a free slot and publish it as the newest. Never waits for
+        the server (only for the up-lock, held by anyone for microseconds)."""
+        self._check_open()
+        observation.sent_ns = time.monotonic_ns()
+        plan = codec.Plan(observation)
+        nbytes = plan.nbytes
+        if nbytes > self._obs_slot_bytes:
+            slot_bytes = self._obs_slot_bytes
+            raise_too_large("observation", observation, nbytes, slot_bytes, "obs_slot_bytes")
+        slot = self._next_slot
+        plan.write(self._obs.views[slot])  # outside the lock: no one else touches this slot
+        lock = self._up_lock
+        self._acquire(lock)
+        try:
+            self._next_slot = self._obs.publish(slot, nbytes, observation.sent_ns)
+        finally:
+            lock.release()
+        self._up_bell.release()
+        self.observations_sent += 1
+        self.observation_bytes += nbytes
+        self._maybe_check_peer()
+
+    # --- chunks and errors down --------------------------------------------------------------
+
+    def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
+        """The next chunk or error in the order the server sent them; None after `timeout_s`.
+
+        Raises PeerClosed after the server's goodbye, PeerGone when it died or hung.
+        """
+        self._check_open()
+        msg = self._wait(self._down_bell, self._poll, timeout_s)
+        if msg is None:
+            self._maybe_check_peer()
+            return None
+        if isinstance(msg, ActionChunk):
+            self.chunks_received += 1
+        else:
+            self.errors_received += 1
+        return msg
+
+    def _poll(self) -> ActionChunk | ErrorMessage | HandshakeReply | None:
+        """Take the oldest frame of the two down rings (by sequence number), if any."""
+        while True:
+            lock = self._down_lock
+            self._acquire(lock)
+            try:
+                chunk_seq = self._chunks.peek_seq()
+                ctl_seq = self._dnctl.peek_seq()
+                if chunk_seq < 0 and ctl_seq < 0:
+                    return None
+                from_chunks = ctl_seq < 0 or 0 <= chunk_seq < ctl_seq
+                # Copied out under the lock: a chunk is a few KiB, and the slot is free at once.
+                frame = (self._chunks if from_chunks else self._dnctl).take()
+            finally:
+                lock.release()
+            if from_chunks:
+                self._space.release()
+            msg = self._decode(frame)
+            if isinstance(msg, ActionChunk | ErrorMessage):
+                return msg
+            if isinstance(msg, Goodbye):
+                self._peer_closed = msg.reason or "goodbye"
+                raise PeerClosed(f"server said goodbye: {self._peer_closed}")
+            if isinstance(msg, HandshakeReply) and self._want_reply:
+                return msg
+            log.debug("%s: ignored %s", self.name, type(msg).__name__)
+
+    def _decode(self, frame: bytearray) -> object:
+        try:
+            return codec.decode(frame)
+        except SchemaVersionError as exc:
+            raise HandshakeError(
+                f"server speaks schema version {exc.theirs}, this client speaks {exc.ours}"
+            ) from None
+        except CodecError as exc:
+            raise TransportError(f"undecodable frame from the server of {self.name}: {exc}") from (
+                exc
+            )
+
+    # --- rest --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, object]:
+        sent = self.observations_sent
+        return {
+            "observations_sent": sent,
+            "bytes_per_observation": self.observation_bytes / sent if sent else 0.0,
+            "chunks_received": self.chunks_received,
+            "errors_received": self.errors_received,
+        }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError(f"client end of {self.name} is closed")
+        if self._peer_closed is not None:
+            raise PeerClosed(f"server said goodbye: {self._peer_closed}")
+
+    def _say_goodbye(self) -> None:
+        bye = Goodbye("client closed")
+        self._push_control(self._upctl, self._up_lock, self._up_bell, bye, None)
+
+    def _release_views(self) -> None:
+        release_all(self._obs.views)
+        for ring in (self._chunks, self._upctl, self._dnctl):
+            ring.release_views()

@@ -1,0 +1,93 @@
+"""Sizes and timings of a shared-memory session, chosen by the supervisor that creates it.
+
+Children attach by name and read everything from the segment's header, so they need no
+copy of this config (and cannot disagree with it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.transports.base import WhenFull
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+# Limits that keep a typo from asking for terabytes or thousands of slots.
+MAX_SLOT_BYTES = 1 << 31
+MAX_SLOTS = 1024
+
+
+def option(name: str) -> str:
+    """The command-line option that sets ShmConfig field `name`."""
+    return "--shm.obs_slot_mb" if name == "obs_slot_bytes" else f"--shm.{name}"
+
+
+@dataclass
+class ShmConfig:
+    """Shared-memory session sizes (`--shm.<field>=…` on the command line).
+
+    `obs_slot_mb` is the command-line spelling of `obs_slot_bytes` in MiB; when given it
+    wins. The default observation slot (8 MiB) fits four 640×480 RGB frames plus header.
+    """
+
+    obs_slot_bytes: int = 8 * MiB
+    obs_slots: int = 3  # being written, newest published, leased by the server
+    chunk_slots: int = 8
+    chunk_slot_bytes: int = 1 * MiB
+    control_slots: int = 8
+    control_slot_bytes: int = 64 * KiB
+    when_full: WhenFull = WhenFull.BLOCK
+    heartbeat_interval_s: float = 0.1
+    peer_timeout_s: float = 1.0
+    # Before blocking on a doorbell, poll it (sem_trywait, a kernel primitive) this long:
+    # a reply that comes within it costs no cross-core wake-up. CPU cost: at most this
+    # much per blocking call that does block. 0 disables.
+    spin_us: int = 50
+    obs_slot_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.obs_slot_mb is not None:
+            mb = self.obs_slot_mb
+            if isinstance(mb, bool) or not isinstance(mb, int | float) or not mb > 0:
+                raise ConfigError(
+                    f"--shm.obs_slot_mb={mb!r} must be a positive number of MiB, e.g. 16"
+                )
+            self.obs_slot_bytes = math.ceil(mb * MiB)
+            self.obs_slot_mb = None  # one source of truth from here on
+        if isinstance(self.when_full, str):
+            try:
+                self.when_full = WhenFull(self.when_full)
+            except ValueError:
+                raise ConfigError(
+                    f"--shm.when_full={self.when_full!r} is not a policy; "
+                    f"choose one of {[w.value for w in WhenFull]}"
+                ) from None
+        self._check_int("obs_slots", 3, MAX_SLOTS, "3 slots: written, published, leased")
+        self._check_int("chunk_slots", 1, MAX_SLOTS, "e.g. 8")
+        self._check_int("control_slots", 2, MAX_SLOTS, "e.g. 8")
+        self._check_int("obs_slot_bytes", 4 * KiB, MAX_SLOT_BYTES, "e.g. 8 MiB")
+        self._check_int("chunk_slot_bytes", 4 * KiB, MAX_SLOT_BYTES, "e.g. 1 MiB")
+        self._check_int("control_slot_bytes", 4 * KiB, MAX_SLOT_BYTES, "e.g. 64 KiB")
+        self._check_int("spin_us", 0, 100_000, "e.g. 50, or 0 to always block at once")
+        if not isinstance(self.when_full, WhenFull):
+            raise ConfigError(f"--shm.when_full={self.when_full!r}: choose 'block' or 'error'")
+        for name in ("heartbeat_interval_s", "peer_timeout_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.001 <= v <= 3600:
+                raise ConfigError(f"{option(name)}={v!r} must be seconds in [0.001, 3600]")
+        if self.peer_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ConfigError(
+                f"--shm.peer_timeout_s={self.peer_timeout_s} must be at least twice "
+                f"--shm.heartbeat_interval_s={self.heartbeat_interval_s}, or a live peer "
+                "would be declared gone between two heartbeats"
+            )
+
+    def _check_int(self, name: str, lo: int, hi: int, fix: str) -> None:
+        v = getattr(self, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(
+                f"ShmConfig.{name}={v!r} ({option(name)}) must be an integer in [{lo}, {hi}]; {fix}"
+            )

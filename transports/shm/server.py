@@ -1,0 +1,281 @@
+"""The policy's end of a shared-memory session."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import time
+
+import posix_ipc
+
+from asyncinf.runtime.errors import (
+    CodecError,
+    PeerClosed,
+    SchemaVersionError,
+    TransportError,
+)
+from asyncinf.runtime.messages import (
+    ActionChunk,
+    ErrorMessage,
+    Goodbye,
+    Handshake,
+    HandshakeReply,
+    Observation,
+)
+from asyncinf.transports import codec
+from asyncinf.transports.base import Lease, ServerTransport, WhenFull
+from asyncinf.transports.shm import names
+from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
+from asyncinf.transports.shm.layout import (
+    W_CHUNK_HEAD,
+    W_CHUNK_TAIL,
+    W_DNCTL_DROPPED,
+    W_DNCTL_HEAD,
+    W_DNCTL_TAIL,
+    W_DOWN_SEQ,
+    W_UPCTL_DROPPED,
+    W_UPCTL_HEAD,
+    W_UPCTL_TAIL,
+)
+from asyncinf.transports.shm.ring import Ring, release_all
+from asyncinf.transports.shm.segment import Segment
+from asyncinf.transports.shm.slots import ObsSlots
+
+log = logging.getLogger(__name__)
+
+
+class ShmServerTransport(ShmEnd, ServerTransport):
+    """Server end: leases the newest observation zero-copy; chunks down in FIFO order.
+
+    Get one with `ShmServerTransport.attach(name)`. One lease at a time: release it
+    before asking for the next observation.
+    """
+
+    SIDE = "server"
+    PEER = "client"
+    OWN_LOCK = names.DOWN_LOCK
+
+    def __init__(self, segment: Segment) -> None:
+        super().__init__(segment)
+        w, raw, lay = self._w, self._raw, self.layout
+        self._obs = ObsSlots(w, raw, lay.obs)
+        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
+        self._upctl = Ring(
+            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
+        )
+        self._dnctl = Ring(
+            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
+        )
+        self._chunk_slot_bytes = lay.chunks.slot_bytes
+        self._when_full = lay.config.when_full
+        self._chunk_head = 0  # this end is the ring's only producer: a private copy
+        self._seen_seq = 0
+        self._lease_slot: int | None = None
+        self._pending_hello: Handshake | None = None
+
+    def _on_register(self) -> None:
+        self._chunk_head = self._chunks.head()
+
+    # --- handshake ---------------------------------------------------------------------------
+
+    def accept(self, timeout_s: float) -> Handshake | None:
+        """Wait for a client's handshake (any client: a missing one is not an error)."""
+        self._check_closed()
+        hello, self._pending_hello = self._pending_hello, None
+        if hello is None:
+            hello = self._wait(self._up_bell, self._poll_hello, timeout_s, watch_peer=False)
+        if hello is not None:
+            self._peer_closed = None
+            self._had_peer = True
+        return hello
+
+    def _poll_hello(self) -> Handshake | None:
+        while True:
+            lock = self._up_lock
+            self._acquire(lock)
+            try:
+                if not self._upctl.count():
+                    return None
+                frame = self._upctl.take()
+                # Observations published before this hello belong to no session of ours.
+                seq = self._obs.seq()
+            finally:
+                lock.release()
+            msg = self._decode_control(frame)
+            if isinstance(msg, Handshake):
+                self._seen_seq = seq
+                return msg
+            log.debug("%s: ignored %s while waiting for a handshake", self.name, msg)
+
+    def _decode_control(self, frame: bytearray) -> object:
+        try:
+            return codec.decode(frame)
+        except SchemaVersionError as exc:
+            # The client's very frame format differs: refuse here, naming both versions.
+            self.reply(
+                HandshakeReply(
+                    accepted=False,
+                    message=f"client speaks schema version {exc.theirs}, server speaks {exc.ours}",
+                )
+            )
+            log.warning("%s: refused a client of schema version %d", self.name, exc.theirs)
+        except CodecError as exc:
+            log.warning("%s: undecodable control frame from the client: %s", self.name, exc)
+        return None
+
+    def reply(self, reply: HandshakeReply) -> None:
+        """Answer the handshake returned by `accept` (on the control ring, never blocks)."""
+        self._check_closed()
+        self._push_control(self._dnctl, self._down_lock, self._down_bell, reply, W_DOWN_SEQ)
+
+    # --- observations ------------------------------------------------------------------------
+
+    def next_observation(self, timeout_s: float) -> Lease | None:
+        """Lease the newest observation not taken yet; None after `timeout_s`.
+
+        The arrays are views on the slot: valid and unmodified until the lease is released.
+        Raises PeerClosed after the client's goodbye, PeerGone when it died or hung.
+        """
+        self._check_closed()
+        if self._lease_slot is not None:
+            raise RuntimeError("release the current lease before taking the next observation")
+        if self._peer_closed is not None:
+            raise PeerClosed(f"client said goodbye: {self._peer_closed}")
+        got = self._wait(self._up_bell, self._poll_observation, timeout_s)
+        if got is None:
+            self._maybe_check_peer()
+            return None
+        slot, nbytes, taken_ns = got
+        self._lease_slot = slot
+        try:
+            obs = codec.decode(self._obs.views[slot][:nbytes])
+        except CodecError as exc:
+            self._release_lease(slot)
+            raise TransportError(f"undecodable observation in {self.name}: {exc}") from exc
+        if not isinstance(obs, Observation):
+            self._release_lease(slot)
+            raise TransportError(f"{self.name}: an observation slot holds {type(obs).__name__}")
+        return Lease(obs, obs.sent_ns, taken_ns, functools.partial(self._release_lease, slot))
+
+    def _poll_observation(self) -> tuple[int, int, int] | None:
+        """Control first (goodbye, a new client's hello), then the newest observation."""
+        lock = self._up_lock
+        self._acquire(lock)
+        try:
+            if self._upctl.count():
+                frame = self._upctl.take()
+            else:
+                got = self._obs.take_newest(self._seen_seq)
+                if got is None:
+                    return None
+                slot, nbytes, self._seen_seq = got
+                return slot, nbytes, time.monotonic_ns()
+        finally:
+            lock.release()
+        msg = self._decode_control(frame)
+        if isinstance(msg, Goodbye):
+            self._peer_closed = msg.reason or "goodbye"
+            raise PeerClosed(f"client said goodbye: {self._peer_closed}")
+        if isinstance(msg, Handshake):
+            # A new client: the session we were serving is over; accept() returns this.
+            self._pending_hello = msg
+            raise PeerClosed("a new client sent a handshake: the previous session is over")
+        return None
+
+    def _release_lease(self, slot: int) -> None:
+        if self._lease_slot != slot:
+            return
+        self._lease_slot = None
+        if self._closed:
+            return
+        self._acquire(self._up_lock)
+        try:
+            self._obs.release(slot)
+        finally:
+            self._up_lock.release()
+
+    # --- chunks and errors -------------------------------------------------------------------
+
+    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
+        """Append a chunk to the FIFO. When it is full: wait up to `timeout_s` for the client
+        (WhenFull.BLOCK) or not at all (WhenFull.ERROR), then raise queue.Full."""
+        self._check_closed()
+        plan = codec.Plan(chunk)
+        nbytes = plan.nbytes
+        if nbytes > self._chunk_slot_bytes:
+            raise_too_large("chunk", chunk, nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
+        self._take_space(timeout_s)
+        ring = self._chunks
+        slot = self._chunk_head % ring.slots
+        try:
+            plan.write(ring.views[slot])  # free: we hold its space token
+        except BaseException:
+            self._space.release()
+            raise
+        lock = self._down_lock
+        self._acquire(lock)
+        try:
+            w = self._w
+            seq = w[W_DOWN_SEQ]
+            w[W_DOWN_SEQ] = seq + 1
+            ring.publish(slot, nbytes, seq)
+        finally:
+            lock.release()
+        self._chunk_head += 1
+        self._down_bell.release()
+
+    def _take_space(self, timeout_s: float) -> None:
+        space = self._space
+        try:
+            space.acquire(0)
+        except posix_ipc.BusyError:
+            pass
+        else:
+            return
+        full = (
+            f"chunk ring of {self.name} full ({self._chunks.slots} slots): the client takes "
+            "no chunks"
+        )
+        if self._when_full is WhenFull.ERROR:
+            raise queue.Full(f"{full} (--shm.when_full=error)")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Full(f"{full} for {timeout_s} s")
+            try:
+                space.acquire(min(remaining, self._slice_s))
+            except posix_ipc.BusyError:
+                self._check_peer()
+            except posix_ipc.SignalError:
+                pass
+            else:
+                return
+
+    def send_error(self, error: ErrorMessage) -> None:
+        """Report an error, in order with the chunks but never behind a full chunk ring.
+
+        Errors travel on the control ring; when the client has let that fill up too, the
+        oldest unread control message is dropped (logged) so the newest error gets through.
+        """
+        self._check_closed()
+        self._push_control(self._dnctl, self._down_lock, self._down_bell, error, W_DOWN_SEQ)
+
+    # --- rest --------------------------------------------------------------------------------
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise TransportError(f"server end of {self.name} is closed")
+
+    def _say_goodbye(self) -> None:
+        if self._lease_slot is not None:
+            self._release_lease(self._lease_slot)
+        self._push_control(
+            self._dnctl, self._down_lock, self._down_bell, Goodbye("server closed"), W_DOWN_SEQ
+        )
+
+    def _release_views(self) -> None:
+        release_all(self._obs.views)
+        for ring in (self._chunks, self._upctl, self._dnctl):
+            ring.release_views()
