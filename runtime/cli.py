@@ -31,6 +31,7 @@ def _root(
 
 
 def _register() -> None:
+    from asyncinf.runtime.commands.robot import robot_app  # noqa: PLC0415
     from asyncinf.runtime.commands.serve import serve  # noqa: PLC0415
     from asyncinf.runtime.commands.status import status  # noqa: PLC0415
     from asyncinf.runtime.commands.systemd import systemd  # noqa: PLC0415
@@ -40,6 +41,7 @@ def _register() -> None:
     app.command("serve", context_settings=DOTTED_FLAGS)(serve)
     app.command("systemd")(systemd)
     app.command("status")(status)
+    app.add_typer(robot_app, name="robot")
 
 
 _register()
