@@ -64,6 +64,10 @@ def _ports() -> dict[str, Any]:
     return {p.device: p for p in sorted(list_ports.comports(), key=lambda p: p.device)}
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 @robot_app.command("find-port")
 def find_port(
     list_only: Annotated[
@@ -84,7 +88,7 @@ def find_port(
         table.add_row(device, info.description or "-", info.hwid or "-")
     console = Console()
     console.print(table if before else "no serial ports found")
-    if list_only or not sys.stdin.isatty():
+    if list_only or not _stdin_is_terminal():
         return
     typer.echo("Unplug the arm's USB cable from the computer, then press Enter.")
     input()
