@@ -353,11 +353,18 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
     if not isinstance(fields, dict) or not isinstance(table, list):
         raise CodecError("malformed frame header: 'f' must be a map and 'a' a list")
     data_start = _align(_PREFIX.size + hlen)
+    if data_start > total:  # a frame always includes the padding after its header
+        raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
     arrays = {}
     for entry in table:
         name, arr = _view(buf, entry, data_start, total)
         arrays[name] = arr
-    return _KINDS[kind][2](fields, arrays)
+    try:
+        return _KINDS[kind][2](fields, arrays)
+    except CodecError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. float("fast"), dict(5)
+        raise CodecError(f"malformed {kind!r} message: {exc}") from None
 
 
 def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.ndarray]:
