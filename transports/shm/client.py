@@ -131,7 +131,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         nbytes = plan.nbytes
         if nbytes > self._obs_slot_bytes:
             slot_bytes = self._obs_slot_bytes
-            raise_too_large("observation", observation, nbytes, slot_bytes, "obs_slot_bytes")
+            raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
         slot = self._next_slot
         plan.write(self._obs.views[slot])  # outside the lock: no one else touches this slot
         lock = self._up_lock

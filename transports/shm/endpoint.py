@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import posix_ipc
 
@@ -260,7 +260,7 @@ class ShmEnd:
         """
         frame = codec.encode(msg)
         if len(frame) > ring.area.slot_bytes:
-            raise_too_large("control", msg, len(frame), ring.area.slot_bytes, "control_slot_bytes")
+            raise_too_large("control", len(frame), ring.area.slot_bytes, "control_slot_bytes")
         self._acquire(lock)
         try:
             if ring.count() >= ring.slots:
@@ -325,7 +325,7 @@ class ShmEnd:
         return f"{type(self).__name__}({self.name})"
 
 
-def raise_too_large(what: str, msg: Any, nbytes: int, slot_bytes: int, field: str) -> None:
+def raise_too_large(what: str, nbytes: int, slot_bytes: int, field: str) -> None:
     """PayloadTooLarge naming the frame's size, the slot's size and the option to raise."""
     if field == "obs_slot_bytes":
         need = f"{option(field)}={-(-nbytes * 5 // 4 // MiB)}"
@@ -334,6 +334,6 @@ def raise_too_large(what: str, msg: Any, nbytes: int, slot_bytes: int, field: st
         need = f"{option(field)}={-(-nbytes // 4096) * 4096}"
         sizes = f"{nbytes} B", f"{slot_bytes} B"
     raise PayloadTooLarge(
-        f"{what} frame of {sizes[0]} ({type(msg).__name__}) does not fit the shared-memory "
+        f"{what} frame of {sizes[0]} does not fit the shared-memory "
         f"{what} slot of {sizes[1]}; raise it with {need}"
     )

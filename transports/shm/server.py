@@ -204,7 +204,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         plan = codec.Plan(chunk)
         nbytes = plan.nbytes
         if nbytes > self._chunk_slot_bytes:
-            raise_too_large("chunk", chunk, nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
+            raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
         self._take_space(timeout_s)
         ring = self._chunks
         slot = self._chunk_head % ring.slots
