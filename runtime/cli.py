@@ -31,6 +31,8 @@ def _root(
 
 
 def _register() -> None:
+    from asyncinf.runtime.commands.bench import bench_app  # noqa: PLC0415
+    from asyncinf.runtime.commands.clean import clean  # noqa: PLC0415
     from asyncinf.runtime.commands.robot import robot_app  # noqa: PLC0415
     from asyncinf.runtime.commands.serve import serve  # noqa: PLC0415
     from asyncinf.runtime.commands.status import status  # noqa: PLC0415
@@ -42,6 +44,8 @@ def _register() -> None:
     app.command("systemd")(systemd)
     app.command("status")(status)
     app.add_typer(robot_app, name="robot")
+    app.add_typer(bench_app, name="bench")
+    app.command("clean")(clean)
 
 
 _register()
