@@ -70,6 +70,21 @@ def port_error(port: str, exc: BaseException) -> SerialPortError:
     return SerialPortError(f"cannot use serial port {port}: {hint}")
 
 
+@dataclass(frozen=True)
+class PortInfo:
+    device: str
+    description: str
+    hwid: str  # e.g. "USB VID:PID=1A86:55D3 SER=58FA0 LOCATION=1-1:1.0"
+
+
+def list_ports() -> list[PortInfo]:
+    """Serial ports the OS knows (USB adapters included), sorted by device path."""
+    from serial.tools import list_ports as lp  # noqa: PLC0415  (optional extra: asyncinf[serial])
+
+    found = (PortInfo(p.device, p.description or "", p.hwid or "") for p in lp.comports())
+    return sorted(found, key=lambda p: p.device)
+
+
 @dataclass
 class BusStats:
     transactions: int = 0
@@ -411,4 +426,4 @@ class FeetechBus:
                 log.info("%s: status clear again", self._who(reply.id))
 
 
-__all__ = ["BusStats", "FeetechBus", "Instruction", "port_error"]
+__all__ = ["BusStats", "FeetechBus", "Instruction", "PortInfo", "list_ports", "port_error"]

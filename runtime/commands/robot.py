@@ -57,11 +57,12 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
 
 def _ports() -> dict[str, Any]:
     try:
-        from serial.tools import list_ports  # noqa: PLC0415  (optional extra: asyncinf[serial])
+        from asyncinf.robots.feetech.bus import list_ports  # noqa: PLC0415
+
+        return {p.device: p for p in list_ports()}
     except ImportError:
         raise _fail("listing serial ports needs pyserial: pip install 'asyncinf[serial]'",
                     ExitCode.CONFIG_ERROR) from None  # fmt: skip
-    return {p.device: p for p in sorted(list_ports.comports(), key=lambda p: p.device)}
 
 
 def _stdin_is_terminal() -> bool:
