@@ -131,8 +131,8 @@ class _Chain:
         goal = q.copy()
         parent = 0.0
         for k, (i, off) in enumerate(zip(self.pitch, self.offsets_deg, strict=True)):
-            now = (self.absolute_deg(goal)[k] + 180.0) % 360.0 - 180.0  # wrapped to [-180, 180)
-            down = -180.0 if now < 0 else 180.0
+            now = self.absolute_deg(goal)[k]
+            down = now - (now % 360.0 - 180.0)  # the nearest straight-down angle
             goal[i] = np.clip(down - parent - off, lo[i], hi[i])
             parent += float(goal[i]) + off
         return goal

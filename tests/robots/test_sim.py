@@ -140,6 +140,16 @@ def test_release_on_disconnect_sags_and_stops_tracking(clock):
     assert final[1] == pytest.approx(100.0)  # down against its limit
 
 
+@pytest.mark.parametrize("initial", [[30, 40, -50], [-30, 0, 0], [0, 0, 0]])
+def test_a_released_generic_arm_hangs_straight_down(clock, initial):
+    robot = sim(clock, num_joints=3, initial_state=initial, disable_torque_on_exit=True)
+    robot.disconnect()
+    clock.advance(60.0)
+    # Offsets of the generic chain: 0, 20, 20 degrees; every link ends at ±180 (down).
+    absolute = np.cumsum(robot.positions + np.array([0.0, 20.0, 20.0]))
+    np.testing.assert_allclose(np.abs(absolute), 180.0, atol=1e-9)
+
+
 def test_commands_when_not_connected_raise_and_are_counted(clock):
     robot = SimRobot(SimRobotConfig(cameras=None), clock_ns=clock)
     with pytest.raises(RobotError):
