@@ -51,6 +51,7 @@ from asyncinf.runtime.errors import (
     ActionRejected,
     ConfigError,
     MotorBusError,
+    MotorFault,
     MotorMissing,
     RobotError,
 )
@@ -419,10 +420,13 @@ class SOFollower(Robot):
         return {m: calibration[m] for m in MOTORS}
 
     def _check_motors(self) -> None:
-        missing, wrong = [], []
+        missing, wrong, faulted = [], [], []
         for name, motor_id in MOTORS.items():
             try:
                 model = self.bus.ping(name)
+            except MotorFault as exc:  # it answered, with error bits set
+                faulted.append(exc)
+                continue
             except MotorBusError as exc:
                 missing.append((name, motor_id, exc))
                 continue
@@ -444,6 +448,14 @@ class SOFollower(Robot):
                 f"(lerobot-setup-motors). First error: {missing[0][2]}",
                 missing[0][0],
                 missing[0][1],
+            )
+        if faulted:
+            raise MotorFault(
+                "; ".join(str(e) for e in faulted) + ". A voltage error usually means the wrong "
+                "power supply (5-7.4 V servos on 12 V, or the reverse); overheat and overload "
+                "clear once the servo cools and its load is removed",
+                faulted[0].motor,
+                faulted[0].motor_id,
             )
         if wrong:
             raise RobotError(

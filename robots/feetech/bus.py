@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncinf.robots.feetech import protocol
-from asyncinf.robots.feetech.protocol import Instruction, Packet, PacketError
+from asyncinf.robots.feetech.protocol import Packet, PacketError
 from asyncinf.robots.feetech.registers import (
     BAUD_RATE_CODES,
     STS3215,
@@ -276,13 +276,18 @@ class FeetechBus:
                 ser.write(packet)
                 return
             view = memoryview(packet)
+            deadline = time.monotonic() + max(1.0, self.timeout_s)
             while view:
                 try:
-                    n = os.write(self._fd, view)
+                    view = view[os.write(self._fd, view) :]
                 except BlockingIOError:
-                    select.select([], [self._fd], [], self.timeout_s)
-                    continue
-                view = view[n:]
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SerialPortError(
+                            f"serial port {self.port}: writing stalled (flow control, or a "
+                            "hung adapter)"
+                        ) from None
+                    select.select([], [self._fd], [], remaining)
         except OSError as exc:
             raise SerialPortError(f"serial port {self.port} failed while writing: {exc}") from exc
 
@@ -426,4 +431,4 @@ class FeetechBus:
                 log.info("%s: status clear again", self._who(reply.id))
 
 
-__all__ = ["BusStats", "FeetechBus", "Instruction", "PortInfo", "list_ports", "port_error"]
+__all__ = ["BusStats", "FeetechBus", "PortInfo", "list_ports", "port_error"]

@@ -13,12 +13,14 @@ from asyncinf.robots.feetech.calibration import (
     save_calibration,
 )
 from asyncinf.robots.feetech.emulator import DEFAULT_SO_CALIBRATION, FeetechEmulator, Servo
+from asyncinf.robots.feetech.protocol import ErrorBit
 from asyncinf.robots.feetech.registers import STS3215_RESOLUTION
 from asyncinf.robots.robot import make_robot
 from asyncinf.robots.so_follower import MOTORS, SO100Follower, SO101Follower
 from asyncinf.runtime.errors import (
     ActionRejected,
     ConfigError,
+    MotorFault,
     MotorMissing,
     RobotError,
     SerialPortError,
@@ -232,6 +234,13 @@ def test_missing_servo_names_it_and_leaves_the_port_free(emulator, make):
         robot.connect()
     assert info.value.motor == "gripper" and info.value.motor_id == 6
     assert not robot.bus.is_open and not robot.is_connected
+    assert not any(s.torque_enabled for s in emulator.servos.values())
+
+
+def test_a_servo_reporting_a_fault_at_connect_is_named(emulator, make):
+    emulator.servo(2).error = ErrorBit.VOLTAGE
+    with pytest.raises(MotorFault, match=r"'shoulder_lift' \(id 2\).*voltage.*power supply"):
+        make().connect()
     assert not any(s.torque_enabled for s in emulator.servos.values())
 
 
