@@ -243,6 +243,8 @@ class SOFollower(Robot):
         except BaseException:
             for cam in connected:
                 self._quietly(cam.disconnect)
+            if self.bus.is_open and self.config.disable_torque_on_exit:
+                self._quietly(lambda: self._set_torque(False))  # torque may be partly on
             self.bus.close()
             raise
         self._connected = True
