@@ -197,10 +197,9 @@ class Servo:
         end = address + len(data)
         if not data or end > TABLE_END or not all(_WRITABLE[address:end]):
             return False
-        offset = STS3215["Homing_Offset"]
         old_offset = self.get("Homing_Offset")
         self.mem[address:end] = data
-        if address < offset.address + offset.size and end > offset.address:
+        if _overlaps(address, end, STS3215["Homing_Offset"]):
             # The encoder did not move: the present frame shifts by the offset change.
             self.position -= self.get("Homing_Offset") - old_offset
             self._sync_present(0.0)
@@ -433,6 +432,8 @@ class FeetechEmulator:
         address, length = params[0], params[1]
         out = bytearray()
         for motor_id in params[2:]:
+            if motor_id > protocol.MAX_ID:
+                continue  # only real ids are listed; a broadcast id answers nothing
             for servo in self._addressed(motor_id):
                 data = servo.read(address, length)
                 if data is None:
@@ -449,6 +450,8 @@ class FeetechEmulator:
         if length == 0 or len(body) % (length + 1):
             return  # malformed: every servo ignores it
         for k in range(0, len(body), length + 1):
+            if body[k] > protocol.MAX_ID:
+                continue
             for servo in self._addressed(body[k]):
                 servo.write(address, bytes(body[k + 1 : k + 1 + length]))
 
