@@ -13,7 +13,9 @@ after `resend_after_s` (lost with a dead server). Sending more would only make t
 infer observations whose chunks overlap the one it is computing — and would make g = 0
 not synchronous.
 
-The loop never waits on the server: receiving is a zero-timeout poll, sending is newest-wins.
+The loop never waits on the server: sending is newest-wins, and the time left until the next
+tick's deadline is spent waiting on the transport, so a chunk is folded in (and its round
+trip stamped) the moment it arrives instead of at the next tick.
 When the server is gone the queue is cleared and the robot holds its last commanded position
 until a new transport is attached.
 """
@@ -197,7 +199,7 @@ class RobotClient:
 
     def run(self, duration_s: float | None = None, should_stop: Callable[[], bool] = bool) -> None:
         """Tick until `stop()`, `should_stop()` or `duration_s`; raises ClientFailure."""
-        rate = Rate(self.config.fps)
+        rate = Rate(self.config.fps, sleep=self._idle)
         period_ns = rate.period_ns
         end_ns = None if duration_s is None else time.monotonic_ns() + int(duration_s * 1e9)
         prev_ns = 0
@@ -211,6 +213,18 @@ class RobotClient:
             prev_ns = now
             self.tick()
         self.stats.overruns = rate.overruns
+
+    def _idle(self, timeout_s: float) -> None:
+        """Between ticks: wait for a chunk or an error until the deadline, not a plain sleep."""
+        if self.transport is None:
+            time.sleep(timeout_s)
+            return
+        try:
+            msg = self.transport.receive(timeout_s)
+        except TransportError as exc:
+            self.detach(str(exc))
+            return
+        self._handle(msg)
 
     def tick(self) -> None:
         stats, queue = self.stats, self.queue
@@ -287,10 +301,13 @@ class RobotClient:
                 return
             if msg is None:
                 return
-            if isinstance(msg, ActionChunk):
-                self._on_chunk(msg)
-            elif isinstance(msg, ErrorMessage):
-                self._on_error(msg)
+            self._handle(msg)
+
+    def _handle(self, msg: ActionChunk | ErrorMessage | None) -> None:
+        if isinstance(msg, ActionChunk):
+            self._on_chunk(msg)
+        elif isinstance(msg, ErrorMessage):
+            self._on_error(msg)
 
     def _on_chunk(self, chunk: ActionChunk) -> None:
         now = time.monotonic_ns()

@@ -13,6 +13,8 @@ class Rate:
     """
 
     def __init__(self, hz: float, clock_ns=time.monotonic_ns, sleep=time.sleep) -> None:
+        """`sleep(seconds)` may return early (e.g. a wait on a transport); it is called
+        again for the rest of the time, so the deadline holds either way."""
         if hz <= 0:
             raise ValueError(f"rate must be > 0 Hz, got {hz}")
         self.period_ns = round(1e9 / hz)
@@ -25,7 +27,7 @@ class Rate:
     def sleep(self) -> int:
         """Wait for the next deadline; returns how late this tick starts, in ns (≥ 0)."""
         now = self._clock_ns()
-        if now < self._next_ns:
+        while now < self._next_ns:
             self._sleep((self._next_ns - now) / 1e9)
             now = self._clock_ns()
         late_ns = now - self._next_ns

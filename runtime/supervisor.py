@@ -121,6 +121,8 @@ class Child:
             pass  # already gone; its exit is handled by the watch loop
 
     def read_events(self) -> list[dict[str, Any]]:
+        if self.events_fd < 0:
+            return []
         try:
             data = os.read(self.events_fd, 65536)
         except BlockingIOError:
@@ -144,7 +146,9 @@ class Child:
         if self.proc.stdin:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-        os.close(self.events_fd)
+        if self.events_fd >= 0:
+            os.close(self.events_fd)
+            self.events_fd = -1
 
 
 class Supervisor:
@@ -236,7 +240,7 @@ class Supervisor:
 
     def _pump(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for anything, then dispatch all of it once."""
-        children = [c for c in (self.server, self.client) if c is not None]
+        children = [c for c in (self.server, self.client) if c is not None and c.events_fd >= 0]
         fds = [self._wake_r] + [c.events_fd for c in children]
         ready, _, _ = select.select(fds, [], [], max(0.0, timeout_s))
         sdnotify.watchdog_ping()  # every state, restarts included: the loop itself is alive
