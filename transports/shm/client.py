@@ -9,6 +9,7 @@ from asyncinf.runtime.errors import (
     CodecError,
     HandshakeError,
     PeerClosed,
+    PeerGone,
     SchemaVersionError,
     TransportError,
 )
@@ -94,7 +95,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             self._down_lock.release()
         for _ in range(freed):
             self._space.release()
-        self._peer_closed = None
+        self._peer_closed = self._peer_gone = None
         self._had_peer = False
         self._push_control(self._upctl, self._up_lock, self._up_bell, hello, None)
         self._want_reply = True
@@ -218,6 +219,8 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             raise TransportError(f"client end of {self.name} is closed")
         if self._peer_closed is not None:
             raise PeerClosed(f"server said goodbye: {self._peer_closed}")
+        if self._peer_gone is not None:
+            raise PeerGone(self._peer_gone)
 
     def _say_goodbye(self) -> None:
         bye = Goodbye("client closed")

@@ -82,6 +82,7 @@ class ShmEnd:
         self._heartbeat = Heartbeat(self._w, self.SIDE, cfg.heartbeat_interval_s)
         self._next_peer_check_ns = 0
         self._peer_closed: str | None = None  # the peer's goodbye, once seen
+        self._peer_gone: str | None = None  # why the peer was declared gone, once it was
         self._had_peer = False  # a session was established: a detached peer means closed
         self._closed = False
 
@@ -132,6 +133,8 @@ class ShmEnd:
             raise TransportError(f"{self.SIDE} end of {self.name} is closed")
         if self._peer_closed is not None:
             raise PeerClosed(f"{self.PEER} said goodbye: {self._peer_closed}")
+        if self._peer_gone is not None:
+            raise PeerGone(self._peer_gone)
         w = self._w
         pid = w[self._peer_pid_w]
         if pid == 0:
@@ -139,13 +142,15 @@ class ShmEnd:
                 raise PeerClosed(f"{self.PEER} detached from {self.name}")
             return
         if not names.pid_alive(pid):
-            raise PeerGone(f"{self.PEER} (pid {pid}) exited")
+            self._peer_gone = f"{self.PEER} (pid {pid}) exited"
+            raise PeerGone(self._peer_gone)
         age_ns = time.monotonic_ns() - w[self._peer_hb_w]
         if age_ns > self._peer_timeout_ns:
-            raise PeerGone(
+            self._peer_gone = (
                 f"{self.PEER} (pid {pid}) sent no heartbeat for {age_ns / 1e9:.2f} s "
                 f"(peer_timeout_s={self._peer_timeout_ns / 1e9:g})"
             )
+            raise PeerGone(self._peer_gone)
 
     def _maybe_check_peer(self) -> None:
         """The peer check at most once per heartbeat interval, for calls that never block."""
@@ -174,7 +179,8 @@ class ShmEnd:
                     raise TransportError(f"{self.SIDE} end of {self.name} is closed") from None
                 pid = self._w[self._peer_pid_w]
                 if pid and not names.pid_alive(pid):
-                    raise PeerGone(f"{self.PEER} (pid {pid}) exited holding a lock") from None
+                    self._peer_gone = f"{self.PEER} (pid {pid}) exited holding a lock"
+                    raise PeerGone(self._peer_gone) from None
                 if time.monotonic_ns() > deadline:
                     raise TransportError(
                         f"a lock of session {self.name} was held for more than "

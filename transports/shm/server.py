@@ -86,7 +86,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         if hello is None:
             hello = self._wait(self._up_bell, self._poll_hello, timeout_s, watch_peer=False)
         if hello is not None:
-            self._peer_closed = None
+            self._peer_closed = self._peer_gone = None
             self._had_peer = True
         return hello
 
@@ -140,8 +140,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._check_closed()
         if self._lease_slot is not None:
             raise RuntimeError("release the current lease before taking the next observation")
-        if self._peer_closed is not None:
-            raise PeerClosed(f"client said goodbye: {self._peer_closed}")
+        if self._peer_closed is not None or self._peer_gone is not None:
+            self._check_peer()  # raises the verdict again
         got = self._wait(self._up_bell, self._poll_observation, timeout_s)
         if got is None:
             self._maybe_check_peer()
