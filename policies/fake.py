@@ -30,8 +30,19 @@ class FakePolicy(Policy):
         if self.options["fail_on_load"]:
             raise PolicyError("fake policy: failing at load as asked (--policy.fail_on_load)")
         self.calls = 0
+        self._warming = False
+
+    def warmup(self) -> None:
+        """Warm-up never fails: fail_every/nan_every count the calls that serve clients."""
+        self._warming = True
+        try:
+            super().warmup()
+        finally:
+            self._warming = False
 
     def predict_chunk(self, inputs: Observation) -> Any:
+        if self._warming:
+            return np.tile(inputs.state, (self.chunk_size, 1))
         self.calls += 1
         if self.options["latency_ms"]:
             time.sleep(self.options["latency_ms"] / 1000)  # stands in for model compute
