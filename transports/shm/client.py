@@ -65,15 +65,11 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
         )
         self._obs_slot_bytes = lay.obs.slot_bytes
-        self._next_slot = 0
         self._want_reply = False
         self.observations_sent = 0
         self.observation_bytes = 0
         self.chunks_received = 0
         self.errors_received = 0
-
-    def _on_register(self) -> None:
-        self._next_slot = self._obs.free_slot()
 
     # --- handshake ---------------------------------------------------------------------------
 
@@ -133,12 +129,16 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         if nbytes > self._obs_slot_bytes:
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
-        slot = self._next_slot
-        plan.write(self._obs.views[slot])  # outside the lock: no one else touches this slot
         lock = self._up_lock
         self._acquire(lock)
         try:
-            self._next_slot = self._obs.publish(slot, nbytes, observation.sent_ns)
+            slot = self._obs.pick()
+        finally:
+            lock.release()
+        plan.write(self._obs.views[slot])  # outside the lock: the server will not read it
+        self._acquire(lock)
+        try:
+            self._obs.publish(slot, nbytes, observation.sent_ns)
         finally:
             lock.release()
         self._up_bell.release()

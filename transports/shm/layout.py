@@ -33,6 +33,7 @@ the two unlocked words (pid, heartbeat) are never torn, only possibly a little s
        280  upctl_head            control frames pushed client→server         under up-lock
        288  upctl_tail            control frames taken by the server          under up-lock
        296  upctl_dropped         oldest frames overwritten when full         under up-lock
+       304  obs_taken_seq         seq of the newest frame the server took     under up-lock
        320  down_seq              frames sent server→client (chunks+control)  under down-lock
        328  chunk_head            chunks pushed                               under down-lock
        336  chunk_tail            chunks freed by the client                  under down-lock
@@ -97,6 +98,7 @@ W_OBS_LEASED = 34
 W_UPCTL_HEAD = 35
 W_UPCTL_TAIL = 36
 W_UPCTL_DROPPED = 37
+W_OBS_TAKEN = 38
 W_DOWN_SEQ = 40
 W_CHUNK_HEAD = 41
 W_CHUNK_TAIL = 42

@@ -99,7 +99,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
                     return None
                 frame = self._upctl.take()
                 # Observations published before this hello belong to no session of ours.
-                seq = self._obs.seq()
+                seq = self._obs.skip_to_newest()
             finally:
                 lock.release()
             msg = self._decode_control(frame)
