@@ -79,9 +79,9 @@ def up(
             for g, kv in parse_dotted_args(ctx.args).items()
         }
         extra = dotted.pop("", {})
+        grpc_opts = dotted.pop("grpc", {})
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
-        grpc_opts = dotted.pop("grpc", {})
         transport = None
         if remote is not None:
             given = {"token_file": token_file, "tls_ca": tls_ca, "image_codec": image_codec,
