@@ -103,7 +103,9 @@ def transport(
         except (OSError, TimeoutError, RuntimeError) as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
-    Console().print(_table(results))
+    out = Console()
+    out.width = max(out.width, 110)  # the table's ten columns, also when piped
+    out.print(_table(results))
     err.print(f"done in {time.monotonic() - started:.0f} s")
     if json_path is not None:
         doc = bt.report(results, mode)
