@@ -32,6 +32,7 @@ def _root(
 
 def _register() -> None:
     from asyncinf.runtime.commands.bench import bench_app  # noqa: PLC0415
+    from asyncinf.runtime.commands.bench_e2e import e2e  # noqa: PLC0415
     from asyncinf.runtime.commands.clean import clean  # noqa: PLC0415
     from asyncinf.runtime.commands.robot import robot_app  # noqa: PLC0415
     from asyncinf.runtime.commands.serve import serve  # noqa: PLC0415
@@ -44,6 +45,7 @@ def _register() -> None:
     app.command("systemd")(systemd)
     app.command("status")(status)
     app.add_typer(robot_app, name="robot")
+    bench_app.command("e2e")(e2e)
     app.add_typer(bench_app, name="bench")
     app.command("clean")(clean)
 
