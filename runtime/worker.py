@@ -142,6 +142,8 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
             client.run(should_stop=service)
         except ClientFailure as exc:
             code = ExitCode(_fail(link, ExitCode.RUNTIME_FAILURE, str(exc)))
+        except RobotError as exc:  # e.g. a motor that stopped answering after its retries
+            code = ExitCode(_fail(link, ExitCode.RUNTIME_FAILURE, f"robot failed: {exc}"))
         # The loop has finished its tick: nothing commands the robot from here on.
         last = None if client.last_target is None else client.last_target.tolist()
         link.emit("holding", target=last, joints=robot.joint_names)
