@@ -6,33 +6,33 @@ module is imported only when used, so the robot side never imports grpc unless a
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.transports.base import ClientTransport, ServerTransport
 
+# (kind, end) -> (module, function taking the spec without "kind")
+_OPENERS = {
+    ("shm", "client"): ("asyncinf.transports.shm", "open_client"),
+    ("shm", "server"): ("asyncinf.transports.shm", "open_server"),
+    ("grpc", "client"): ("asyncinf.transports.grpc", "open_client"),
+    ("grpc", "server"): ("asyncinf.transports.grpc", "open_server"),
+}
+
+
+def _open(spec: dict[str, Any], end: str) -> Any:
+    kind = spec.get("kind")
+    if (kind, end) not in _OPENERS:
+        raise ConfigError(f"transport kind {kind!r} is not known; choose 'shm' or 'grpc'")
+    module, function = _OPENERS[kind, end]
+    opener = getattr(importlib.import_module(module), function)
+    return opener({k: v for k, v in spec.items() if k != "kind"})
+
 
 def open_client(spec: dict[str, Any]) -> ClientTransport:
-    kind = spec.get("kind")
-    if kind == "shm":
-        from asyncinf.transports.shm import ShmClientTransport  # noqa: PLC0415
-
-        return ShmClientTransport.attach(spec["name"])
-    if kind == "grpc":
-        from asyncinf.transports.grpc import open_client as open_grpc  # noqa: PLC0415
-
-        return open_grpc({k: v for k, v in spec.items() if k != "kind"})
-    raise ConfigError(f"transport kind {kind!r} is not known; choose 'shm' or 'grpc'")
+    return _open(spec, "client")
 
 
 def open_server(spec: dict[str, Any]) -> ServerTransport:
-    kind = spec.get("kind")
-    if kind == "shm":
-        from asyncinf.transports.shm import ShmServerTransport  # noqa: PLC0415
-
-        return ShmServerTransport.attach(spec["name"])
-    if kind == "grpc":
-        from asyncinf.transports.grpc import open_server as open_grpc  # noqa: PLC0415
-
-        return open_grpc({k: v for k, v in spec.items() if k != "kind"})
-    raise ConfigError(f"transport kind {kind!r} is not known; choose 'shm' or 'grpc'")
+    return _open(spec, "server")

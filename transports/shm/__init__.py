@@ -27,4 +27,16 @@ __all__ = [
     "WhenFull",
     "clean_stale",
     "make_run_id",
+    "open_client",
+    "open_server",
 ]
+
+
+def open_client(spec: dict) -> ShmClientTransport:
+    """The client end of the session named in `spec["name"]` (transports.factory's hook)."""
+    return ShmClientTransport.attach(spec["name"])
+
+
+def open_server(spec: dict) -> ShmServerTransport:
+    """The server end of the session named in `spec["name"]` (transports.factory's hook)."""
+    return ShmServerTransport.attach(spec["name"])
