@@ -1,10 +1,12 @@
 """Fixtures for every test: no shared-memory object of ours may outlive the test that made it.
 
-Other test runs may share this machine, so an object counts as this test's leak when it
-appeared during the test and its run is ours (the run id's pid is this process) or dead
-(a child or supervisor this test started, gone without unlinking). Live runs of other
-processes are someone else's business. Leaks are reported, then removed, so one failure
-does not cascade.
+Other test runs share this machine, so an object counts as this test's leak only when it
+appeared during the test and its run can be pinned on this test: the run id's pid is this
+process, or a process that is dead now (a child or supervisor the test started, gone
+without unlinking). Objects of live runs of other processes, and of run ids that carry
+no pid, are never touched. Runs named `<pid>-dead…` are made dead on purpose by the tests
+of `asyncinf clean`, which check those themselves. Leaks are reported, then removed, so
+one failure does not cascade.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import pytest
 
 from asyncinf.transports.shm import names
 
+STAGED_DEAD = "dead"  # run-id prefix (after the pid) of deliberately dead runs
 
-def _ours_or_dead(obj: names.ObjectName) -> bool:
+
+def _pinned_on_us(obj: names.ObjectName) -> bool:
     pid = obj.pid
-    return pid is None or pid == os.getpid() or not names.pid_alive(pid)
+    if pid is None or obj.run.split("-", 1)[1].startswith(STAGED_DEAD):
+        return False
+    return pid == os.getpid() or not names.pid_alive(pid)
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +32,7 @@ def no_leaked_shm_objects():
     """Fail a test that leaves `/dev/shm/asyncinf.*` or `sem.asyncinf.*` objects behind."""
     before = {o.path for o in names.list_objects()}
     yield
-    leaked = [o for o in names.list_objects() if o.path not in before and _ours_or_dead(o)]
+    leaked = [o for o in names.list_objects() if o.path not in before and _pinned_on_us(o)]
     for obj in leaked:
         obj.unlink()
     assert not leaked, "shared-memory objects left behind: " + ", ".join(

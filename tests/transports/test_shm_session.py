@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import mmap
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 
 import numpy as np
 import posix_ipc
@@ -241,35 +242,45 @@ def test_names_round_trip_and_refuse_odd_run_ids() -> None:
             names.session_name(bad, 0)
 
 
+def dead_run_id() -> str:
+    """A run id whose pid has exited (the conftest leaves `<pid>-dead…` runs to this test)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(done.stdout)
+    assert not names.pid_alive(pid)
+    return f"{pid}-dead{os.urandom(2).hex()}"
+
+
 def test_clean_removes_a_dead_runs_objects_and_leaves_a_live_ones(run_id) -> None:
-    ctx = mp.get_context("spawn")
-    ready = ctx.Queue()
-    child = ctx.Process(target=_die_in_its_own_run, args=(ready,))
-    child.start()
-    dead_session = ready.get(timeout=60)
-    child.join(30)
-    assert child.exitcode == 0
-    assert len(objects_of(dead_session)) == 6
-    with ShmSession.create(run_id, 0, ShmConfig(**SMALL)) as live:
-        runner = CliRunner()
-        dry = runner.invoke(app, ["clean", "--dry-run"])
-        assert dry.exit_code == 0, dry.output
-        assert f"would remove /dev/shm/{dead_session}.seg" in dry.output
-        assert f"would remove /dev/shm/sem.{dead_session}.uplock" in dry.output
-        assert live.name not in dry.output
-        assert len(objects_of(dead_session)) == 6  # a dry run removes nothing
-        done = runner.invoke(app, ["clean"])
-        assert done.exit_code == 0, done.output
-        assert f"removed /dev/shm/{dead_session}.seg" in done.output
-        assert objects_of(dead_session) == []
-        assert len(objects_of(live.name)) == 6
-        ShmClientTransport.attach(live.name).close()  # still usable
+    crashed = ShmSession.create(dead_run_id(), 0, ShmConfig(**SMALL))
+    crashed.close()  # its owner "died": nobody will unlink these
+    dead = crashed.name
+    try:
+        assert len(objects_of(dead)) == 6
+        with ShmSession.create(run_id, 0, ShmConfig(**SMALL)) as live:
+            runner = CliRunner()
+            dry = runner.invoke(app, ["clean", "--dry-run"])
+            assert dry.exit_code == 0, dry.output
+            assert f"would remove /dev/shm/{dead}.seg" in dry.output
+            assert f"would remove /dev/shm/sem.{dead}.uplock" in dry.output
+            assert live.name not in dry.output
+            assert len(objects_of(dead)) == 6  # a dry run removes nothing
+            done = runner.invoke(app, ["clean"])
+            assert done.exit_code == 0, done.output
+            assert f"removed /dev/shm/{dead}.seg" in done.output
+            assert objects_of(dead) == []
+            assert len(objects_of(live.name)) == 6
+            ShmClientTransport.attach(live.name).close()  # still usable
+    finally:
+        crashed.unlink()
 
 
-def _die_in_its_own_run(ready) -> None:
-    """Child: create a session in a run of its own pid, then exit without unlinking."""
-    session = ShmSession.create(names.make_run_id(), 0, ShmConfig(**SMALL))
-    ready.put(session.name)
-    ready.close()
-    ready.join_thread()
-    os._exit(0)
+def test_clean_leaves_names_without_a_pid_alone(tmp_path) -> None:
+    (tmp_path / "asyncinf.confabc.g0.seg").touch()
+    (tmp_path / "sem.asyncinf.1-x.g0.uplock").touch()  # pid 1 is alive
+    (tmp_path / "unrelated").touch()
+    assert names.clean_stale(dry_run=True, shm_dir=tmp_path) == []
+    assert [o.name for o in names.list_objects(tmp_path)] == [
+        "asyncinf.1-x.g0.uplock",
+        "asyncinf.confabc.g0.seg",
+    ]

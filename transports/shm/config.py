@@ -43,11 +43,11 @@ class ShmConfig:
     heartbeat_interval_s: float = 0.1
     peer_timeout_s: float = 1.0
     # Before blocking on a doorbell, poll it (sem_getvalue/sem_trywait: still the kernel
-    # primitive, never a plain word) this long. A frame that comes within it costs no
-    # wake-up, and the core stays warm: on a VM a woken process runs its next ~100 µs
-    # several times slower. CPU cost: at most this much per blocking call that ends up
-    # blocking (the server's wait for an observation: ~1.5 % of a core at 30 Hz).
-    # 0 disables.
+    # primitive, never a plain word) this long, yielding the core between polls. A frame
+    # that comes within it costs no wake-up, and the core stays warm: on a VM a woken
+    # process runs its next ~100 µs several times slower. CPU cost: at most this much per
+    # blocking call that ends up blocking (the server's wait for an observation: ~1.5 %
+    # of a core at 30 Hz). 0 disables.
     spin_us: int = 500
     obs_slot_mb: float | None = None
 

@@ -51,6 +51,7 @@ T = TypeVar("T")
 E = TypeVar("E", bound="ShmEnd")
 
 _BusyError = posix_ipc.BusyError
+_yield = os.sched_yield
 _SignalError = posix_ipc.SignalError
 
 
@@ -220,6 +221,9 @@ class ShmEnd:
                         break
                     except _BusyError:
                         pass
+                # The peer may be queued on this very core (the scheduler likes to wake a
+                # process where its waker ran): let it run instead of spinning it out.
+                _yield()
                 now = time.monotonic_ns()
             if not woke:
                 remaining_s = (deadline - now) / 1e9
