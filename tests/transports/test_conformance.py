@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +54,6 @@ def _wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.
 
 
 def grpc_pair() -> Pair:
-    pytest.importorskip("grpc")
     from asyncinf.transports.grpc.client import GrpcClientTransport
     from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
     from asyncinf.transports.grpc.server import GrpcServerTransport
@@ -92,28 +90,26 @@ def grpc_pair() -> Pair:
 
 
 def shm_pair() -> Pair:
-    shm = pytest.importorskip(
-        "asyncinf.transports.shm", reason="the shared-memory transport is not in this tree yet"
-    )
-    needed = ("ShmSession", "ShmConfig", "ShmClientTransport", "ShmServerTransport")
-    if not all(hasattr(shm, name) for name in needed):
-        pytest.skip(f"asyncinf.transports.shm does not export {needed} (yet)")
-    session = shm.ShmSession.create(f"conf{uuid.uuid4().hex[:8]}", 0, shm.ShmConfig())
+    from asyncinf.transports import shm
+
+    # Beats fast, so a silent end is declared gone within a second.
+    config = shm.ShmConfig(heartbeat_interval_s=0.05, peer_timeout_s=0.5)
+    session = shm.ShmSession.create(shm.make_run_id(), 0, config)
     client = shm.ShmClientTransport.attach(session.name)
     server = shm.ShmServerTransport.attach(session.name)
 
-    def not_yet() -> None:
-        # Loss of a peer in shared memory is seen through its pid and heartbeat, so it needs
-        # the peer in another process; the shm transport's author plugs that in here.
-        pytest.skip("shm peer loss needs a peer process: to be plugged in with the shm tests")
+    def vanish(end) -> Callable[[], None]:
+        # Both ends live in this process, so the pid check cannot fire: stopping the end's
+        # heartbeat without a goodbye is the crash (or hang) the peer must notice. Killing
+        # a real peer process is covered by test_shm_processes.py.
+        return end._heartbeat.stop
 
     def close() -> None:
         client.close()
         server.close()
-        session.close()
         session.unlink()
 
-    return Pair(client, server, lambda _n: None, not_yet, not_yet, close)
+    return Pair(client, server, lambda _n: None, vanish(client), vanish(server), close)
 
 
 PAIRS = {"shm": shm_pair, "grpc": grpc_pair}
