@@ -4,17 +4,16 @@ import subprocess
 import sys
 import warnings
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-cv2 = pytest.importorskip("cv2")
-
-from asyncinf.policies.policy import make_policy  # noqa: E402
-from asyncinf.policies.tiny_torch import TinyTorchPolicy  # noqa: E402
-from asyncinf.robots.sim import SO101_JOINTS  # noqa: E402
-from asyncinf.runtime.errors import PolicyError  # noqa: E402
-from asyncinf.runtime.messages import Handshake, Observation, PolicySpec  # noqa: E402
+from asyncinf.policies.policy import make_policy
+from asyncinf.policies.tiny_torch import TinyTorchPolicy
+from asyncinf.robots.sim import SO101_JOINTS
+from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 
 T = 10
 CAMERAS = {"front": (48, 64, 3), "wrist": (60, 60, 3)}

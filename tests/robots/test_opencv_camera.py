@@ -2,14 +2,13 @@
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")
-
-from asyncinf.robots.camera import make_camera  # noqa: E402
-from asyncinf.robots.opencv_camera import OpenCVCamera, OpenCVCameraConfig  # noqa: E402
-from asyncinf.runtime.errors import ConfigError, RobotError  # noqa: E402
+from asyncinf.robots.camera import make_camera
+from asyncinf.robots.opencv_camera import OpenCVCamera, OpenCVCameraConfig
+from asyncinf.runtime.errors import ConfigError, RobotError
 
 W, H, FPS = 64, 48, 200  # a fast file keeps the tests short
 BGR_BLUE = (255, 0, 0)

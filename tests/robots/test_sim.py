@@ -213,7 +213,6 @@ def test_flags_as_text_are_parsed():
 
 
 def test_camera_shapes_from_config(clock):
-    pytest.importorskip("cv2")
     assert SimRobot(SimRobotConfig()).camera_shapes == {"front": (480, 640, 3)}
     robot = sim(
         clock,
@@ -230,7 +229,6 @@ def test_camera_shapes_from_config(clock):
 
 
 def test_frames_are_deterministic_for_a_seed_and_follow_the_state():
-    pytest.importorskip("cv2")
     cams = {"front": {"width": 160, "height": 120}}
     frames = []
     for seed in (3, 3, 4):
@@ -257,7 +255,6 @@ def test_frames_are_deterministic_for_a_seed_and_follow_the_state():
 
 
 def test_generic_arm_renders(clock):
-    pytest.importorskip("cv2")
     robot = sim(clock, num_joints=3, cameras={"side": {"width": 64, "height": 48}})
     before = robot.read_images()["side"]
     robot.send_action(np.array([30, -30, 30], np.float32))
@@ -266,7 +263,6 @@ def test_generic_arm_renders(clock):
 
 
 def test_standalone_camera_moves_with_the_frame_count():
-    pytest.importorskip("cv2")
     clock = ManualClock()
     cam = SimCamera(make_camera({"type": "sim", "width": 96, "height": 72}).config, clock_ns=clock)
     with pytest.raises(RobotError):

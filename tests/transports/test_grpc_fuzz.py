@@ -11,12 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
-
-pytest.importorskip("grpc")
-
-import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

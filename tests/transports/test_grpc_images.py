@@ -1,12 +1,9 @@
 """Fitting frames to the negotiated shape (never a silent stretch) and JPEG with checked
 headers."""
 
+import cv2
 import numpy as np
 import pytest
-
-pytest.importorskip("cv2")
-
-import cv2
 
 from asyncinf.runtime.errors import CodecError, HandshakeError
 from asyncinf.transports.grpc import images

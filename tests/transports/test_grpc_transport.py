@@ -13,12 +13,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
-
-pytest.importorskip("grpc")
-
-import grpc
 
 from asyncinf.runtime.errors import (
     ConfigError,
@@ -317,7 +314,6 @@ def test_aspect_mismatch_is_refused_at_handshake(server) -> None:
 
 
 def test_resize_and_jpeg_cut_bytes_tenfold(server) -> None:
-    pytest.importorskip("cv2")
     with EchoServer(server, image_shapes={"front": (224, 224, 3)}, chunk_shape=(4, 2)) as e:
         c = make_client(server.port, image_codec="jpeg", jpeg_quality=90, image_fit="center_crop")
         try:
