@@ -135,7 +135,9 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
 
     supervisor = Supervisor(
         plan, sup_config, on_state=on_state,
-        on_beat=lambda sup: report.live_line(sup.client.beat, fps) if sup.client else None,
+        on_beat=lambda sup: (
+            report.live_line(sup.client.beat, fps) if sup.client and sup.state == "running" else None
+        ),
     )  # fmt: skip
     code = supervisor.run()
     if supervisor.summary is not None:
