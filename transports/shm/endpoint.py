@@ -206,7 +206,7 @@ class ShmEnd:
             return result
         now = time.monotonic_ns()
         deadline = now + int(timeout_s * 1e9)
-        spin_end = now + self._spin_ns
+        spin_end = min(now + self._spin_ns, deadline)
         slice_s = self._slice_s
         while True:
             woke = False
