@@ -67,7 +67,7 @@ Row = Callable[[], contextlib.AbstractContextManager[RoundTrip]]
 class BenchConfig:
     sizes: tuple[int, ...] = SIZES
     modes: tuple[str, ...] = MODES
-    rows: tuple[str, ...] = ("memcpy", "shm", "mp_queue")
+    rows: tuple[str, ...] = ("memcpy", "shm", "mp_queue", "grpc", "grpc_floor")
     iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
     warmup: int = 20
 
@@ -125,28 +125,32 @@ def memcpy_row() -> Iterator[RoundTrip]:
     yield roundtrip
 
 
-def _shm_echo(name: str) -> None:
-    """Child: the server end, answering each observation with a 50×14 chunk."""
+def _echo_session(server: Any) -> None:
+    """Child side of a transport row: one session, each observation answered by a chunk."""
     from asyncinf.runtime.errors import PeerClosed, PeerGone  # noqa: PLC0415
-    from asyncinf.transports.shm import ShmServerTransport  # noqa: PLC0415
 
     actions = np.zeros(CHUNK_SHAPE, np.float32)
+    if server.accept(60.0) is None:
+        return
+    server.reply(HandshakeReply(True, actions_per_chunk=CHUNK_SHAPE[0]))
+    try:
+        while True:
+            lease = server.next_observation(1.0)
+            if lease is None:
+                continue
+            with lease:
+                obs = lease.observation
+                chunk = ActionChunk(obs.timestep, actions, obs_sent_ns=obs.sent_ns)
+            server.publish_chunk(chunk, TIMEOUT_S)
+    except (PeerClosed, PeerGone):
+        return
+
+
+def _shm_echo(name: str) -> None:
+    from asyncinf.transports.shm import ShmServerTransport  # noqa: PLC0415
+
     with ShmServerTransport.attach(name) as server:
-        got = server.accept(30.0)
-        if got is None:
-            return
-        server.reply(HandshakeReply(True, actions_per_chunk=CHUNK_SHAPE[0]))
-        try:
-            while True:
-                lease = server.next_observation(1.0)
-                if lease is None:
-                    continue
-                with lease:
-                    obs = lease.observation
-                    chunk = ActionChunk(obs.timestep, actions, obs_sent_ns=obs.sent_ns)
-                server.publish_chunk(chunk, TIMEOUT_S)
-        except (PeerClosed, PeerGone):
-            return
+        _echo_session(server)
 
 
 def _await_chunk(receive: Callable[[float], Any], timestep: int) -> None:
@@ -241,7 +245,79 @@ def _stop_child(child: mp.process.BaseProcess) -> None:
         child.join(5.0)
 
 
-ROWS: dict[str, Row] = {"memcpy": memcpy_row, "shm": shm_row, "mp_queue": mp_queue_row}
+def _grpc_echo(ports: mp.Queue) -> None:
+    from asyncinf.transports.grpc import open_server  # noqa: PLC0415
+
+    with open_server({"port": 0}) as server:
+        ports.put(server.port)
+        _echo_session(server)
+
+
+@contextlib.contextmanager
+def grpc_row() -> Iterator[RoundTrip]:
+    """The asyncinf gRPC transport on loopback; the echo server runs in a spawned child."""
+    from asyncinf.transports.grpc import open_client  # noqa: PLC0415
+
+    ctx = mp.get_context("spawn")
+    ports = ctx.Queue()
+    child = ctx.Process(target=_grpc_echo, args=(ports,), name="grpc-echo", daemon=True)
+    child.start()
+    try:
+        port = ports.get(timeout=60.0)
+        with open_client({"target": f"127.0.0.1:{port}", "reconnect": False}) as client:
+            client.handshake(hello(), 60.0)
+
+            def roundtrip(obs: Observation) -> None:
+                client.send_observation(obs)
+                _await_chunk(client.receive, obs.timestep)
+
+            yield roundtrip
+    finally:
+        _stop_child(child)
+
+
+def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
+    from asyncinf.transports.grpc.bench import floor_server  # noqa: PLC0415
+
+    server, port = floor_server()
+    ports.put(port)
+    stop.wait(3600.0)
+    server.stop(None)
+
+
+@contextlib.contextmanager
+def grpc_floor_row() -> Iterator[RoundTrip]:
+    """The floor for gRPC: a bare bidi stream echoing raw bytes of the observation's size."""
+    from asyncinf.transports.grpc.bench import FloorStream  # noqa: PLC0415
+
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_grpc_floor_echo, args=(ports, stop), name="grpc-floor", daemon=True)
+    child.start()
+    stream = None
+    try:
+        stream = FloorStream(ports.get(timeout=60.0), TIMEOUT_S)
+        payloads: dict[int, bytes] = {}
+
+        def roundtrip(obs: Observation) -> None:
+            n = sum(a.nbytes for a in obs.images.values()) or obs.state.nbytes
+            stream.roundtrip(payloads.setdefault(n, bytes(n)))
+
+        yield roundtrip
+    finally:
+        if stream is not None:
+            stream.close()
+        stop.set()
+        _stop_child(child)
+
+
+ROWS: dict[str, Row] = {
+    "memcpy": memcpy_row,
+    "shm": shm_row,
+    "mp_queue": mp_queue_row,
+    "grpc": grpc_row,
+    "grpc_floor": grpc_floor_row,
+}
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -319,14 +395,17 @@ def run(config: BenchConfig, progress: Callable[[str, int], Callable[[], None]] 
     return results
 
 
-def ratios_to_memcpy(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], float]:
-    """p50 of each row over memcpy's p50 at the same mode and size (when memcpy ran)."""
-    floor = {
-        (r["mode"], r["payload_bytes"]): r["p50_us"] for r in results if r["transport"] == "memcpy"
-    }
+# Each row is judged against the floor measured beside it in the same run.
+FLOOR_OF = {"grpc": "grpc_floor"}  # every other row: memcpy
+
+
+def ratios_to_floor(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], float]:
+    """p50 of each row over its floor's p50 at the same mode and size (when the floor ran)."""
+    p50 = {(r["transport"], r["mode"], r["payload_bytes"]): r["p50_us"] for r in results}
     out = {}
     for r in results:
-        base = floor.get((r["mode"], r["payload_bytes"]))
+        floor = FLOOR_OF.get(r["transport"], "memcpy")
+        base = p50.get((floor, r["mode"], r["payload_bytes"]))
         if base:
             out[(r["transport"], r["mode"], r["payload_bytes"])] = r["p50_us"] / base
     return out

@@ -220,6 +220,59 @@ def grpc_roundtrip(
 
 
 _FLOOR_METHOD = "/asyncinf.bench.Floor/Echo"
+_FLOOR_LIMITS = [
+    ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+]
+
+
+def floor_server(reply_bytes: int | None = None) -> tuple[grpc.Server, int]:
+    """A bare gRPC bidi-stream server on a free loopback port: raw bytes in, raw bytes out.
+
+    By default it echoes each message (the `grpc_floor` row as specified: "echoing raw bytes
+    of the same size"); with `reply_bytes` it answers with that many bytes instead.
+    """
+    fixed = None if reply_bytes is None else bytes(reply_bytes)
+
+    def echo(requests: Iterator[bytes], _context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            yield request if fixed is None else fixed
+
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=_FLOOR_LIMITS)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "asyncinf.bench.Floor", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+class FloorStream:
+    """The client of `floor_server`: one stream, one message up and one down per round trip."""
+
+    def __init__(self, port: int, timeout_s: float = 10.0) -> None:
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=_FLOOR_LIMITS)
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self._timeout_s = timeout_s
+
+        def requests() -> Iterator[bytes]:
+            while (item := self._outbox.get(timeout=timeout_s)) is not None:
+                yield item
+
+        self._responses = self._channel.stream_stream(_FLOOR_METHOD)(requests(), timeout=None)
+
+    def roundtrip(self, payload: bytes) -> None:
+        self._outbox.put(payload)
+        next(self._responses)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._responses.cancel()
+        self._channel.close()
 
 
 def grpc_floor(
@@ -230,53 +283,20 @@ def grpc_floor(
     reply_bytes: int | None = None,
     timeout_s: float = 10.0,
 ) -> list[int]:
-    """Round trips of raw bytes over a bare gRPC bidi stream: the transport's floor.
-
-    By default the server echoes the payload (the `grpc_floor` row as specified: "echoing
-    raw bytes of the same size"). With `reply_bytes=CHUNK_BYTES` it answers with a chunk's
-    worth instead, the same traffic as `grpc_roundtrip` — the stricter comparison.
-    """
-    limits = [
-        ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-    ]
-    fixed = None if reply_bytes is None else bytes(reply_bytes)
-
-    def echo(requests: Iterator[bytes], _context: grpc.ServicerContext) -> Iterator[bytes]:
-        for request in requests:
-            yield request if fixed is None else fixed
-
-    server = grpc.server(futures.ThreadPoolExecutor(2), options=limits)
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "asyncinf.bench.Floor", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=limits)
-    outbox: queue.Queue[bytes | None] = queue.Queue()
-
-    def requests() -> Iterator[bytes]:
-        while (item := outbox.get(timeout=timeout_s)) is not None:
-            yield item
-
+    """Round trips of raw bytes over a bare gRPC bidi stream in this process (see
+    `floor_server`); with `reply_bytes=CHUNK_BYTES` the same traffic as `grpc_roundtrip`."""
+    server, port = floor_server(reply_bytes)
+    stream = FloorStream(port, timeout_s)
     try:
-        responses = channel.stream_stream(_FLOOR_METHOD)(requests(), timeout=None)
         payload = bytes(payload_bytes)
         samples = []
         for i in range(warmup + iterations):
             t0 = time.perf_counter_ns()
-            outbox.put(payload)
-            next(responses)
+            stream.roundtrip(payload)
             if i >= warmup:
                 samples.append(time.perf_counter_ns() - t0)
-        outbox.put(None)
-        responses.cancel()
     finally:
-        channel.close()
+        stream.close()
         server.stop(None)
     return samples
 

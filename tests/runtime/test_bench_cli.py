@@ -1,0 +1,40 @@
+"""The benchmarks run and write their documented JSON (their numbers are not asserted)."""
+
+import json
+import subprocess
+import sys
+
+CLI = [sys.executable, "-m", "asyncinf.runtime.cli", "bench"]
+
+
+def test_bench_transport_writes_every_row_in_the_documented_schema(tmp_path):
+    out = tmp_path / "t.json"
+    r = subprocess.run(
+        [*CLI, "transport", "-n", "20", "--sizes", "64,3072", "--mode", "both", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == 1
+    got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
+    for row in ("memcpy", "shm", "mp_queue", "grpc", "grpc_floor"):
+        for mode in ("backtoback", "paced"):
+            for size in (64, 3072):
+                assert (row, mode, size) in got
+    for x in doc["results"]:
+        assert x["n"] == 20 and 0 < x["p50_us"] <= x["p90_us"] <= x["p99_us"] <= x["max_us"]
+    assert "× floor" in r.stdout
+
+
+def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
+    out = tmp_path / "e.json"
+    r = subprocess.run(
+        [*CLI, "e2e", "--g", "0,0.5", "--duration", "2", "--latency_ms", "20", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [x["g"] for x in rows] == [0.0, 0.5]
+    assert rows[0]["idle_frames_after_first_chunk"] > 0  # synchronous
+    for x in rows:
+        assert x["actions_per_s"] > 0 and set(x["overhead_ms"]) == {"p50", "p99", "max"}
