@@ -61,6 +61,8 @@ ALLOWED_DTYPES = frozenset(
     )
 )  # fmt: skip
 
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}  # built once: decode is hot
+
 Arrays = list[tuple[str, np.ndarray]]
 
 
@@ -281,12 +283,16 @@ class Plan:
         for name, given in arrays:
             arr = np.asarray(given)
             dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
-            if dt.str not in ALLOWED_DTYPES:
+            dtype_str = dt.str
+            if dtype_str not in ALLOWED_DTYPES:
                 raise CodecError(
                     f"array {name!r} has dtype {arr.dtype}; allowed: bool, int, uint, float"
                 )
-            table.append([name, dt.str, list(arr.shape), offset, arr.nbytes])
-            placed.append((offset, dt, arr))
+            table.append([name, dtype_str, list(arr.shape), offset, arr.nbytes])
+            # A native C-contiguous array is one plain byte copy; others go through numpy.
+            plain = dt is arr.dtype and arr.flags.c_contiguous and arr.size
+            flat = arr.data.cast("B") if plain else None
+            placed.append((offset, dt, arr, flat))
             offset = _align(offset + arr.nbytes)
         self.header = msgpack.packb(
             {"v": SCHEMA_VERSION, "k": kind, "f": fields, "a": table}, use_bin_type=True
@@ -301,9 +307,13 @@ class Plan:
             raise PayloadTooLarge(f"frame of {self.nbytes} B does not fit {len(buf)} B")
         _PREFIX.pack_into(buf, 0, MAGIC, len(self.header))
         buf[_PREFIX.size : _PREFIX.size + len(self.header)] = self.header
-        for offset, dt, arr in self.arrays:
-            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=self.data_start + offset)
-            np.copyto(dst.reshape(arr.shape), arr, casting="no" if dt == arr.dtype else "equiv")
+        for offset, dt, arr, flat in self.arrays:
+            start = self.data_start + offset
+            if flat is not None:
+                buf[start : start + len(flat)] = flat
+                continue
+            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=start)
+            np.copyto(dst.reshape(arr.shape), arr, casting="equiv")
         return self.nbytes
 
 
@@ -335,7 +345,7 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
         raise CodecError(f"truncated frame: header claims {hlen} B, frame has {total} B")
     try:
         header = msgpack.unpackb(
-            bytes(buf[_PREFIX.size : _PREFIX.size + hlen]), raw=False, strict_map_key=True
+            memoryview(buf)[_PREFIX.size : _PREFIX.size + hlen], raw=False, strict_map_key=True
         )
     except Exception as exc:  # noqa: BLE001  (msgpack raises several unrelated types on garbage)
         raise CodecError(f"malformed frame header: {exc}") from None
@@ -385,8 +395,9 @@ def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.nd
         raise CodecError(f"array {name!r}: shape {shape!r} must be up to {MAX_NDIM} dims >= 0")
     if not all(isinstance(x, int) and x >= 0 for x in (offset, nbytes)):
         raise CodecError(f"array {name!r}: offset and nbytes must be integers >= 0")
-    dt = np.dtype(dtype)
-    expected = math.prod(shape) * dt.itemsize
+    dt = _DTYPES[dtype]
+    count = math.prod(shape)
+    expected = count * dt.itemsize
     if nbytes != expected:
         raise CodecError(
             f"array {name!r}: {nbytes} B does not match shape {shape} of {dtype} ({expected} B)"
@@ -397,5 +408,5 @@ def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.nd
             f"truncated frame: array {name!r} needs bytes {start}..{start + nbytes}, "
             f"frame has {total}"
         )
-    arr = np.frombuffer(buf, dtype=dt, count=math.prod(shape), offset=start).reshape(shape)
-    return name, arr
+    arr = np.frombuffer(buf, dtype=dt, count=count, offset=start)
+    return name, arr if len(shape) == 1 else arr.reshape(shape)
