@@ -1,7 +1,8 @@
 """The supervisor's children: `python -m asyncinf.runtime.worker {client|server} SPEC_JSON`.
 
 Each child talks to the supervisor over two pipes, JSON lines both ways, never pickle:
-- its stdin carries commands: `{"cmd": "stop"}`, `{"cmd": "attach", "transport": {...}}`;
+- its stdin carries commands: `{"cmd": "stop"}`, `{"cmd": "detach"}` (the server is gone: hold),
+  `{"cmd": "attach", "transport": {...}}`;
   end-of-file means the supervisor is gone, which stops the child safely;
 - the fd named by `--events-fd` carries events: `ready`, `beat` (sent from the main loop
   itself, so a hung loop stops beating), `holding`, `summary`, `failed`.
@@ -39,6 +40,7 @@ class SupervisorLink:
         self._events_fd = events_fd
         self.stop_requested = False
         self._attach: dict[str, Any] | None = None
+        self.detach_requested = False
         self._last_beat = 0.0
         threading.Thread(target=self._read, args=(commands,), daemon=True).start()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +58,8 @@ class SupervisorLink:
                 continue
             if cmd.get("cmd") == "attach":
                 self._attach = cmd["transport"]
+            elif cmd.get("cmd") == "detach":
+                self.detach_requested = True
             elif cmd.get("cmd") == "stop":
                 self.stop_requested = True
         log.info("supervisor link closed: stopping")
@@ -117,6 +121,9 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
 
         def service() -> bool:
             """Between ticks: supervisor commands and the heartbeat."""
+            if link.detach_requested:
+                link.detach_requested = False
+                client.detach("the supervisor saw the server exit")
             new = link.take_attach()
             if new is not None:
                 client.detach("replaced by the supervisor")
