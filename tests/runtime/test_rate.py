@@ -47,9 +47,9 @@ def test_a_sleep_that_returns_early_is_called_again_until_the_deadline():
     clock = ManualClock()
     calls = []
 
-    def wait(seconds):  # e.g. a transport wait woken by a chunk
+    def wait(seconds):  # e.g. a transport wait woken by a chunk halfway (at least 1 ms in)
         calls.append(seconds)
-        clock.now_ns += round(seconds * 1e9 / 2)
+        clock.now_ns += max(round(seconds * 1e9 / 2), 1_000_000)
 
     rate = Rate(100, clock_ns=clock, sleep=wait)
     rate.sleep()
