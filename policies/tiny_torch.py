@@ -22,7 +22,6 @@ the architecture. torch is imported here only; the registry imports this module 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +146,14 @@ class TinyTorchPolicy(Policy):
         return device
 
     def _read(self, path: str) -> dict[str, Any]:
+        # weights_only refuses anything but tensors and plain containers, raising torch's
+        # loader's UnpicklingError: nothing here unpickles.
+        refused = self.torch.serialization.pickle.UnpicklingError
         try:
             data = self.torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise PolicyError(f"--policy.path={path}: no such file") from None
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        except (OSError, RuntimeError, EOFError, ValueError, refused) as exc:
             raise PolicyError(f"--policy.path={path}: not a torch weights file ({exc})") from None
         if not (isinstance(data, dict) and data.get("format") == FORMAT):
             raise PolicyError(
