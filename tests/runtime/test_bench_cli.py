@@ -29,7 +29,8 @@ def test_bench_transport_writes_every_row_in_the_documented_schema(tmp_path):
 def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
     out = tmp_path / "e.json"
     r = subprocess.run(
-        [*CLI, "e2e", "--g", "0,0.5", "--duration", "2", "--latency_ms", "20", "--json", str(out)],
+        [*CLI, "e2e", "--g", "0,0.5", "--duration", "2", "--latency_ms", "50",
+         "--actions_per_chunk", "10", "--json", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
