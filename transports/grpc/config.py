@@ -15,6 +15,7 @@ Limits are set on purpose:
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -83,6 +84,10 @@ class _Common:
     keepalive_timeout_s: float = 5.0  # no ping ack within this -> connection dead
 
     def _check_common(self) -> None:
+        if importlib.util.find_spec("grpc") is None:
+            raise ConfigError(
+                "the gRPC transport needs grpcio, an optional extra: pip install 'asyncinf[grpc]'"
+            )
         _positive(
             self,
             "max_message_bytes",
