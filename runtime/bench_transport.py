@@ -42,6 +42,7 @@ from asyncinf.runtime.messages import (
     PolicySpec,
 )
 from asyncinf.runtime.rate import Rate
+from asyncinf.runtime.stats import percentiles
 
 log = logging.getLogger(__name__)
 
@@ -353,14 +354,8 @@ def measure(
 
 def summarize(samples_ns: list[int]) -> dict[str, float]:
     """p50/p90/p99/max in microseconds."""
-    a = np.asarray(samples_ns, np.float64) / 1e3
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {
-        "p50_us": round(float(p50), 2),
-        "p90_us": round(float(p90), 2),
-        "p99_us": round(float(p99), 2),
-        "max_us": round(float(a.max()), 2),
-    }
+    stats = percentiles(samples_ns, 1e-3, keys=("p50", "p90", "p99", "max"))
+    return {f"{k}_us": round(v, 2) for k, v in stats.items()}
 
 
 def run(config: BenchConfig, progress: Callable[[str, int], Callable[[], None]] | None = None):

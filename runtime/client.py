@@ -205,17 +205,14 @@ class RobotClient:
         """Ask the loop to finish its current tick and return (safe from a signal handler)."""
         self._stopped = True
 
-    def run(self, duration_s: float | None = None, should_stop: Callable[[], bool] = bool) -> None:
-        """Tick until `stop()`, `should_stop()` or `duration_s`; raises ClientFailure."""
+    def run(self, should_stop: Callable[[], bool] = bool) -> None:
+        """Tick until `stop()` or `should_stop()`; raises ClientFailure."""
         rate = Rate(self.config.fps, sleep=self._idle, spin_s=self.config.spin_ms / 1000)
         period_ns = rate.period_ns
-        end_ns = None if duration_s is None else time.monotonic_ns() + int(duration_s * 1e9)
         prev_ns = 0
         while not self._stopped and not should_stop():
             rate.sleep()
             now = rate.last_tick_ns
-            if end_ns is not None and now >= end_ns:
-                break
             if prev_ns:
                 self.stats.period_error_ns.append(abs(now - prev_ns - period_ns))
             prev_ns = now

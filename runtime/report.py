@@ -25,7 +25,7 @@ def start_screen(plan_client: dict[str, Any], transport: str, pids: dict[str, in
     _console.print(table)
 
 
-def live_line(beat: dict[str, Any], fps: float) -> None:
+def live_line(beat: dict[str, Any]) -> None:
     """One compact, overwritten status line, only when attached to a terminal."""
     if not sys.stderr.isatty():
         return

@@ -256,10 +256,14 @@ class Supervisor:
                 except BlockingIOError:
                     break
         for child in children:
-            for event in child.read_events():
-                self._dispatch(child, event)
+            self._drain_events(child)
         while self._signals:
             self._handle_signal(self._signals.pop(0))
+
+    def _drain_events(self, child: Child) -> None:
+        """Dispatch whatever the child has written, e.g. its last words before exiting."""
+        for event in child.read_events():
+            self._dispatch(child, event)
 
     def _dispatch(self, child: Child, event: dict[str, Any]) -> None:
         child.last_beat = time.monotonic()
@@ -334,8 +338,7 @@ class Supervisor:
         return child.ready
 
     def _boot_failed(self, child: Child) -> None:
-        for event in child.read_events():
-            self._dispatch(child, event)
+        self._drain_events(child)
         rc = child.proc.returncode
         why = child.failure["message"] if child.failure else describe_exit(rc)
         log.error("%s failed to start: %s", child.role, why)
@@ -378,8 +381,7 @@ class Supervisor:
         self._restart_server()
 
     def _client_lost(self) -> None:
-        for event in self.client.read_events():
-            self._dispatch(self.client, event)
+        self._drain_events(self.client)
         rc = self.client.proc.returncode
         if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
             log.error("client stopped: %s", self.client.failure["message"])
@@ -431,8 +433,6 @@ class Supervisor:
             if remaining <= 0:
                 return False
             self._pump(min(0.05, remaining))
-        for event in child.read_events():
-            self._dispatch(child, event)
         return True
 
     def _stop_child(self, child: Child | None, deadline: float) -> None:
@@ -446,8 +446,7 @@ class Supervisor:
                 log.error("%s did not stop in time: SIGKILL", child.role)
                 child.signal(signal.SIGKILL)
                 child.proc.wait()
-        for event in child.read_events():
-            self._dispatch(child, event)
+        self._drain_events(child)
         rc = child.proc.returncode
         log.info("%s stopped: %s", child.role, describe_exit(rc))
         self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)

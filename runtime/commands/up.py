@@ -125,7 +125,6 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
         metrics = Path(tmp.name)
     if metrics:
         plan.client["metrics_path"] = str(metrics)
-    fps = plan.client["client"]["fps"]
     transport = "shared memory (local)" if plan.server else f"gRPC {plan.remote['target']}"
 
     def on_state(state: str, sup: Supervisor) -> None:
@@ -136,7 +135,7 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
     supervisor = Supervisor(
         plan, sup_config, on_state=on_state,
         on_beat=lambda sup: (
-            report.live_line(sup.client.beat, fps) if sup.client and sup.state == "running" else None
+            report.live_line(sup.client.beat) if sup.client and sup.state == "running" else None
         ),
     )  # fmt: skip
     code = supervisor.run()

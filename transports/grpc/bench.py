@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from asyncinf.runtime.bench_transport import summarize
 from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -299,17 +300,6 @@ def grpc_floor(
         stream.close()
         server.stop(None)
     return samples
-
-
-def summarize(samples_ns: list[int]) -> dict[str, float]:
-    """p50/p90/p99/max in microseconds."""
-    a = np.asarray(samples_ns, np.float64) / 1e3
-    return {
-        "p50_us": float(np.percentile(a, 50)),
-        "p90_us": float(np.percentile(a, 90)),
-        "p99_us": float(np.percentile(a, 99)),
-        "max_us": float(a.max()),
-    }
 
 
 def rows(
