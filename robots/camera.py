@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, RobotError
 from asyncinf.runtime.registry import Registry
 
 
@@ -44,6 +46,39 @@ class Camera(abc.ABC):
     @abc.abstractmethod
     def disconnect(self) -> None:
         """Safe to call twice."""
+
+
+log = logging.getLogger(__name__)
+
+
+def connect_all(cameras: dict[str, Camera]) -> None:
+    """Connect every camera, or none: a failure disconnects those already connected and
+    raises RobotError naming the camera."""
+    connected: list[Camera] = []
+    try:
+        for name, cam in cameras.items():
+            try:
+                cam.connect()
+            except RobotError as exc:
+                raise RobotError(f"camera {name!r}: {exc}") from exc
+            connected.append(cam)
+    except BaseException:
+        disconnect_all(connected)
+        raise
+
+
+def disconnect_all(cameras: Iterable[Camera]) -> None:
+    """Disconnect each camera; one that fails is logged and the others still disconnected."""
+    for cam in cameras:
+        try:
+            cam.disconnect()
+        except RobotError as exc:
+            log.warning("%s", exc)
+
+
+def read_all(cameras: dict[str, Camera]) -> dict[str, np.ndarray]:
+    """The newest frame of every camera, by name."""
+    return {name: cam.read()[0] for name, cam in cameras.items()}
 
 
 CAMERAS: Registry[Camera] = Registry(

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from asyncinf.robots.camera import Camera, CameraConfig, make_camera
+from asyncinf.robots.camera import (
+    Camera,
+    CameraConfig,
+    connect_all,
+    disconnect_all,
+    make_camera,
+    read_all,
+)
 from asyncinf.robots.robot import Robot, RobotConfig
 from asyncinf.runtime.errors import ActionRejected, ConfigError, RobotError
 
@@ -497,18 +504,7 @@ class SimRobot(Robot):
         """Enable "torque": hold the present position, then connect the cameras."""
         if self._connected:
             raise RobotError(f"{self}: already connected")
-        connected: list[Camera] = []
-        try:
-            for name, cam in self.cameras.items():
-                try:
-                    cam.connect()
-                except RobotError as exc:
-                    raise RobotError(f"camera {name!r}: {exc}") from exc
-                connected.append(cam)
-        except BaseException:
-            for cam in connected:
-                cam.disconnect()
-            raise
+        connect_all(self.cameras)
         self._advance()
         self._target = self._x.copy()
         self._released = False
@@ -521,7 +517,7 @@ class SimRobot(Robot):
 
     def read_images(self) -> dict[str, np.ndarray]:
         self._require_connected()
-        return {name: cam.read()[0] for name, cam in self.cameras.items()}
+        return read_all(self.cameras)
 
     def send_action(self, target: np.ndarray) -> None:
         """Set the joints' goal. Raises RobotError when not connected (and counts it),
@@ -556,8 +552,7 @@ class SimRobot(Robot):
             else:
                 log.info("%s: holding the last target", self)
         self._connected = False
-        for cam in self.cameras.values():
-            cam.disconnect()
+        disconnect_all(self.cameras.values())
 
     # -- simulation -----------------------------------------------------------------------------
 

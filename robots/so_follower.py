@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncinf.robots.camera import Camera, make_camera
+from asyncinf.robots.camera import Camera, connect_all, disconnect_all, make_camera, read_all
 from asyncinf.robots.feetech.bus import FeetechBus
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
@@ -228,21 +228,14 @@ class SOFollower(Robot):
         configure the servos and enable torque holding the present position."""
         if self._connected:
             raise RobotError(f"{self}: already connected")
-        connected: list[Camera] = []
         try:
             self.bus.open()
             self._check_motors()
             self._apply_calibration()
-            for name, cam in self.cameras.items():
-                try:
-                    cam.connect()
-                except RobotError as exc:
-                    raise RobotError(f"camera {name!r}: {exc}") from exc
-                connected.append(cam)
+            connect_all(self.cameras)
             self._configure()
         except BaseException:
-            for cam in connected:
-                self._quietly(cam.disconnect)
+            disconnect_all(self.cameras.values())  # safe on those never connected
             if self.bus.is_open and self.config.disable_torque_on_exit:
                 self._quietly(lambda: self._set_torque(False))  # torque may be partly on
             self.bus.close()
@@ -264,7 +257,7 @@ class SOFollower(Robot):
 
     def read_images(self) -> dict[str, np.ndarray]:
         self._require_connected()
-        return {name: cam.read()[0] for name, cam in self.cameras.items()}
+        return read_all(self.cameras)
 
     def send_action(self, target: np.ndarray) -> None:
         self._require_connected()
@@ -310,8 +303,7 @@ class SOFollower(Robot):
                     )
             finally:
                 self.bus.close()
-        for cam in self.cameras.values():
-            self._quietly(cam.disconnect)
+        disconnect_all(self.cameras.values())
         self._connected = False
         if failure is not None:
             raise failure
