@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds (or reuses) a virtual environment at VENV holding asyncinf and LeRobot's policy stack.
+#
+# LeRobot cannot be an extra of ours: it pins torch and torchvision to ranges that clash with
+# ours, and its grpc/protobuf pins clash with the gRPC extra. So LeRobot goes in with --no-deps,
+# followed by the packages that loading and running its policies actually import.
+# torch 2.14.1 + torchvision 0.29.1 are the pair that imports together from these machines' disk
+# (PyPI's torchvision beside the CPU torch 2.13.0 fails at import); they are installed first so
+# that nothing later replaces them. Re-running with the same recipe only reinstalls asyncinf.
+#
+# usage: scripts/lerobot_env.sh VENV        (LEROBOT_VERSION=0.4.4 by default)
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 VENV" >&2
+    exit 2
+fi
+venv=$1
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+lerobot_version=${LEROBOT_VERSION:-0.4.4}
+
+torch_pins=(torch==2.14.1 torchvision==0.29.1)
+lerobot_deps=(
+    draccus==0.10.0 "huggingface-hub>=0.34.2,<0.36" "packaging>=24.2,<26" "safetensors>=0.4.3"
+    "datasets>=4,<5" "accelerate>=1.10,<2" "diffusers>=0.27.2,<0.36" "einops>=0.8,<0.9"
+    "imageio>=2.34,<3" "av>=15,<16" "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9" "gymnasium>=1.1.1,<2"
+    "transformers>=4.57.1,<5"
+)
+recipe="lerobot==$lerobot_version ${torch_pins[*]} ${lerobot_deps[*]}"
+stamp="$venv/.asyncinf-lerobot-recipe"
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ -f $stamp && $(cat "$stamp") == "$recipe" ]]; then
+    step "reusing $venv (LeRobot $lerobot_version)"
+else
+    step "creating $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    step "torch + torchvision (${torch_pins[*]}; several GB, a few minutes)"
+    "$venv/bin/python" -m pip install --progress-bar off "${torch_pins[@]}"
+    step "lerobot $lerobot_version (without its pins)"
+    "$venv/bin/python" -m pip install --progress-bar off --no-deps "lerobot==$lerobot_version"
+    step "what LeRobot's policies import"
+    "$venv/bin/python" -m pip install --progress-bar off "${lerobot_deps[@]}" "${torch_pins[@]}"
+    echo "$recipe" >"$stamp"
+fi
+
+step "asyncinf (editable) with the gRPC, OpenCV and test extras"
+# The torch pins ride along so that pip keeps the torch above instead of resolving anew.
+"$venv/bin/python" -m pip install -q -e "$repo[grpc,opencv,serial,test]" "${torch_pins[@]}"
+"$venv/bin/python" - <<'PY'
+import importlib.metadata as md
+
+import torch
+
+print(f"ready: lerobot {md.version('lerobot')}, torch {torch.__version__}")
+PY
