@@ -16,16 +16,20 @@ from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.registry import Registry
 
+DEFAULT_CHUNK_SIZE = 50  # the built-in policies' T when the client leaves it to the policy
+
 
 class Policy(abc.ABC):
     """Built once per (type, path, device) on the server; kept across client sessions."""
 
     # Options this policy type accepts in PolicySpec.options, with their defaults.
     default_options: ClassVar[dict[str, Any]] = {}
+    # True: options beyond default_options are the policy's to check (a checkpoint's config).
+    open_options: ClassVar[bool] = False
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         unknown = set(spec.options) - set(self.default_options)
-        if unknown:
+        if unknown and not self.open_options:
             raise PolicyError(
                 f"--policy.{sorted(unknown)[0]} is not an option of --policy.type={spec.type}; "
                 f"known: {sorted(self.default_options)}"
@@ -34,10 +38,12 @@ class Policy(abc.ABC):
         self.options = {**self.default_options, **spec.options}
         self.joint_names = list(features.joint_names)
         self.cameras = dict(features.cameras)
+        self.robot_type = features.robot_type
 
     @property
     def chunk_size(self) -> int:
-        return self.spec.actions_per_chunk
+        """Actions per chunk: what the client asked for, else DEFAULT_CHUNK_SIZE."""
+        return self.spec.actions_per_chunk or DEFAULT_CHUNK_SIZE
 
     @property
     def action_names(self) -> list[str]:
@@ -64,19 +70,34 @@ class Policy(abc.ABC):
             )
         return actions
 
+    @property
+    def info(self) -> dict[str, Any]:
+        """Versions worth showing beside the run (e.g. LeRobot's), for `asyncinf status`."""
+        return {}
+
     def reset(self) -> None:
         """Forget any state kept between chunks (a new episode or session)."""
 
-    def warmup(self) -> None:
-        """Run once on a blank observation so the first real call is not the slow one."""
-        blank = Observation(
+    def blank_observation(self) -> Observation:
+        """Zeros at the shapes the policy takes."""
+        return Observation(
             timestep=0,
             capture_ns=0,
             state=np.zeros(len(self.joint_names), np.float32),
             images={k: np.zeros(s, np.uint8) for k, s in self.image_shapes.items()},
         )
-        self.postprocess(self.predict_chunk(self.preprocess(blank)))
+
+    def warmup(self) -> None:
+        """Run once on a blank observation so the first real call is not the slow one."""
+        self.postprocess(self.predict_chunk(self.preprocess(self.blank_observation())))
         self.reset()
+
+
+def _lerobot_policy(name: str) -> type[Policy]:
+    """Any other type is LeRobot's (imported only now, and only if it knows the type)."""
+    from asyncinf.policies.lerobot import policy_class  # noqa: PLC0415
+
+    return policy_class(name)
 
 
 POLICIES: Registry[Policy] = Registry(
@@ -86,6 +107,7 @@ POLICIES: Registry[Policy] = Registry(
         "tiny_torch": "asyncinf.policies.tiny_torch:TinyTorchPolicy",
         "fake": "asyncinf.policies.fake:FakePolicy",
     },
+    fallback=_lerobot_policy,
 )
 
 

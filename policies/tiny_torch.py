@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from asyncinf.policies.policy import Policy
+from asyncinf.policies.torch_device import import_torch, resolve_device, synchronize
 from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 
@@ -37,16 +38,6 @@ STATE_SCALE = 100.0  # joint units (degrees, 0..100) to O(1) inputs
 DELTA_SCALE = 10.0  # largest move from the observed state, in joint units
 _ARCH_OPTIONS = ("hidden", "depth", "image_size")
 _BOUNDS = {"hidden": (1, 4096), "depth": (1, 16), "image_size": (16, 1024), "seed": (0, 2**63 - 1)}
-
-
-def _torch() -> Any:
-    try:
-        import torch  # noqa: PLC0415  (optional extra: asyncinf[torch])
-    except ImportError:
-        raise PolicyError(
-            "--policy.type=tiny_torch needs torch: pip install 'asyncinf[torch]'"
-        ) from None
-    return torch
 
 
 def _cv2() -> Any:
@@ -86,12 +77,12 @@ class TinyTorchPolicy(Policy):
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
-        torch = self.torch = _torch()
+        torch = self.torch = import_torch(spec.type)
         for name, (low, high) in _BOUNDS.items():
             value = self.options[name]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise PolicyError(f"--policy.{name}={value!r}: must be an integer in {low}..{high}")
-        self.device = self._device(spec.device)
+        self.device = resolve_device(torch, spec.device)
         self.camera_names = sorted(self.cameras)
         checkpoint = self._read(spec.path) if spec.path else None
         if checkpoint is not None:
@@ -121,29 +112,6 @@ class TinyTorchPolicy(Policy):
         self.model = model.to(self.device).eval()
 
     # -- loading ------------------------------------------------------------------------------
-
-    def _device(self, name: str) -> Any:
-        torch = self.torch
-        try:
-            device = torch.device(name)
-        except (RuntimeError, TypeError) as exc:
-            raise PolicyError(f"--policy.device={name!r}: {exc}; use cpu or cuda") from None
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise PolicyError(
-                    f"--policy.device={name}: CUDA is not available to this torch "
-                    f"({torch.__version__}); use --policy.device=cpu"
-                )
-            if device.index is not None and device.index >= torch.cuda.device_count():
-                raise PolicyError(
-                    f"--policy.device={name}: only {torch.cuda.device_count()} CUDA device(s)"
-                )
-        elif device.type == "mps":
-            if not torch.backends.mps.is_available():
-                raise PolicyError(f"--policy.device={name}: MPS is not available; use cpu")
-        elif device.type != "cpu":
-            raise PolicyError(f"--policy.device={name}: tiny_torch runs on cpu, cuda or mps")
-        return device
 
     def _read(self, path: str) -> dict[str, Any]:
         # weights_only refuses anything but tensors and plain containers, raising torch's
@@ -247,8 +215,7 @@ class TinyTorchPolicy(Policy):
             x = torch.cat([*feats, state / STATE_SCALE], dim=1)
             delta = torch.tanh(self.model["head"](x)).view(self.chunk_size, -1)
             actions = state + DELTA_SCALE * delta
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(torch, self.device)
         return actions
 
     def postprocess(self, outputs: Any) -> np.ndarray:

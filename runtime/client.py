@@ -3,9 +3,10 @@
 Each tick, in this order:
 1. read the robot state (the observation's capture time);
 2. fold in every chunk that arrived (stale actions dropped, overlaps blended), count errors;
-3. if `len(queue) / chunk_size <= chunk_size_threshold` and no observation is in flight,
-   hand one stamped with the next timestep to the transport (never blocks). `must_go` is
-   "the queue is empty", decided afresh every tick, so a failed inference cannot disarm it;
+3. if `len(queue) / T <= chunk_size_threshold` (T: the chunk length agreed at handshake)
+   and no observation is in flight, hand one stamped with the next timestep to the transport
+   (never blocks). `must_go` is "the queue is empty", decided afresh every tick, so a failed
+   inference cannot disarm it;
 4. execute the next action, clamped to `max_relative_target`, or hold and count an idle frame.
 
 At most one observation is in flight: it is answered by a chunk or an error, or given up
@@ -33,6 +34,7 @@ from asyncinf.robots.robot import Robot
 from asyncinf.runtime.action_queue import ActionQueue
 from asyncinf.runtime.aggregate import get_aggregate
 from asyncinf.runtime.errors import ConfigError, HandshakeError, TransportError
+from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
@@ -53,7 +55,9 @@ class ClientConfig:
     """Control-loop settings; names follow LeRobot's robot client flags."""
 
     fps: float = 30.0
-    actions_per_chunk: int = 50
+    # None: as many as the policy returns per call (the built-in policies: 50); a number the
+    # policy cannot give is refused at handshake. The threshold uses the length agreed there.
+    actions_per_chunk: int | None = None
     chunk_size_threshold: float = 0.5
     aggregate_fn_name: str = "weighted_average"
     task: str = ""
@@ -65,11 +69,13 @@ class ClientConfig:
     # Busy-wait this long before each tick instead of sleeping: trades CPU for tick accuracy
     # on machines whose sleeping cores wake late (0 disables).
     spin_ms: float = 0.0
+    # How frames are fitted to the shape the policy asked for (runtime/images.py).
+    image_fit: str = "refuse"
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 1000:
             raise ConfigError(f"--fps={self.fps}: must be in (0, 1000] control ticks per second")
-        if self.actions_per_chunk < 1:
+        if self.actions_per_chunk is not None and self.actions_per_chunk < 1:
             raise ConfigError(f"--actions_per_chunk={self.actions_per_chunk}: must be >= 1")
         if not 0.0 <= self.chunk_size_threshold <= 1.0:
             raise ConfigError(
@@ -87,6 +93,8 @@ class ClientConfig:
             )
         if self.resend_after_s <= 0:
             raise ConfigError(f"--resend_after_s={self.resend_after_s}: must be > 0 seconds")
+        if self.image_fit not in IMAGE_FITS:
+            raise ConfigError(f"--image_fit={self.image_fit!r}: choose one of {IMAGE_FITS}")
         get_aggregate(self.aggregate_fn_name)  # raises ConfigError naming the choices
 
 
@@ -154,14 +162,18 @@ class RobotClient:
         config: ClientConfig,
         policy: PolicySpec,
         on_tick: Callable[[dict], None] | None = None,
+        robot_type: str = "",
     ) -> None:
         self.robot = robot
+        self.robot_type = robot_type  # the --robot.type, told to the policy
         self.config = config
         self.policy = policy
         self.stats = ClientStats()
         self.queue = ActionQueue(len(robot.joint_names), get_aggregate(config.aggregate_fn_name))
         self.transport: ClientTransport | None = None
         self.reply: HandshakeReply | None = None
+        self.chunk_size = 0  # T, as agreed at handshake
+        self._fit: dict[str, tuple[int, int, int] | None] = {}  # camera -> shape to fit to
         self.last_target: np.ndarray | None = None
         self._on_tick = on_tick  # per-tick metrics sink (timestep, queue, idle, period error)
         self._consecutive_errors = 0
@@ -177,6 +189,7 @@ class RobotClient:
             policy=self.policy,
             fps=self.config.fps,
             task=self.config.task,
+            robot_type=self.robot_type,
         )
 
     def attach(self, transport: ClientTransport) -> HandshakeReply:
@@ -187,8 +200,45 @@ class RobotClient:
                 f"policy produces {len(reply.action_names)} actions "
                 f"({reply.action_names}), robot has {len(self.robot.joint_names)} joints"
             )
-        self.transport, self.reply = transport, reply
+        asked = self.config.actions_per_chunk
+        if reply.actions_per_chunk and asked and reply.actions_per_chunk != asked:
+            raise HandshakeError(
+                f"asked for --actions_per_chunk={asked}, the server's policy gives "
+                f"{reply.actions_per_chunk} per chunk"
+            )
+        chunk_size = reply.actions_per_chunk or asked  # a server may leave it to the client
+        if not chunk_size or chunk_size < 1:
+            raise HandshakeError(
+                "neither the server nor --actions_per_chunk names the actions per chunk"
+            )
+        self._fit = self._plan_fit(reply)
+        if reply.message:
+            log.info("server: %s", reply.message)
+        self.transport, self.reply, self.chunk_size = transport, reply, chunk_size
         return reply
+
+    def _plan_fit(self, reply: HandshakeReply) -> dict[str, tuple[int, int, int] | None]:
+        """Per camera sent, the shape to fit its frames to (None: as captured).
+
+        A reply that names image shapes gets only those cameras; one that names none
+        (a policy without images, an echo server) gets every camera as captured.
+        """
+        captured = self.robot.camera_shapes
+        if not reply.image_shapes:
+            return dict.fromkeys(captured)
+        missing = sorted(set(reply.image_shapes) - set(captured))
+        if missing:
+            raise HandshakeError(
+                f"the policy needs camera(s) {missing}; the robot has {sorted(captured)}"
+            )
+        rule = self.config.image_fit
+        fit = {
+            cam: plan_fit(cam, captured[cam], want, rule)
+            for cam, want in reply.image_shapes.items()
+        }
+        if any(fit.values()):
+            import_cv2()  # fail at handshake, not on the first frame
+        return fit
 
     def detach(self, reason: str) -> None:
         """Forget the transport (the server is gone): clear the queue and hold."""
@@ -264,7 +314,7 @@ class RobotClient:
             )
 
     def _want_observation(self, now_ns: int) -> bool:
-        if len(self.queue) / self.config.actions_per_chunk > self.config.chunk_size_threshold:
+        if len(self.queue) / self.chunk_size > self.config.chunk_size_threshold:
             return False
         return not self._inflight_ns or now_ns - self._inflight_ns > self._resend_after_ns
 
@@ -273,7 +323,7 @@ class RobotClient:
             timestep=self.queue.next_timestep,
             capture_ns=capture_ns,
             state=state,
-            images=self.robot.read_images(),
+            images=self._fitted(self.robot.read_images()),
             task=self.config.task,
             must_go=len(self.queue) == 0,
         )
@@ -284,6 +334,13 @@ class RobotClient:
             return
         self._inflight_ns = capture_ns
         self.stats.observations_sent += 1
+
+    def _fitted(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rule = self.config.image_fit
+        return {
+            cam: frames[cam] if shape is None else fit_image(frames[cam], shape, rule)
+            for cam, shape in self._fit.items()
+        }
 
     def _drain(self) -> None:
         """Fold in everything that arrived, without waiting."""
@@ -318,11 +375,18 @@ class RobotClient:
         now = time.monotonic_ns()
         self._inflight_ns = 0
         actions = chunk.actions
-        expected = (self.config.actions_per_chunk, len(self.robot.joint_names))
-        if actions.ndim != 2 or actions.shape[1] != expected[1] or len(actions) == 0:
+        joints = len(self.robot.joint_names)
+        if (
+            actions.ndim != 2
+            or actions.shape[1] != joints
+            or not 0 < len(actions) <= self.chunk_size
+        ):
             self.stats.rejected_chunks += 1
             self._on_error(
-                ErrorMessage("bad_chunk", f"chunk of shape {actions.shape}, expected {expected}")
+                ErrorMessage(
+                    "bad_chunk",
+                    f"chunk of shape {actions.shape}, expected (1..{self.chunk_size}, {joints})",
+                )
             )
             return
         if not np.isfinite(actions).all():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # Bump on any change to a message's fields or meaning. Peers refuse a version they do not know.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Handshake.robot_type; actions_per_chunk 0 = the policy's own
 
 
 @dataclass
@@ -58,7 +58,7 @@ class PolicySpec:
     type: str = "scripted"
     path: str = ""
     device: str = "cpu"
-    actions_per_chunk: int = 50
+    actions_per_chunk: int = 0  # 0: as many as the policy returns per call
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,6 +76,7 @@ class Handshake:
     policy: PolicySpec
     fps: float
     task: str = ""
+    robot_type: str = ""  # what LeRobot's policies are told the robot is (e.g. so101_follower)
     schema_version: int = SCHEMA_VERSION
 
 

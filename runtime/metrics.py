@@ -12,8 +12,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any]) -> None:
-    """Queue size over time, with the send threshold g·T drawn in and idle ticks marked."""
+def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any], chunk: int) -> None:
+    """Queue size over time, with the send threshold g·T (T = `chunk`) and idle ticks marked."""
     import matplotlib  # noqa: PLC0415  (optional extra: asyncinf[plot])
 
     matplotlib.use("Agg")
@@ -26,7 +26,7 @@ def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any]) -> No
     t = [(r["t_ns"] - t0) / 1e9 for r in rows]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(t, [r["queue"] for r in rows], lw=1, label="actions queued")
-    threshold = client["chunk_size_threshold"] * client["actions_per_chunk"]
+    threshold = client["chunk_size_threshold"] * chunk
     ax.axhline(threshold, color="tab:orange", ls="--", lw=1, label=f"g·T = {threshold:g}")
     idle = [ti for ti, r in zip(t, rows, strict=True) if r["idle"]]
     if idle:
@@ -34,7 +34,7 @@ def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any]) -> No
     ax.set_xlabel("time (s)")
     ax.set_ylabel("queue size (actions)")
     ax.set_title(
-        f"{client['fps']:g} fps, chunk {client['actions_per_chunk']}, "
+        f"{client['fps']:g} fps, chunk {chunk}, "
         f"g = {client['chunk_size_threshold']:g}, {client['aggregate_fn_name']}"
     )
     ax.legend(loc="upper right")

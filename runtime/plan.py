@@ -60,7 +60,7 @@ def build_plan(options: dict[str, Any], remote: dict[str, Any] | None = None) ->
     policy_opts = dict(options.get("policy") or {})
     policy = PolicySpec(
         **{k: str(policy_opts.pop(k)) for k in _POLICY_FIELDS if k in policy_opts},
-        actions_per_chunk=client_cfg.actions_per_chunk,
+        actions_per_chunk=client_cfg.actions_per_chunk or 0,
         options=policy_opts,
     )
     policy_dict = dataclasses.asdict(policy)
@@ -79,6 +79,7 @@ def build_plan(options: dict[str, Any], remote: dict[str, Any] | None = None) ->
                 "policy": policy_dict,
                 "fps": client_cfg.fps,
                 "task": client_cfg.task,
+                "robot_type": robot_type,
             },
         }
     return RunPlan(client=client, server=server, remote=remote, shm=dict(options.get("shm") or {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from asyncinf.runtime.errors import ConfigError
@@ -13,9 +14,16 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps a type string to "module:Class"; the module is imported only when asked for."""
 
-    def __init__(self, kind: str, entries: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        entries: dict[str, str],
+        fallback: Callable[[str], type[T]] | None = None,
+    ) -> None:
         self.kind = kind
         self._entries: dict[str, str | type[T]] = dict(entries)
+        # For names not registered: returns the class, or raises an error that says why not.
+        self._fallback = fallback
 
     def register(self, name: str, target: str | type[T]) -> None:
         """Add a custom type (a class, or "module:Class" to import lazily)."""
@@ -28,6 +36,8 @@ class Registry(Generic[T]):
         try:
             target = self._entries[name]
         except KeyError:
+            if self._fallback is not None:
+                return self._fallback(name)
             raise ConfigError(
                 f"--{self.kind}.type={name!r} is not known; choose one of {self.names()}"
             ) from None

@@ -11,7 +11,10 @@ from rich.table import Table
 _console = Console(stderr=True)
 
 
-def start_screen(plan_client: dict[str, Any], transport: str, pids: dict[str, int]) -> None:
+def start_screen(
+    plan_client: dict[str, Any], transport: str, pids: dict[str, int], chunk: int
+) -> None:
+    """`chunk`: the actions per chunk agreed at handshake (the policy's own when not asked)."""
     c = plan_client["client"]
     table = Table(title="asyncinf up", show_header=False, box=None)
     table.add_row("transport", transport)
@@ -19,7 +22,8 @@ def start_screen(plan_client: dict[str, Any], transport: str, pids: dict[str, in
     table.add_row("robot", f"{robot['type']} {robot['options'] or ''}".strip())
     p = plan_client["policy"]
     table.add_row("policy", f"{p['type']} {p['path']} on {p['device']} {p['options'] or ''}")
-    table.add_row("fps / chunk / g", f"{c['fps']:g} / {c['actions_per_chunk']} / "
+    source = "" if c["actions_per_chunk"] else " (the policy's)"
+    table.add_row("fps / chunk / g", f"{c['fps']:g} / {chunk}{source} / "
                   f"{c['chunk_size_threshold']:g} ({c['aggregate_fn_name']})")  # fmt: skip
     table.add_row("pids", ", ".join(f"{k} {v}" for k, v in pids.items()))
     _console.print(table)

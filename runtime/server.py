@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asyncinf.policies.policy import Policy, make_policy
-from asyncinf.runtime.errors import ConfigError, PeerClosed, TransportError
+from asyncinf.runtime.errors import ConfigError, PeerClosed, PolicyError, TransportError
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -69,10 +69,34 @@ class PolicyCache:
         log.info("loading policy type=%s path=%r device=%s", *key)
         t0 = time.monotonic()
         policy = make_policy(hello.policy, hello)
+        log.info("warming up with a real inference")
         policy.warmup()
-        log.info("policy loaded and warmed up in %.2f s", time.monotonic() - t0)
+        log.info(
+            "policy loaded and warmed up in %.2f s: %d actions per chunk%s",
+            time.monotonic() - t0,
+            policy.chunk_size,
+            "".join(f", {k} {v}" for k, v in policy.info.items()),
+        )
         self._policies[key] = (hello, policy)
         return policy
+
+    def preload(self, hello: Handshake) -> str | None:
+        """Load at start; None, or the one-line reason it failed (traceback only with -v)."""
+        try:
+            self.get(hello)
+        except (PolicyError, ConfigError) as exc:
+            return str(exc)
+        except Exception as exc:  # any other failure to load is a boot error too, told as such
+            log.debug("policy load failed", exc_info=True)
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def info(self) -> dict[str, object]:
+        """What is loaded, for the status file: type, path, device and versions."""
+        return {
+            " ".join(key): {"chunk": policy.chunk_size, **policy.info}
+            for key, (_hello, policy) in self._policies.items()
+        }
 
 
 class PolicyServer:
@@ -117,16 +141,22 @@ class PolicyServer:
             return None
         try:
             policy = self.cache.get(hello)
+        except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
+            log.error("cannot serve this client: %s", exc)
+            transport.reply(HandshakeReply(accepted=False, message=str(exc)))
+            return None
         except Exception as exc:  # any load failure is reported to the client
             log.exception("cannot serve this client")
             transport.reply(HandshakeReply(accepted=False, message=f"{type(exc).__name__}: {exc}"))
             return None
+        asked = hello.policy.actions_per_chunk
         transport.reply(
             HandshakeReply(
                 accepted=True,
                 image_shapes=policy.image_shapes,
                 action_names=policy.action_names,
                 actions_per_chunk=policy.chunk_size,
+                message="" if asked else f"the policy gives {policy.chunk_size} actions per chunk",
             )
         )
         log.info("session started: %d joints, cameras %s", len(hello.joint_names), hello.cameras)

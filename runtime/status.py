@@ -4,7 +4,8 @@ One small JSON object, replaced atomically on every change, so a reader sees the
 the new one and never a half-written file::
 
     {"state": "running", "pid": 4100,
-     "server": {"pid": 4101, "state": "running", "restarts": 0},
+     "server": {"pid": 4101, "state": "running", "restarts": 0,
+                "policy": {"act /ckpt cpu": {"chunk": 50, "lerobot": "0.4.4", "torch": "2.14.1"}}},
      "client": {"pid": 4102, "state": "running"},
      "updated_ns": 1718000000000000000}
 
@@ -52,6 +53,8 @@ class ChildStatus:
 @dataclasses.dataclass
 class ServerStatus(ChildStatus):
     restarts: int = 0
+    # "type path device" -> chunk length and versions (LeRobot's, torch's) of what is loaded
+    policy: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -72,7 +75,10 @@ class RunStatus:
             server, client = data["server"], data["client"]
             if server is not None:
                 server = ServerStatus(
-                    _pid(server["pid"]), State(server["state"]), _int(server["restarts"])
+                    _pid(server["pid"]),
+                    State(server["state"]),
+                    _int(server["restarts"]),
+                    _map(server.get("policy", {})),
                 )
             return cls(
                 state=State(data["state"]),
@@ -168,6 +174,12 @@ def _plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
 def _int(value: Any) -> int:
     if type(value) is not int:  # bool is an int subclass, and not a count
         raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _map(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a map, got {value!r}")
     return value
 
 

@@ -106,6 +106,7 @@ class Child:
         self.failure: dict[str, Any] | None = None
         self.last_beat = time.monotonic()
         self.beat: dict[str, Any] = {}
+        self.ready_event: dict[str, Any] = {}  # what it said when ready (chunk length, policy)
         self.events: list[dict[str, Any]] = []
         log.info("%s started (pid %d)", role, self.proc.pid)
 
@@ -220,6 +221,7 @@ class Supervisor:
                 server.pid if server else None,
                 server.state if server else State.RESTARTING,
                 self.restarts,
+                server.ready_event.get("policy", {}) if server else {},
             ),
             client=ChildStatus(client.pid, client.state) if client else ChildStatus(),
         )  # fmt: skip
@@ -270,6 +272,7 @@ class Supervisor:
         kind = event.get("event")
         if kind == "ready":
             child.ready = True
+            child.ready_event = event
             log.info("%s ready (pid %d)", child.role, child.pid)
             self._child_state(child, State.RUNNING)
         elif kind == "beat":

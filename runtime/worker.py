@@ -104,7 +104,9 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
     metrics = open(spec["metrics_path"], "w") if spec.get("metrics_path") else None  # noqa: PTH123, SIM115
     on_tick = (lambda rec: metrics.write(json.dumps(rec) + "\n")) if metrics else None
-    client = RobotClient(robot, config, PolicySpec(**spec["policy"]), on_tick=on_tick)
+    client = RobotClient(
+        robot, config, PolicySpec(**spec["policy"]), on_tick, robot_type=spec["robot"]["type"]
+    )
     try:
         robot.connect()
     except (RobotError, OSError) as exc:
@@ -117,7 +119,12 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
             return _fail(link, ExitCode.CONFIG_ERROR, f"server refused the session: {exc}")
         except (TransportError, TimeoutError) as exc:
             return _fail(link, ExitCode.RUNTIME_FAILURE, f"cannot reach the server: {exc}")
-        link.emit("ready", joints=robot.joint_names, reply_shapes=client.reply.image_shapes)
+        link.emit(
+            "ready",
+            joints=robot.joint_names,
+            reply_shapes=client.reply.image_shapes,
+            actions_per_chunk=client.chunk_size,
+        )
 
         def service() -> bool:
             """Between ticks: supervisor commands and the heartbeat."""
@@ -177,19 +184,18 @@ def run_server(spec: dict[str, Any], link: SupervisorLink) -> int:
 
     try:
         config = ServerConfig(**spec.get("server", {}))
-        cache = PolicyCache()
-        preload = spec.get("preload")
-        if preload is not None:
-            preload = dict(preload, policy=PolicySpec(**preload["policy"]))
-            preload["cameras"] = {k: tuple(v) for k, v in preload["cameras"].items()}
-            cache.get(Handshake(**preload))
     except ConfigError as exc:
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
-    except Exception as exc:  # any failure to load is a boot error, reported as such
-        log.exception("policy load failed")
-        return _fail(link, ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {exc}")
+    cache = PolicyCache()
+    preload = spec.get("preload")
+    if preload is not None:
+        preload = dict(preload, policy=PolicySpec(**preload["policy"]))
+        preload["cameras"] = {k: tuple(v) for k, v in preload["cameras"].items()}
+        failure = cache.preload(Handshake(**preload))
+        if failure is not None:
+            return _fail(link, ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {failure}")
     with open_server(spec["transport"]) as transport:
-        link.emit("ready")
+        link.emit("ready", policy=cache.info())
         server = PolicyServer(
             cache, config, on_beat=lambda: link.beat(chunks=server.chunks_published)
         )

@@ -24,7 +24,7 @@ lerobot_deps=(
     draccus==0.10.0 "huggingface-hub>=0.34.2,<0.36" "packaging>=24.2,<26" "safetensors>=0.4.3"
     "datasets>=4,<5" "accelerate>=1.10,<2" "diffusers>=0.27.2,<0.36" "einops>=0.8,<0.9"
     "imageio>=2.34,<3" "av>=15,<16" "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9" "gymnasium>=1.1.1,<2"
-    "transformers>=4.57.1,<5"
+    "transformers>=4.57.1,<5" "num2words>=0.5.14,<0.6"
 )
 recipe="lerobot==$lerobot_version ${torch_pins[*]} ${lerobot_deps[*]}"
 stamp="$venv/.asyncinf-lerobot-recipe"

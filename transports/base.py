@@ -114,10 +114,6 @@ class ClientTransport(_Closable):
         """Counters for the run summary (e.g. bytes per observation); empty by default."""
         return {}
 
-    def adapt_observation(self, observation: Observation) -> Observation:
-        """Fit an observation to what the server asked for at handshake (identity by default)."""
-        return observation
-
 
 class ServerTransport(_Closable):
     """The policy's end of a session."""

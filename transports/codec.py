@@ -133,6 +133,7 @@ def _hello_parts(m: Handshake) -> tuple[dict[str, Any], Arrays]:
         },
         "fps": float(m.fps),
         "task": m.task,
+        "robot_type": m.robot_type,
     }
     return fields, []
 
@@ -154,6 +155,7 @@ def _hello_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> Handshake:
         ),
         fps=float(f.get("fps", 0.0)),
         task=_str(f, "task"),
+        robot_type=_str(f, "robot_type"),
     )
 
 

@@ -71,13 +71,20 @@ def _preload_hello(dotted: dict[str, dict[str, str]]) -> Any:
             "--policy.* given without --robot.type: the server needs the robot's joint and "
             "camera names to load a policy before a client connects (or omit --policy.*)"
         )
-    built = make_robot(str(robot.pop("type")), robot)
+    robot_type = str(robot.pop("type"))
+    built = make_robot(robot_type, robot)
     spec = PolicySpec(
         **{k: str(policy.pop(k)) for k in ("type", "path", "device") if k in policy},
-        actions_per_chunk=int(top.pop("actions_per_chunk", 50)),
+        actions_per_chunk=int(top.pop("actions_per_chunk", 0)),
         options=policy,
     )
-    return Handshake(built.joint_names, dict(built.camera_shapes), spec, float(top.pop("fps", 30)))
+    return Handshake(
+        built.joint_names,
+        dict(built.camera_shapes),
+        spec,
+        float(top.pop("fps", 30)),
+        robot_type=robot_type,
+    )
 
 
 def run_server(open_server, grpc_opts: dict[str, Any], preload: Any) -> int:
@@ -89,11 +96,9 @@ def run_server(open_server, grpc_opts: dict[str, Any], preload: Any) -> int:
         signal.signal(sig, lambda signum, _frame: stop.append(signum))
     cache = PolicyCache()
     if preload is not None:
-        try:
-            cache.get(preload)
-        except Exception as exc:  # any load failure is a boot error: no restart loop
-            log.exception("policy load failed")
-            typer.echo(f"error: policy load failed: {exc}", err=True)
+        failure = cache.preload(preload)
+        if failure is not None:  # a boot error: no restart loop
+            typer.echo(f"error: policy load failed: {failure}", err=True)
             return int(ExitCode.POLICY_LOAD_ERROR)
     with open_server(grpc_opts) as transport:
         log.info("serving on %s:%d", grpc_opts["host"], transport.port)

@@ -92,6 +92,8 @@ def _print_human(run: RunStatus, stale: bool) -> None:
     else:
         s = run.server
         table.add_row("server", state(s.state.value), pid(s.pid, live), str(s.restarts))
+        for key, info in s.policy.items():
+            table.add_row("  policy", key, "", " ".join(f"{k} {v}" for k, v in info.items()))
     table.add_row("client", state(run.client.state.value), pid(run.client.pid, live), "")
     console = Console(highlight=False)
     console.print(table)

@@ -130,7 +130,8 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
     def on_state(state: str, sup: Supervisor) -> None:
         if state == "running" and sup.restarts == 0:
             pids = {c.role: c.pid for c in (sup.server, sup.client) if c is not None}
-            report.start_screen(plan.client, transport, pids)
+            chunk = sup.client.ready_event.get("actions_per_chunk", 0)
+            report.start_screen(plan.client, transport, pids, chunk)
 
     supervisor = Supervisor(
         plan, sup_config, on_state=on_state,
@@ -146,7 +147,10 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
     if plot and metrics and metrics.exists():
         from asyncinf.runtime.metrics import plot_queue  # noqa: PLC0415
 
-        plot_queue(metrics, plot, plan.client["client"])
+        ready = supervisor.client.ready_event if supervisor.client else {}
+        chunk = ready.get("actions_per_chunk") or plan.client["client"]["actions_per_chunk"]
+        if chunk:  # unknown when the client never got through its handshake
+            plot_queue(metrics, plot, plan.client["client"], chunk)
     if tmp is not None:
         Path(tmp.name).unlink(missing_ok=True)
     return code

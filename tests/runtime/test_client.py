@@ -7,7 +7,7 @@ import pytest
 
 from asyncinf.robots.fake import FakeRobot, FakeRobotConfig
 from asyncinf.runtime.client import ClientConfig, ClientFailure, RobotClient
-from asyncinf.runtime.errors import PeerGone
+from asyncinf.runtime.errors import HandshakeError, PeerGone
 from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply, PolicySpec
 from asyncinf.transports.inproc import InProcChannel
 
@@ -191,3 +191,61 @@ def test_server_loss_clears_the_queue_and_holds():
     assert client.transport is None and len(client.queue) == 0
     assert client.stats.actions_executed == before
     assert client.stats.server_lost == 1
+
+
+def _attach(robot, reply, **cfg):
+    """A client attached over the in-process transport to a server that answers `reply`."""
+    client = RobotClient(robot, ClientConfig(**cfg), PolicySpec())
+    client_end, server_end = InProcChannel().ends()
+
+    def answer():
+        server_end.accept(5)
+        server_end.reply(reply)
+
+    t = threading.Thread(target=answer)
+    t.start()
+    try:
+        client.attach(client_end)
+    finally:
+        t.join()
+    return client, server_end
+
+
+def test_frames_are_fitted_to_the_policy_shape_before_sending():
+    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
+    robot.connect()
+    reply = HandshakeReply(True, image_shapes={"front": (96, 128, 3)}, actions_per_chunk=10)
+    client, server = _attach(robot, reply)
+    assert client.chunk_size == 10  # the server's length: --actions_per_chunk was not given
+    client.tick()
+    lease = server.next_observation(5)
+    assert lease.observation.images["front"].shape == (96, 128, 3)
+    lease.release()
+
+
+def test_another_aspect_ratio_is_refused_unless_a_fit_is_chosen():
+    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
+    robot.connect()
+    reply = HandshakeReply(True, image_shapes={"front": (224, 224, 3)}, actions_per_chunk=10)
+    with pytest.raises(HandshakeError, match="image_fit=center_crop or letterbox"):
+        _attach(robot, reply)
+    client, server = _attach(robot, reply, image_fit="center_crop")
+    client.tick()
+    lease = server.next_observation(5)
+    assert lease.observation.images["front"].shape == (224, 224, 3)
+    lease.release()
+
+
+def test_a_camera_the_policy_needs_but_the_robot_lacks_is_refused():
+    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
+    robot.connect()
+    reply = HandshakeReply(True, image_shapes={"wrist": (96, 128, 3)}, actions_per_chunk=10)
+    with pytest.raises(HandshakeError, match=r"needs camera\(s\) \['wrist'\]"):
+        _attach(robot, reply)
+
+
+def test_a_chunk_length_other_than_the_one_asked_for_is_refused():
+    robot = FakeRobot()
+    robot.connect()
+    with pytest.raises(HandshakeError, match="actions_per_chunk=20"):
+        _attach(robot, HandshakeReply(True, actions_per_chunk=8), actions_per_chunk=20)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from asyncinf.runtime.errors import HandshakeError
-from asyncinf.runtime.messages import ActionChunk, ErrorMessage, Handshake, Observation, PolicySpec
+from asyncinf.runtime.messages import (
+    SCHEMA_VERSION,
+    ActionChunk,
+    ErrorMessage,
+    Handshake,
+    Observation,
+    PolicySpec,
+)
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.transports.inproc import InProcChannel
 
@@ -75,7 +82,7 @@ def test_unknown_schema_version_is_refused_naming_both(serving):
     client, _ = serving
     h = hello()
     h.schema_version = 99
-    with pytest.raises(HandshakeError, match=r"99.*1"):
+    with pytest.raises(HandshakeError, match=rf"99.*{SCHEMA_VERSION}"):
         client.handshake(h, 5)
 
 

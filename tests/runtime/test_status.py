@@ -53,7 +53,7 @@ def test_write_then_read_back(tmp_path):
     assert json.loads(path.read_text()) == {
         "state": "running",
         "pid": os.getpid(),
-        "server": {"pid": os.getpid(), "state": "running", "restarts": 2},
+        "server": {"pid": os.getpid(), "state": "running", "restarts": 2, "policy": {}},
         "client": {"pid": os.getpid(), "state": "running"},
         "updated_ns": status.updated_ns,
     }

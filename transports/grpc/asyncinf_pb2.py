@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'asyncinf/transports/grpc/asyncinf.proto\x12\x0b\x61syncinf.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"b\n\x05Image\x12\"\n\x03raw\x18\x01 \x01(\x0b\x32\x13.asyncinf.v1.TensorH\x00\x12\x0e\n\x04jpeg\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\rB\x06\n\x04\x64\x61ta\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\"i\n\nPolicySpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x19\n\x11\x61\x63tions_per_chunk\x18\x04 \x01(\x03\x12\x14\n\x0coptions_json\x18\x05 \x01(\t\"\x89\x02\n\tHandshake\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0bjoint_names\x18\x02 \x03(\t\x12\x34\n\x07\x63\x61meras\x18\x03 \x03(\x0b\x32#.asyncinf.v1.Handshake.CamerasEntry\x12\'\n\x06policy\x18\x04 \x01(\x0b\x32\x17.asyncinf.v1.PolicySpec\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x11\n\tclient_id\x18\x07 \x01(\t\x1a\x42\n\x0c\x43\x61merasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Shape:\x02\x38\x01\"\x9c\x02\n\x0eHandshakeReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x42\n\x0cimage_shapes\x18\x02 \x03(\x0b\x32,.asyncinf.v1.HandshakeReply.ImageShapesEntry\x12\x14\n\x0c\x61\x63tion_names\x18\x03 \x03(\t\x12\x19\n\x11\x61\x63tions_per_chunk\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x12\n\nsession_id\x18\x07 \x01(\t\x1a\x46\n\x10ImageShapesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Shape:\x02\x38\x01\"\x80\x02\n\x0bObservation\x12\x10\n\x08timestep\x18\x01 \x01(\x03\x12\x12\n\ncapture_ns\x18\x02 \x01(\x03\x12\"\n\x05state\x18\x03 \x01(\x0b\x32\x13.asyncinf.v1.Tensor\x12\x34\n\x06images\x18\x04 \x03(\x0b\x32$.asyncinf.v1.Observation.ImagesEntry\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0f\n\x07must_go\x18\x06 \x01(\x08\x12\x0f\n\x07sent_ns\x18\x07 \x01(\x03\x1a\x41\n\x0bImagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Image:\x02\x38\x01\"\xb6\x01\n\x0b\x41\x63tionChunk\x12\x10\n\x08timestep\x18\x01 \x01(\x03\x12$\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x13.asyncinf.v1.Tensor\x12\x13\n\x0bobs_sent_ns\x18\x03 \x01(\x03\x12\x15\n\rqueue_wait_ns\x18\x04 \x01(\x03\x12\x15\n\rpreprocess_ns\x18\x05 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x06 \x01(\x03\x12\x16\n\x0epostprocess_ns\x18\x07 \x01(\x03\"G\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08timestep\x18\x03 \x01(\x03\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\")\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07sent_ns\x18\x02 \x01(\x03\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xbf\x01\n\x02Up\x12+\n\thandshake\x18\x01 \x01(\x0b\x32\x16.asyncinf.v1.HandshakeH\x00\x12/\n\x0bobservation\x18\x02 \x01(\x0b\x32\x18.asyncinf.v1.ObservationH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.asyncinf.v1.HeartbeatH\x00\x12\'\n\x07goodbye\x18\x04 \x01(\x0b\x32\x14.asyncinf.v1.GoodbyeH\x00\x42\x05\n\x03msg\"\xe1\x01\n\x04\x44own\x12,\n\x05reply\x18\x01 \x01(\x0b\x32\x1b.asyncinf.v1.HandshakeReplyH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.asyncinf.v1.ActionChunkH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.asyncinf.v1.ErrorH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.asyncinf.v1.HeartbeatH\x00\x12\'\n\x07goodbye\x18\x05 \x01(\x0b\x32\x14.asyncinf.v1.GoodbyeH\x00\x42\x05\n\x03msg\"\r\n\x0bInfoRequest\"J\n\nServerInfo\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\x12\x16\n\x0e\x61\x63tive_session\x18\x03 \x01(\t2~\n\x0e\x41syncInference\x12\x31\n\x07Session\x12\x0f.asyncinf.v1.Up\x1a\x11.asyncinf.v1.Down(\x01\x30\x01\x12\x39\n\x04Info\x12\x18.asyncinf.v1.InfoRequest\x1a\x17.asyncinf.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'asyncinf/transports/grpc/asyncinf.proto\x12\x0b\x61syncinf.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"b\n\x05Image\x12\"\n\x03raw\x18\x01 \x01(\x0b\x32\x13.asyncinf.v1.TensorH\x00\x12\x0e\n\x04jpeg\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\rB\x06\n\x04\x64\x61ta\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\"i\n\nPolicySpec\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x19\n\x11\x61\x63tions_per_chunk\x18\x04 \x01(\x03\x12\x14\n\x0coptions_json\x18\x05 \x01(\t\"\x9d\x02\n\tHandshake\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0bjoint_names\x18\x02 \x03(\t\x12\x34\n\x07\x63\x61meras\x18\x03 \x03(\x0b\x32#.asyncinf.v1.Handshake.CamerasEntry\x12\'\n\x06policy\x18\x04 \x01(\x0b\x32\x17.asyncinf.v1.PolicySpec\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x11\n\tclient_id\x18\x07 \x01(\t\x12\x12\n\nrobot_type\x18\x08 \x01(\t\x1a\x42\n\x0c\x43\x61merasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Shape:\x02\x38\x01\"\x9c\x02\n\x0eHandshakeReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x42\n\x0cimage_shapes\x18\x02 \x03(\x0b\x32,.asyncinf.v1.HandshakeReply.ImageShapesEntry\x12\x14\n\x0c\x61\x63tion_names\x18\x03 \x03(\t\x12\x19\n\x11\x61\x63tions_per_chunk\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x12\n\nsession_id\x18\x07 \x01(\t\x1a\x46\n\x10ImageShapesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Shape:\x02\x38\x01\"\x80\x02\n\x0bObservation\x12\x10\n\x08timestep\x18\x01 \x01(\x03\x12\x12\n\ncapture_ns\x18\x02 \x01(\x03\x12\"\n\x05state\x18\x03 \x01(\x0b\x32\x13.asyncinf.v1.Tensor\x12\x34\n\x06images\x18\x04 \x03(\x0b\x32$.asyncinf.v1.Observation.ImagesEntry\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0f\n\x07must_go\x18\x06 \x01(\x08\x12\x0f\n\x07sent_ns\x18\x07 \x01(\x03\x1a\x41\n\x0bImagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.asyncinf.v1.Image:\x02\x38\x01\"\xb6\x01\n\x0b\x41\x63tionChunk\x12\x10\n\x08timestep\x18\x01 \x01(\x03\x12$\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x13.asyncinf.v1.Tensor\x12\x13\n\x0bobs_sent_ns\x18\x03 \x01(\x03\x12\x15\n\rqueue_wait_ns\x18\x04 \x01(\x03\x12\x15\n\rpreprocess_ns\x18\x05 \x01(\x03\x12\x14\n\x0cinference_ns\x18\x06 \x01(\x03\x12\x16\n\x0epostprocess_ns\x18\x07 \x01(\x03\"G\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08timestep\x18\x03 \x01(\x03\x12\r\n\x05\x66\x61tal\x18\x04 \x01(\x08\")\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07sent_ns\x18\x02 \x01(\x03\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xbf\x01\n\x02Up\x12+\n\thandshake\x18\x01 \x01(\x0b\x32\x16.asyncinf.v1.HandshakeH\x00\x12/\n\x0bobservation\x18\x02 \x01(\x0b\x32\x18.asyncinf.v1.ObservationH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.asyncinf.v1.HeartbeatH\x00\x12\'\n\x07goodbye\x18\x04 \x01(\x0b\x32\x14.asyncinf.v1.GoodbyeH\x00\x42\x05\n\x03msg\"\xe1\x01\n\x04\x44own\x12,\n\x05reply\x18\x01 \x01(\x0b\x32\x1b.asyncinf.v1.HandshakeReplyH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.asyncinf.v1.ActionChunkH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.asyncinf.v1.ErrorH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.asyncinf.v1.HeartbeatH\x00\x12\'\n\x07goodbye\x18\x05 \x01(\x0b\x32\x14.asyncinf.v1.GoodbyeH\x00\x42\x05\n\x03msg\"\r\n\x0bInfoRequest\"J\n\nServerInfo\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\x12\x16\n\x0e\x61\x63tive_session\x18\x03 \x01(\t2~\n\x0e\x41syncInference\x12\x31\n\x07Session\x12\x0f.asyncinf.v1.Up\x1a\x11.asyncinf.v1.Down(\x01\x30\x01\x12\x39\n\x04Info\x12\x18.asyncinf.v1.InfoRequest\x1a\x17.asyncinf.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,33 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYSPEC']._serialized_start=233
   _globals['_POLICYSPEC']._serialized_end=338
   _globals['_HANDSHAKE']._serialized_start=341
-  _globals['_HANDSHAKE']._serialized_end=606
-  _globals['_HANDSHAKE_CAMERASENTRY']._serialized_start=540
-  _globals['_HANDSHAKE_CAMERASENTRY']._serialized_end=606
-  _globals['_HANDSHAKEREPLY']._serialized_start=609
-  _globals['_HANDSHAKEREPLY']._serialized_end=893
-  _globals['_HANDSHAKEREPLY_IMAGESHAPESENTRY']._serialized_start=823
-  _globals['_HANDSHAKEREPLY_IMAGESHAPESENTRY']._serialized_end=893
-  _globals['_OBSERVATION']._serialized_start=896
-  _globals['_OBSERVATION']._serialized_end=1152
-  _globals['_OBSERVATION_IMAGESENTRY']._serialized_start=1087
-  _globals['_OBSERVATION_IMAGESENTRY']._serialized_end=1152
-  _globals['_ACTIONCHUNK']._serialized_start=1155
-  _globals['_ACTIONCHUNK']._serialized_end=1337
-  _globals['_ERROR']._serialized_start=1339
-  _globals['_ERROR']._serialized_end=1410
-  _globals['_HEARTBEAT']._serialized_start=1412
-  _globals['_HEARTBEAT']._serialized_end=1453
-  _globals['_GOODBYE']._serialized_start=1455
-  _globals['_GOODBYE']._serialized_end=1480
-  _globals['_UP']._serialized_start=1483
-  _globals['_UP']._serialized_end=1674
-  _globals['_DOWN']._serialized_start=1677
-  _globals['_DOWN']._serialized_end=1902
-  _globals['_INFOREQUEST']._serialized_start=1904
-  _globals['_INFOREQUEST']._serialized_end=1917
-  _globals['_SERVERINFO']._serialized_start=1919
-  _globals['_SERVERINFO']._serialized_end=1993
-  _globals['_ASYNCINFERENCE']._serialized_start=1995
-  _globals['_ASYNCINFERENCE']._serialized_end=2121
+  _globals['_HANDSHAKE']._serialized_end=626
+  _globals['_HANDSHAKE_CAMERASENTRY']._serialized_start=560
+  _globals['_HANDSHAKE_CAMERASENTRY']._serialized_end=626
+  _globals['_HANDSHAKEREPLY']._serialized_start=629
+  _globals['_HANDSHAKEREPLY']._serialized_end=913
+  _globals['_HANDSHAKEREPLY_IMAGESHAPESENTRY']._serialized_start=843
+  _globals['_HANDSHAKEREPLY_IMAGESHAPESENTRY']._serialized_end=913
+  _globals['_OBSERVATION']._serialized_start=916
+  _globals['_OBSERVATION']._serialized_end=1172
+  _globals['_OBSERVATION_IMAGESENTRY']._serialized_start=1107
+  _globals['_OBSERVATION_IMAGESENTRY']._serialized_end=1172
+  _globals['_ACTIONCHUNK']._serialized_start=1175
+  _globals['_ACTIONCHUNK']._serialized_end=1357
+  _globals['_ERROR']._serialized_start=1359
+  _globals['_ERROR']._serialized_end=1430
+  _globals['_HEARTBEAT']._serialized_start=1432
+  _globals['_HEARTBEAT']._serialized_end=1473
+  _globals['_GOODBYE']._serialized_start=1475
+  _globals['_GOODBYE']._serialized_end=1500
+  _globals['_UP']._serialized_start=1503
+  _globals['_UP']._serialized_end=1694
+  _globals['_DOWN']._serialized_start=1697
+  _globals['_DOWN']._serialized_end=1922
+  _globals['_INFOREQUEST']._serialized_start=1924
+  _globals['_INFOREQUEST']._serialized_end=1937
+  _globals['_SERVERINFO']._serialized_start=1939
+  _globals['_SERVERINFO']._serialized_end=2013
+  _globals['_ASYNCINFERENCE']._serialized_start=2015
+  _globals['_ASYNCINFERENCE']._serialized_end=2141
 # @@protoc_insertion_point(module_scope)

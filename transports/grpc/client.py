@@ -2,8 +2,8 @@
 
 Threads and hand-offs:
 - `send_observation` only swaps the observation into a newest-wins slot (a short lock, no
-  I/O). The stream's request generator — run by gRPC on its own thread — takes it, fits the
-  images to the negotiated shapes, JPEG-encodes them if asked, serializes and sends it; it
+  I/O). The stream's request generator — run by gRPC on its own thread — takes it (its frames
+  already fitted by the client loop), JPEG-encodes them if asked, serializes and sends it; it
   sends a heartbeat whenever it has had nothing to send for `heartbeat_interval_s`. The
   caller must not modify a handed-over observation's arrays afterwards.
 - A reader thread per stream parses what arrives; chunks and errors go to a queue that
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import queue
 import random
@@ -52,6 +51,7 @@ from asyncinf.runtime.errors import (
     TransportError,
     Unauthenticated,
 )
+from asyncinf.runtime.images import import_cv2
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -62,7 +62,7 @@ from asyncinf.runtime.messages import (
 )
 from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
-from asyncinf.transports.grpc import convert, images
+from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.config import GrpcClientConfig, is_loopback
 from asyncinf.transports.grpc.server import CLIENT_ID_KEY, INFO_METHOD, SESSION_METHOD
 
@@ -199,7 +199,7 @@ class GrpcClientTransport(ClientTransport):
         self.config = config
         token = config.load_token()
         if config.image_codec == "jpeg":
-            images._cv2()  # fail now, not on the first frame
+            import_cv2()  # fail now, not on the first frame
         if token and not config.tls and not is_loopback(config.host):
             log.warning(
                 "sending the bearer token to %s without TLS: anyone on the path can read it; "
@@ -219,7 +219,6 @@ class GrpcClientTransport(ClientTransport):
         self._hello: Handshake | None = None
         self._link: _Link | None = None
         self._links = 0
-        self._fit: dict[str, tuple[int, int, int] | None] = {}
         self._failure: TransportError | None = None
         self._supervisor: threading.Thread | None = None
         self._readers: list[threading.Thread] = []
@@ -250,9 +249,9 @@ class GrpcClientTransport(ClientTransport):
             raise TransportError("handshake() was done; after a reconnect it is redone itself")
         if self._closed.is_set():
             raise PeerClosed("transport closed")
-        link, reply, fit = self._open_link(hello, time.monotonic() + timeout_s)
+        link, reply = self._open_link(hello, time.monotonic() + timeout_s)
         self._hello = hello
-        self._install(link, reply, fit)
+        self._install(link, reply)
         self._supervisor = threading.Thread(
             target=self._supervise, name="asyncinf-grpc-supervisor", daemon=True
         )
@@ -288,19 +287,6 @@ class GrpcClientTransport(ClientTransport):
             self._queue_failed_marker()
             raise self._failure
         return msg
-
-    def adapt_observation(self, observation: Observation) -> Observation:
-        """Fit each camera's frame to the shape the server asked for (see images.py)."""
-        fit = self._fit
-        if not any(fit.get(cam) for cam in observation.images):
-            return observation
-        fitted = {
-            cam: img
-            if fit.get(cam) is None
-            else images.fit_image(img, fit[cam], self.config.image_fit)
-            for cam, img in observation.images.items()
-        }
-        return dataclasses.replace(observation, images=fitted)
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -343,7 +329,6 @@ class GrpcClientTransport(ClientTransport):
         return {
             "transport": "grpc",
             "image_codec": self.config.image_codec,
-            "image_fit": self.config.image_fit,
             "observations_sent": self.observations_sent,
             "observations_replaced": self.observations_replaced,
             "observations_dropped": self.observations_dropped,
@@ -360,9 +345,7 @@ class GrpcClientTransport(ClientTransport):
 
     # --- connecting ----------------------------------------------------------------------
 
-    def _open_link(
-        self, hello: Handshake, deadline: float
-    ) -> tuple[_Link, HandshakeReply, dict[str, tuple[int, int, int] | None]]:
+    def _open_link(self, hello: Handshake, deadline: float) -> tuple[_Link, HandshakeReply]:
         """Open a stream and handshake on it; the link is cancelled if anything fails.
 
         A server that cannot be reached (UNAVAILABLE before any answer: not listening yet,
@@ -375,7 +358,7 @@ class GrpcClientTransport(ClientTransport):
             link = self._start_link(hello)
             try:
                 reply = self._await_reply(link, deadline)
-                fit = self._check_reply(hello, reply)
+                self._check_reply(reply)
             except _Unreachable as exc:
                 link.cancel()
                 if time.monotonic() + delay_s >= connect_deadline:
@@ -392,7 +375,7 @@ class GrpcClientTransport(ClientTransport):
                 link.end(PeerClosed("handshake abandoned"))
                 link.cancel()
                 raise
-            return link, reply, fit
+            return link, reply
 
     def _start_link(self, hello: Handshake) -> _Link:
         self._links += 1
@@ -419,11 +402,9 @@ class GrpcClientTransport(ClientTransport):
             raise link.error
         return link.reply
 
-    def _check_reply(
-        self, hello: Handshake, reply: HandshakeReply
-    ) -> dict[str, tuple[int, int, int] | None]:
-        """Refuse what cannot work; the per-camera shapes to fit frames to."""
-        target, fit_rule = self.config.target, self.config.image_fit
+    def _check_reply(self, reply: HandshakeReply) -> None:
+        """Refuse what cannot work."""
+        target = self.config.target
         if not reply.accepted:
             versions = (
                 ""
@@ -439,23 +420,11 @@ class GrpcClientTransport(ClientTransport):
                 f"server at {target} speaks schema version {reply.schema_version}, "
                 f"this client {SCHEMA_VERSION}"
             )
-        fit = {
-            cam: images.plan_fit(cam, shape, reply.image_shapes[cam], fit_rule)
-            if cam in reply.image_shapes
-            else None
-            for cam, shape in hello.cameras.items()
-        }
-        if any(fit.values()):
-            images._cv2()  # fail at handshake, not on the first frame
-        return fit
 
-    def _install(
-        self, link: _Link, reply: HandshakeReply, fit: dict[str, tuple[int, int, int] | None]
-    ) -> None:
+    def _install(self, link: _Link, reply: HandshakeReply) -> None:
         with self._cond:
             self._link = link
             self.reply = reply
-            self._fit = fit
             self._pending = None
             link.ready = True
             self._cond.notify_all()
@@ -508,7 +477,7 @@ class GrpcClientTransport(ClientTransport):
             attempt += 1
             try:
                 budget = cfg.connect_timeout_s + cfg.handshake_timeout_s
-                link, reply, fit = self._open_link(self._hello, time.monotonic() + budget)
+                link, reply = self._open_link(self._hello, time.monotonic() + budget)
             except HandshakeError as exc:
                 if not isinstance(exc, SessionBusy):
                     self._fail(exc)
@@ -517,7 +486,7 @@ class GrpcClientTransport(ClientTransport):
             except (TransportError, TimeoutError) as exc:
                 error = exc
             else:
-                self._install(link, reply, fit)
+                self._install(link, reply)
                 self.reconnects += 1
                 log.warning(
                     "reconnected to %s after %.1f s (attempt %d); re-handshake accepted",
@@ -589,9 +558,8 @@ class GrpcClientTransport(ClientTransport):
 
     def _encode(self, obs: Observation) -> bytes | None:
         try:
-            fitted = self.adapt_observation(obs)
             cfg = self.config
-            data = convert.observation_to_up(fitted, cfg.image_codec, cfg.jpeg_quality)
+            data = convert.observation_to_up(obs, cfg.image_codec, cfg.jpeg_quality)
         except (CodecError, ConfigError, ValueError) as exc:
             self.observations_failed += 1
             log.error("observation for timestep %d not sent: %s", obs.timestep, exc)

@@ -31,7 +31,6 @@ DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 26
 IMAGE_CODECS = ("raw", "jpeg")
 # How a camera frame is fitted to the shape the server asked for when the aspect ratios
 # differ (equal aspect ratios are always a plain INTER_AREA resize). See images.py.
-IMAGE_FITS = ("refuse", "center_crop", "letterbox", "none")
 
 
 def is_loopback(host: str) -> bool:
@@ -191,7 +190,6 @@ class GrpcClientConfig(_Common):
     tls_server_name: str | None = None  # name to verify in the server's certificate
     image_codec: str = "raw"  # raw | jpeg
     jpeg_quality: int = 90
-    image_fit: str = "refuse"  # see IMAGE_FITS
     connect_timeout_s: float = 10.0  # a first connection gives up after this
     handshake_timeout_s: float = 30.0  # re-handshake after a reconnect (policy already loaded)
     reconnect: bool = True  # on a lost stream: back off, reconnect, re-handshake
@@ -216,8 +214,6 @@ class GrpcClientConfig(_Common):
             raise ConfigError(f"--image_codec={self.image_codec!r}: choose one of {IMAGE_CODECS}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"--jpeg_quality={self.jpeg_quality}: must be 1..100 (90 is good)")
-        if self.image_fit not in IMAGE_FITS:
-            raise ConfigError(f"--image_fit={self.image_fit!r}: choose one of {IMAGE_FITS}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError(
                 f"--tls-cert={self.tls_cert} --tls-key={self.tls_key}: give both or neither"

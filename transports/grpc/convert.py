@@ -147,6 +147,7 @@ def handshake_to_up(hello: Handshake, client_id: str) -> bytes:
     h.policy.options_json = options
     h.fps = hello.fps
     h.task = hello.task
+    h.robot_type = hello.robot_type
     h.client_id = client_id
     return up.SerializeToString()
 
@@ -177,6 +178,7 @@ def handshake_from_proto(h: pb.Handshake, limits: Limits) -> Handshake:
         ),
         fps=h.fps,
         task=h.task,
+        robot_type=h.robot_type,
     )
 
 

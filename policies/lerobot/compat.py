@@ -1,0 +1,113 @@
+"""Where LeRobot keeps what we use, in 0.4.x (Python 3.10/3.11) and 0.5+/0.6.x (Python ≥ 3.12).
+
+Everything asyncinf takes from LeRobot is imported here, once, so a name that moves between
+versions is resolved in one place. `import lerobot.policies` comes first: it registers the
+config classes, without which a checkpoint's `"type": "act"` does not parse. Never import
+`lerobot.async_inference`: it configures the root logger and writes `./logs/` on import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from asyncinf.runtime.errors import PolicyError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "see the README's 'Serving a LeRobot checkpoint' (scripts/lerobot_env.sh builds one)"
+
+
+@dataclass(frozen=True)
+class LeRobot:
+    """The LeRobot functions and classes the adapter uses."""
+
+    version: str
+    PreTrainedConfig: Any
+    get_policy_class: Any
+    make_pre_post_processors: Any
+    prepare_observation_for_inference: Any
+    populate_queues: Any
+    OBS_IMAGES: str
+
+
+def _first(*candidates: tuple[str, str]) -> Any:
+    """The first `module:name` of `candidates` that imports (names that moved)."""
+    for module, name in candidates:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise PolicyError(f"this LeRobot has none of {candidates}: an unsupported version")
+
+
+@cache
+def load() -> LeRobot:
+    """Import LeRobot's policy stack (6–9 s the first time) and its plugins."""
+    if importlib.util.find_spec("lerobot") is None:
+        raise PolicyError(
+            "LeRobot policy types need LeRobot installed in the server's environment; "
+            + INSTALL_HINT
+        )
+    version = importlib.metadata.version("lerobot")
+    log.info("importing LeRobot %s (the first import takes several seconds)", version)
+    t0 = time.monotonic()
+    try:
+        importlib.import_module("lerobot.policies")  # registers the config classes
+        from lerobot.configs.policies import PreTrainedConfig  # noqa: PLC0415
+        from lerobot.policies import factory  # noqa: PLC0415
+        from lerobot.policies import utils as policy_utils  # noqa: PLC0415
+        from lerobot.utils.constants import OBS_IMAGES  # noqa: PLC0415
+    except ImportError as exc:
+        raise PolicyError(f"LeRobot {version} does not import: {exc}; " + INSTALL_HINT) from None
+    register_plugins = _first(
+        ("lerobot.utils.import_utils", "register_third_party_plugins"),
+        ("lerobot.utils.import_utils", "register_third_party_devices"),
+    )
+    register_plugins()  # policy plugins (lerobot_policy_*) register their config classes
+    log.info("LeRobot %s imported in %.1f s", version, time.monotonic() - t0)
+    return LeRobot(
+        version=version,
+        PreTrainedConfig=PreTrainedConfig,
+        get_policy_class=factory.get_policy_class,
+        make_pre_post_processors=factory.make_pre_post_processors,
+        prepare_observation_for_inference=policy_utils.prepare_observation_for_inference,
+        populate_queues=policy_utils.populate_queues,
+        OBS_IMAGES=OBS_IMAGES,
+    )
+
+
+def known_types() -> list[str]:
+    return sorted(load().PreTrainedConfig.get_known_choices())
+
+
+def check_type(name: str) -> None:
+    """Raise PolicyError unless LeRobot (installed) knows policy type `name`."""
+    from asyncinf.policies.policy import POLICIES  # noqa: PLC0415
+
+    if importlib.util.find_spec("lerobot") is None:
+        raise PolicyError(
+            f"--policy.type={name!r} is not a built-in policy ({POLICIES.names()}); LeRobot "
+            "types (act, diffusion, smolvla, pi0, pi05, …) need LeRobot installed in the "
+            "server's environment; " + INSTALL_HINT
+        )
+    known = known_types()
+    if name not in known:
+        raise PolicyError(
+            f"--policy.type={name!r} is neither a built-in policy ({POLICIES.names()}) nor "
+            f"one LeRobot {load().version} knows ({known})"
+        )
+
+
+def feature_classes() -> tuple[Any, Any]:
+    """(FeatureType, PolicyFeature), which moved to `lerobot.configs` in 0.5."""
+    return (
+        _first(("lerobot.configs.types", "FeatureType"), ("lerobot.configs", "FeatureType")),
+        _first(("lerobot.configs.types", "PolicyFeature"), ("lerobot.configs", "PolicyFeature")),
+    )

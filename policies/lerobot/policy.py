@@ -1,0 +1,208 @@
+"""`LeRobotPolicy`: any LeRobot checkpoint behind the `Policy` interface.
+
+The model sees exactly what LeRobot's synchronous path (`lerobot-record --policy.path`) gives
+it: the state in the robot's joint order as `observation.state`, each camera as
+`observation.images.<name>` (float in [0, 1], CHW) through LeRobot's own
+`prepare_observation_for_inference`, the task and the robot type, then the checkpoint's
+preprocessor (renaming, normalization, device). Frames reach it already fitted to the
+checkpoint's input size by the client (runtime/images.py: never stretched).
+
+Around the model nothing is wasted: the postprocessor runs once on the whole (1, T, A) chunk
+(LeRobot's server runs it per action), inference is under `torch.no_grad()` (not
+`inference_mode`, which breaks the autograd real-time chunking uses), and on an accelerator the
+device is synchronized before a timing is read.
+
+Policies that keep an observation history (Diffusion, VQ-BeT, TDMPC: a `_queues` dict that
+only `select_action` fills) get their queues filled the way `select_action` fills them before
+`predict_action_chunk`, which is what LeRobot's own async server misses (#3445). After a reset
+the first observation fills the whole history; later entries are the observations the server
+was sent, one per chunk, not one per tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+
+from asyncinf.policies.lerobot import checkpoint, compat
+from asyncinf.policies.policy import Policy
+from asyncinf.policies.torch_device import import_torch, resolve_device, synchronize
+from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+
+log = logging.getLogger(__name__)
+
+STATE = "observation.state"
+IMAGE_PREFIX = "observation.images."
+
+
+class LeRobotPolicy(Policy):
+    """Options: `rename_map` (LeRobot's form); any other is a field of the checkpoint's config."""
+
+    default_options: ClassVar[dict[str, Any]] = {"rename_map": {}}
+    open_options = True  # the rest override the checkpoint's config (draccus validates them)
+
+    def __init__(self, spec: PolicySpec, features: Handshake) -> None:
+        super().__init__(spec, features)
+        self.torch = torch = import_torch(spec.type)
+        lr = self.lerobot = compat.load()
+        self.device = resolve_device(torch, spec.device)
+        rename_map = self.options["rename_map"]
+        if not isinstance(rename_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rename_map.items()
+        ):
+            raise PolicyError(
+                f"--policy.rename_map={rename_map!r}: expected a map of observation keys, e.g. "
+                '\'{"observation.images.front": "observation.images.top"}\''
+            )
+        overrides = {k: v for k, v in self.options.items() if k not in self.default_options}
+        log.info("loading LeRobot %s checkpoint %s on %s", spec.type, spec.path, self.device)
+        loaded = checkpoint.load(
+            lr,
+            path=spec.path,
+            policy_type=spec.type,
+            device=str(self.device),
+            rename_map=rename_map,
+            overrides=overrides,
+        )
+        self.config, self.model = loaded.config, loaded.policy
+        self.pre, self.post = loaded.preprocessor, loaded.postprocessor
+        self._image_shapes = self._check_features(loaded.directory, rename_map)
+        self._has_state = self.config.robot_state_feature is not None
+        self._returns = 0  # actions per predict_action_chunk call, measured at warm-up
+
+    # -- features, checked against the robot -------------------------------------------------
+
+    def _check_features(self, directory: Any, rename_map: dict[str, str]) -> dict[str, Any]:
+        """The checkpoint's input size per robot camera; refuses what cannot work."""
+        cfg, joints = self.config, self.joint_names
+        where = f"the checkpoint {directory}"
+        for what, feature in (("state", cfg.robot_state_feature), ("action", cfg.action_feature)):
+            if feature is not None and feature.shape[0] != len(joints):
+                raise PolicyError(
+                    f"{where} has {feature.shape[0]} {what} values, the robot has {len(joints)} "
+                    f"joints ({joints}): a checkpoint drives the kind of robot it was trained "
+                    "on; check --robot.type"
+                )
+        if cfg.action_feature is None:
+            raise PolicyError(f"{where} has no action feature: not a control policy")
+        if cfg.env_state_feature is not None:
+            raise PolicyError(
+                f"{where} needs observation.environment_state, which a robot does not provide"
+            )
+        by_key = {
+            rename_map.get(IMAGE_PREFIX + cam, IMAGE_PREFIX + cam): cam for cam in self.cameras
+        }
+        missing = sorted(set(cfg.image_features) - set(by_key))
+        if missing:
+            have = sorted(IMAGE_PREFIX + cam for cam in self.cameras)
+            example = {have[0]: missing[0]} if have else {}
+            raise PolicyError(
+                f"{where} needs camera(s) {missing}; the robot gives {have}"
+                + (f" after --policy.rename_map={rename_map}" if rename_map else "")
+                + (
+                    f": map them with --policy.rename_map='{json.dumps(example)}'"
+                    if example
+                    else ""
+                )
+                + ", or add the camera with --robot.cameras"
+            )
+        shapes = {}
+        for key, feature in cfg.image_features.items():
+            channels, height, width = feature.shape
+            shapes[by_key[key]] = (int(height), int(width), int(channels))
+        self._camera_keys = {by_key[key]: IMAGE_PREFIX + by_key[key] for key in cfg.image_features}
+        return shapes
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int, int]]:
+        return dict(self._image_shapes)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.spec.actions_per_chunk or self._returns
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"lerobot": self.lerobot.version, "torch": self.torch.__version__}
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def preprocess(self, observation: Observation) -> dict[str, Any]:
+        """LeRobot's sync-path batch, then the checkpoint's preprocessor."""
+        raw: dict[str, np.ndarray] = {}
+        if self._has_state:
+            state = np.asarray(observation.state, np.float32)
+            if state.shape != (len(self.joint_names),):
+                raise PolicyError(
+                    f"observation state has shape {state.shape}, "
+                    f"expected ({len(self.joint_names)},)"
+                )
+            raw[STATE] = state.copy()  # torch.from_numpy needs a writable array of its own
+        for cam, key in self._camera_keys.items():
+            img = observation.images.get(cam)
+            want = self._image_shapes[cam]
+            if img is None:
+                raise PolicyError(f"observation has no image from camera {cam!r}")
+            if img.shape != want or img.dtype != np.uint8:
+                raise PolicyError(
+                    f"camera {cam!r}: got {img.dtype} {img.shape}, the checkpoint takes uint8 "
+                    f"{want} (the client fits frames to it; was --image_fit=none given?)"
+                )
+            raw[key] = np.array(img)  # a copy: shared-memory views are read-only
+        batch = self.lerobot.prepare_observation_for_inference(
+            raw, self.device, observation.task, self.robot_type
+        )
+        return self.pre(batch)
+
+    def predict_chunk(self, inputs: dict[str, Any]) -> Any:
+        torch, model = self.torch, self.model
+        with torch.no_grad():
+            queues = getattr(model, "_queues", None)
+            if isinstance(queues, dict):  # a history policy: fill its queues as select_action does
+                inputs = dict(inputs)
+                images = list(self.config.image_features)
+                if images and self.lerobot.OBS_IMAGES in queues:
+                    inputs[self.lerobot.OBS_IMAGES] = torch.stack(
+                        [inputs[k] for k in images], dim=-4
+                    )
+                self.lerobot.populate_queues(queues, inputs, exclude_keys=["action"])
+            actions = model.predict_action_chunk(inputs)
+        synchronize(torch, self.device)
+        return actions
+
+    def postprocess(self, outputs: Any) -> np.ndarray:
+        """One postprocessor call on the whole (1, T, A) chunk, then the first chunk_size rows."""
+        actions = self.post(outputs)
+        chunk = actions.detach().to("cpu").numpy().astype(np.float32, copy=False)
+        if chunk.ndim == 3:
+            chunk = chunk[0]
+        return super().postprocess(chunk[: self.chunk_size])
+
+    def reset(self) -> None:
+        """A new session: the policy's queues and both processors' state start afresh."""
+        self.model.reset()
+        self.pre.reset()
+        self.post.reset()
+
+    def warmup(self) -> None:
+        """A real inference at the checkpoint's shapes; learns how many actions a call returns."""
+        self.model.reset()
+        blank = self.blank_observation()
+        outputs = self.predict_chunk(self.preprocess(blank))
+        self._returns = int(outputs.shape[-2])
+        asked = self.spec.actions_per_chunk
+        if asked > self._returns:
+            raise PolicyError(
+                f"--actions_per_chunk={asked}: the checkpoint returns {self._returns} actions per "
+                f"call (its n_action_steps / chunk_size); use --actions_per_chunk={self._returns} "
+                "or fewer, or leave it out to take them all"
+            )
+        self.postprocess(outputs)
+        self.reset()
+        log.info(
+            "warmed up: %d actions per call, %d per chunk sent", self._returns, self.chunk_size
+        )
