@@ -118,6 +118,9 @@ class ClientStats:
     roundtrip_ns: list[int] = field(default_factory=list)
     queue_wait_ns: list[int] = field(default_factory=list)
     compute_ns: list[int] = field(default_factory=list)
+    preprocess_ns: list[int] = field(default_factory=list)
+    inference_ns: list[int] = field(default_factory=list)
+    postprocess_ns: list[int] = field(default_factory=list)
 
     def summary(self, fps: float) -> dict:
         """The end-of-run summary, in the documented `--summary-json` schema."""
@@ -142,6 +145,9 @@ class ClientStats:
             "roundtrip_ms": percentiles(self.roundtrip_ns, 1e-6),
             "server_queue_wait_ms": percentiles(self.queue_wait_ns, 1e-6),
             "server_compute_ms": percentiles(self.compute_ns, 1e-6),
+            "server_preprocess_ms": percentiles(self.preprocess_ns, 1e-6),
+            "server_inference_ms": percentiles(self.inference_ns, 1e-6),
+            "server_postprocess_ms": percentiles(self.postprocess_ns, 1e-6),
             "overhead_ms": percentiles(overhead, 1e-6),
         }
 
@@ -409,6 +415,9 @@ class RobotClient:
             s.roundtrip_ns.append(now - chunk.obs_sent_ns)
             s.queue_wait_ns.append(chunk.queue_wait_ns)
             s.compute_ns.append(chunk.compute_ns)
+            s.preprocess_ns.append(chunk.preprocess_ns)
+            s.inference_ns.append(chunk.inference_ns)
+            s.postprocess_ns.append(chunk.postprocess_ns)
 
     def _on_error(self, error: ErrorMessage) -> None:
         self._inflight_ns = 0

@@ -63,7 +63,7 @@ def summary_table(summary: dict[str, Any]) -> None:
         lat.add_column(col, justify="right")
     for key in (
         "period_error_ms", "roundtrip_ms", "server_queue_wait_ms", "server_compute_ms",
-        "overhead_ms",
+        "server_preprocess_ms", "server_inference_ms", "server_postprocess_ms", "overhead_ms",
     ):  # fmt: skip
         row = summary.get(key)
         if row:

@@ -9,6 +9,7 @@ a truncated `model.safetensors`, processor files missing (checkpoints from befor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -104,11 +105,25 @@ def _config(lr: LeRobot, directory: Path, policy_type: str, overrides: dict[str,
         saved_type = json.loads(file.read_text()).get("type")
     except (ValueError, AttributeError) as exc:
         raise PolicyError(f"{file}: not valid JSON ({exc})") from None
+    known = lr.PreTrainedConfig.get_known_choices()
+    if saved_type not in known:
+        raise PolicyError(
+            f"{file}: policy type {saved_type!r} is not known to LeRobot {lr.version} "
+            f"({sorted(known)}); a plugin's policy needs its lerobot_policy_* package installed"
+        )
     if saved_type != policy_type:
         raise PolicyError(
             f"{file} is a {saved_type!r} checkpoint; --policy.type={policy_type} asks for "
             f"another: use --policy.type={saved_type}"
         )
+    config_class = lr.PreTrainedConfig.get_choice_class(saved_type)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    for name in overrides:
+        if name not in fields:
+            raise PolicyError(
+                f"--policy.{name} is neither an asyncinf option (rename_map) nor a field of "
+                f"{config_class.__name__} (the fields are those in {file})"
+            )
     args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
     try:
         return lr.PreTrainedConfig.from_pretrained(str(directory), cli_overrides=args)
@@ -120,10 +135,6 @@ def _config(lr: LeRobot, directory: Path, policy_type: str, overrides: dict[str,
                 f"{file}: fields {fields} are unknown to LeRobot {lr.version}: the checkpoint "
                 "was saved by a newer LeRobot; upgrade LeRobot on the server (or delete those "
                 "fields from config.json if they are at their defaults)"
-            ) from None
-        if "choice class" in text:
-            raise PolicyError(
-                f"{file}: policy type {saved_type!r} is not known to LeRobot {lr.version}"
             ) from None
         raise PolicyError(f"{file}: {text}") from None
 

@@ -164,12 +164,15 @@ class LeRobotPolicy(Policy):
             queues = getattr(model, "_queues", None)
             if isinstance(queues, dict):  # a history policy: fill its queues as select_action does
                 inputs = dict(inputs)
+                # The preprocessor leaves an "action": None entry; the action queue must not
+                # be stacked (select_action pops it too).
+                inputs.pop("action", None)
                 images = list(self.config.image_features)
                 if images and self.lerobot.OBS_IMAGES in queues:
                     inputs[self.lerobot.OBS_IMAGES] = torch.stack(
                         [inputs[k] for k in images], dim=-4
                     )
-                self.lerobot.populate_queues(queues, inputs, exclude_keys=["action"])
+                self.lerobot.populate_queues(queues, inputs)
             actions = model.predict_action_chunk(inputs)
         synchronize(torch, self.device)
         return actions

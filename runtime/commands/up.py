@@ -28,7 +28,7 @@ def up(
     remote: Annotated[str | None, Opt("--remote", metavar="HOST:PORT", help="Use the policy server at HOST:PORT over gRPC.")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML or TOML file of options; flags override it.")] = None,
     fps: Annotated[float | None, Opt("--fps", help="Control-loop rate (default 30).")] = None,
-    actions_per_chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (default 50).")] = None,
+    actions_per_chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (default: all the policy returns per call; 50 for the built-in ones).")] = None,
     chunk_size_threshold: Annotated[float | None, Opt("--chunk_size_threshold", help="Send an observation when queue/chunk <= this; 0 = synchronous (default 0.5).")] = None,
     aggregate_fn_name: Annotated[str | None, Opt("--aggregate_fn_name", help="weighted_average (default), latest_only, average, conservative, or module:function.")] = None,
     task: Annotated[str | None, Opt("--task", help="Language instruction for the policy.")] = None,
@@ -53,11 +53,14 @@ def up(
     Robot options use LeRobot's flags: --robot.type=sim (the default) or so101_follower,
     with --robot.port, --robot.id and --robot.cameras='{front: {type: opencv, index_or_path: 0}}'.
 
-    Policy options: --policy.type=scripted (the default) or tiny_torch, --policy.path,
-    --policy.device, and any option of the policy, e.g. --policy.latency_ms=100.
+    Policy options: --policy.type=scripted (the default), tiny_torch, or any LeRobot type
+    (act, diffusion, smolvla, pi0, …) with --policy.path=CHECKPOINT_DIR_OR_HUB_ID;
+    --policy.device (cpu, cuda, cuda:N, mps, xpu), and any option of the policy, e.g.
+    --policy.latency_ms=100 or --policy.rename_map='{"observation.images.front": ...}'.
 
     Any other client or server option as --name=value, e.g. --max_consecutive_errors=5,
-    --resend_after_s=3, --similarity_atol=0.5. Shared-memory sizes: --shm.obs_slot_mb.
+    --resend_after_s=3, --similarity_atol=0.5, --image_fit=center_crop (frames of another
+    aspect ratio than the policy's). Shared-memory sizes: --shm.obs_slot_mb.
     Exit codes are listed in the README.
     """
     from asyncinf.runtime.plan import build_plan, merge  # noqa: PLC0415
