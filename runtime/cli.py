@@ -48,7 +48,7 @@ def _register() -> None:
     app.command("systemd")(systemd)
     app.command("status")(status)
     app.add_typer(robot_app, name="robot")
-    bench_app.command("e2e")(e2e)
+    bench_app.command("e2e", context_settings=DOTTED_FLAGS)(e2e)
     app.add_typer(bench_app, name="bench")
     app.command("clean")(clean)
 

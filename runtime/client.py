@@ -122,7 +122,7 @@ class ClientStats:
     inference_ns: list[int] = field(default_factory=list)
     postprocess_ns: list[int] = field(default_factory=list)
 
-    def summary(self, fps: float) -> dict:
+    def summary(self, fps: float, actions_per_chunk: int) -> dict:
         """The end-of-run summary, in the documented `--summary-json` schema."""
         overhead = [
             r - q - c
@@ -131,6 +131,7 @@ class ClientStats:
         return {
             "schema": 1,
             "fps": fps,
+            "actions_per_chunk": actions_per_chunk,  # as agreed at handshake (0: never)
             "ticks": self.ticks,
             "actions_executed": self.actions_executed,
             "idle_frames": self.idle_frames,

@@ -169,7 +169,7 @@ def run_client(spec: dict[str, Any], link: SupervisorLink) -> int:
             client.transport.close()
         if metrics:
             metrics.close()
-    summary = client.stats.summary(config.fps)
+    summary = client.stats.summary(config.fps, client.chunk_size)
     if "bytes_per_observation" in transport_stats:
         summary["bytes_per_observation"] = transport_stats["bytes_per_observation"]
     summary["transport"] = transport_stats
