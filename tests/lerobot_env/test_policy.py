@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import JOINTS
+from joints import JOINTS
 
 from asyncinf.policies.policy import make_policy
 from asyncinf.runtime.errors import PolicyError
