@@ -24,7 +24,8 @@ from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.bench import EchoServer
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import SESSION_METHOD, GrpcServerTransport
+from asyncinf.transports.grpc.server import GrpcServerTransport
+from asyncinf.transports.grpc.service import SESSION_METHOD
 
 HELLO = Handshake(["a.pos", "b.pos"], {"front": (8, 8, 3)}, PolicySpec(actions_per_chunk=4), 30)
 

@@ -44,7 +44,8 @@ from asyncinf.transports.grpc import convert, server_info
 from asyncinf.transports.grpc.bench import EchoServer, synthetic_frame
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import CLIENT_ID_KEY, SESSION_METHOD, GrpcServerTransport
+from asyncinf.transports.grpc.server import GrpcServerTransport
+from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SESSION_METHOD
 
 FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
 

@@ -64,7 +64,7 @@ from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.config import GrpcClientConfig, is_loopback
-from asyncinf.transports.grpc.server import CLIENT_ID_KEY, INFO_METHOD, SESSION_METHOD
+from asyncinf.transports.grpc.service import CLIENT_ID_KEY, INFO_METHOD, SESSION_METHOD
 
 log = logging.getLogger(__name__)
 
