@@ -495,7 +495,6 @@ def test_server_restart_client_reconnects_and_re_handshakes() -> None:
         c.handshake(hello(), 5)
         c.send_observation(obs(0))
         assert receive_chunk(c).timestep == 0
-        generation = c.link_generation
         echo.stop()
         srv.close()  # says goodbye
         wait_until(lambda: not c.connected, what="client to notice")
@@ -506,7 +505,6 @@ def test_server_restart_client_reconnects_and_re_handshakes() -> None:
         echo = EchoServer(srv, chunk_shape=(4, 2)).__enter__()
         wait_until(lambda: c.connected, what="reconnect")
         assert c.reconnects == 1 and c.disconnects == 1
-        assert c.link_generation != generation
         assert "goodbye" in c.last_disconnect_reason
         c.send_observation(obs(2))
         assert receive_chunk(c).timestep == 2
