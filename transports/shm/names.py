@@ -21,7 +21,7 @@ from pathlib import Path
 
 import posix_ipc
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,13 @@ SEMAPHORES = (UP_LOCK, UP_BELL, DOWN_LOCK, DOWN_BELL, CHUNK_SPACE)
 
 _RUN = r"[A-Za-z0-9-]{1,64}"
 _RUN_RE = re.compile(_RUN)
-_NAME_RE = re.compile(rf"^{PREFIX}\.(?P<run>{_RUN})\.g(?P<gen>\d{{1,9}})\.(?P<role>[a-z]{{1,16}})$")
+_SESSION = rf"{PREFIX}\.(?P<run>{_RUN})\.g(?P<gen>\d{{1,9}})"
+_SESSION_RE = re.compile(rf"^{_SESSION}$")
+_NAME_RE = re.compile(rf"^{_SESSION}\.(?P<role>[a-z]{{1,16}})$")
 
 
 def _session(run_id: str, generation: int) -> str:
-    """The session-name pattern, written once (`_NAME_RE` parses it back)."""
+    """The session-name pattern, written once (`_SESSION` parses it back)."""
     return f"{PREFIX}.{run_id}.g{generation}"
 
 
@@ -63,6 +65,16 @@ def session_name(run_id: str, generation: int) -> str:
     if not isinstance(generation, int) or not 0 <= generation < 10**9:
         raise ConfigError(f"generation {generation!r} must be an integer in [0, 1e9)")
     return _session(run_id, generation)
+
+
+def session_generation(name: str) -> int:
+    """The generation in a session name `asyncinf.<run>.g<gen>`."""
+    m = _SESSION_RE.match(name)
+    if m is None:
+        raise TransportError(
+            f"{name!r} is not a shared-memory session name (asyncinf.<run>.g<generation>)"
+        )
+    return int(m["gen"])
 
 
 def object_name(session: str, role: str) -> str:
