@@ -34,7 +34,7 @@ def test_the_robot_side_imports_without_torch_grpc_or_opencv():
         "import sys\n"
         "import asyncinf.runtime.client, asyncinf.runtime.worker, asyncinf.runtime.supervisor\n"
         "import asyncinf.transports.shm, asyncinf.transports.factory\n"
-        "import asyncinf.robots.so_follower, asyncinf.robots.sim, asyncinf.runtime.cli\n"
+        "import asyncinf.robots.so_follower, asyncinf.robots.sim.robot, asyncinf.runtime.cli\n"
         "print(sorted(m for m in ('torch', 'grpc', 'cv2') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

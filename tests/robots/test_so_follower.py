@@ -165,7 +165,8 @@ def test_max_relative_target_clamps_against_the_last_state(emulator, make):
     robot = make(max_relative_target=5.0)
     robot.connect()
     state = robot.read_state()
-    robot.send_action(state + 50)
+    sent = robot.send_action(state + 50)
+    np.testing.assert_allclose(sent, state + 5, atol=1e-4)  # what was sent: the clamped target
     wait_until(lambda: np.abs(robot.read_state() - (state + 5)).max() < 0.3)
 
 
@@ -306,3 +307,12 @@ def test_probe_reports_every_motor_without_enabling_torque(emulator, make):
     emulator.faults.missing_ids = set()
     report = robot.probe()
     assert report.ok and all(m.value is not None for m in report.motors)
+
+
+def test_probe_times_each_camera_by_its_frames(emulator, make):
+    robot = make(cameras={"front": {"type": "fake", "width": 32, "height": 24}})
+    report = robot.probe(camera_frames=5)
+    assert report.ok
+    (cam,) = report.cameras
+    assert cam.name == "front" and cam.shape == (24, 32, 3)
+    assert cam.frames == 5 and cam.fps is not None and cam.fps > 0
