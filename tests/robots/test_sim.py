@@ -12,17 +12,7 @@ from asyncinf.robots.sim.arm import SO101_JOINTS, track
 from asyncinf.robots.sim.camera import SimCamera
 from asyncinf.robots.sim.robot import SimRobot, SimRobotConfig
 from asyncinf.runtime.errors import ActionRejected, ConfigError, RobotError
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now_ns = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += round(seconds * 1e9)
+from asyncinf.runtime.testing import ManualClock
 
 
 def sim(clock, **options) -> SimRobot:

@@ -1,7 +1,6 @@
 """SO-101 follower on the emulated bus (real pty, real pyserial), checked in the servos' memory."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from asyncinf.runtime.errors import (
     RobotError,
     SerialPortError,
 )
+from asyncinf.runtime.testing import wait_until
 
 
 @pytest.fixture
@@ -52,13 +52,6 @@ def make(emulator, tmp_path):
 
 def servo_values(emulator, register):
     return {m: emulator.servo(i).get(register) for m, i in MOTORS.items()}
-
-
-def wait_until(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_features_match_lerobot(make):

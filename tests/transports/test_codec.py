@@ -19,12 +19,12 @@ from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
     Goodbye,
-    Handshake,
     HandshakeReply,
     Heartbeat,
     Observation,
     PolicySpec,
 )
+from asyncinf.runtime.testing import hello
 from asyncinf.transports import codec
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -58,18 +58,13 @@ def chunk() -> ActionChunk:
     )
 
 
-def hello() -> Handshake:
-    return Handshake(
-        joint_names=["shoulder_pan.pos", "gripper.pos"],
-        cameras={"front": (480, 640, 3)},
-        policy=PolicySpec("act", "/ckpt", "cuda:0", 50, {"temporal_ensemble": 0.01}),
-        fps=30.0,
-        task="stack",
-    )
-
-
 SCALAR_MESSAGES = [
-    hello(),
+    hello(
+        {"front": (480, 640, 3)},
+        joint_names=["shoulder_pan.pos", "gripper.pos"],
+        policy=PolicySpec("act", "/ckpt", "cuda:0", 50, {"temporal_ensemble": 0.01}),
+        task="stack",
+    ),
     HandshakeReply(True, {"front": (224, 224, 3)}, ["a", "b"], 50, "ok"),
     HandshakeReply(False, message="no such policy"),
     ErrorMessage("inference", "CUDA out of memory", timestep=12, fatal=True),

@@ -24,11 +24,10 @@ from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
-    Handshake,
     HandshakeReply,
     Observation,
-    PolicySpec,
 )
+from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.base import ClientTransport, ServerTransport
 
 LOSS_DEADLINE_S = 10.0
@@ -45,14 +44,6 @@ class Pair:
     close: Callable[[], None]
 
 
-def _wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def grpc_pair() -> Pair:
     from asyncinf.transports.grpc.client import GrpcClientTransport
     from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
@@ -65,16 +56,18 @@ def grpc_pair() -> Pair:
     )
 
     def settle(n: int) -> None:
-        _wait_until(
+        wait_until(
             lambda: (
                 client.observations_sent
                 + client.observations_replaced
                 + client.observations_dropped
                 >= n
             ),
-            "the client's sender",
+            what="the client's sender",
         )
-        _wait_until(lambda: server.observations_received >= client.observations_sent, "the server")
+        wait_until(
+            lambda: server.observations_received >= client.observations_sent, what="the server"
+        )
 
     def drop_client() -> None:
         client._link.cancel()  # the stream dies without a goodbye
@@ -122,15 +115,6 @@ def pair(request):
     p.close()
 
 
-def hello() -> Handshake:
-    return Handshake(
-        joint_names=["a.pos", "b.pos"],
-        cameras={"front": CAMERA},
-        policy=PolicySpec(actions_per_chunk=4),
-        fps=30.0,
-    )
-
-
 def obs(t: int) -> Observation:
     img = np.full(CAMERA, t % 256, np.uint8)
     return Observation(t, time.monotonic_ns(), np.array([t, t], np.float32), {"front": img})
@@ -152,7 +136,7 @@ def session(pair):
 
     t = threading.Thread(target=answer)
     t.start()
-    reply = pair.client.handshake(hello(), 10)
+    reply = pair.client.handshake(hello({"front": CAMERA}), 10)
     t.join(10)
     assert reply.accepted and reply.image_shapes == {"front": CAMERA}
     assert reply.action_names == ["a.pos", "b.pos"] and reply.actions_per_chunk == 4
