@@ -8,9 +8,10 @@ robot live beside what they fake: `asyncinf.transports.testing.EchoServer`,
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 from asyncinf.runtime.messages import Handshake, PolicySpec
 
@@ -59,6 +60,33 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(poll_s)
+
+
+class LineReader:
+    """Collects a child process's text stream (its stderr, say) on a thread, so the child
+    never blocks on a full pipe and a test can wait for a line instead of sleeping."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.append(line)
+
+    def text(self) -> str:
+        """Everything read so far."""
+        return "".join(self._lines)
+
+    def wait_for(self, needle: str, timeout_s: float = 30.0) -> None:
+        """Return once `needle` has appeared in the stream."""
+        wait_until(lambda: needle in self.text(), timeout_s, f"{needle!r} in the output")
+
+    def join(self, timeout_s: float = 10.0) -> str:
+        """Everything, once the stream has ended (the child exited)."""
+        self._thread.join(timeout_s)
+        return self.text()
 
 
 def hello(
