@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import abc
-import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from asyncinf.runtime.errors import ConfigError, RobotError
+from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.registry import Registry
 
 
@@ -44,48 +42,24 @@ class Camera(abc.ABC):
         """The newest frame (HxWx3 uint8 RGB) and its capture time (monotonic ns)."""
 
     @abc.abstractmethod
+    def wait_for_frame(self, after_ns: int, timeout_s: float) -> tuple[np.ndarray, int]:
+        """The first frame captured after `after_ns` (monotonic ns), as `read()` gives it.
+
+        For measuring a camera (`robot check` times its frame rate with it), never for the
+        control loop. Raises RobotError when none comes within `timeout_s`.
+        """
+
+    @abc.abstractmethod
     def disconnect(self) -> None:
         """Safe to call twice."""
-
-
-log = logging.getLogger(__name__)
-
-
-def connect_all(cameras: dict[str, Camera]) -> None:
-    """Connect every camera, or none: a failure disconnects those already connected and
-    raises RobotError naming the camera."""
-    connected: list[Camera] = []
-    try:
-        for name, cam in cameras.items():
-            try:
-                cam.connect()
-            except RobotError as exc:
-                raise RobotError(f"camera {name!r}: {exc}") from exc
-            connected.append(cam)
-    except BaseException:
-        disconnect_all(connected)
-        raise
-
-
-def disconnect_all(cameras: Iterable[Camera]) -> None:
-    """Disconnect each camera; one that fails is logged and the others still disconnected."""
-    for cam in cameras:
-        try:
-            cam.disconnect()
-        except RobotError as exc:
-            log.warning("%s", exc)
-
-
-def read_all(cameras: dict[str, Camera]) -> dict[str, np.ndarray]:
-    """The newest frame of every camera, by name."""
-    return {name: cam.read()[0] for name, cam in cameras.items()}
 
 
 CAMERAS: Registry[Camera] = Registry(
     "camera",
     {
-        "sim": "asyncinf.robots.sim:SimCamera",
+        "sim": "asyncinf.robots.sim.camera:SimCamera",
         "opencv": "asyncinf.robots.opencv_camera:OpenCVCamera",
+        "fake": "asyncinf.robots.fake:FakeCamera",
     },
 )
 

@@ -1,9 +1,10 @@
-"""A robot with no hardware and no physics, for tests of loops and adapters.
+"""A robot and a camera with no hardware and no physics, for tests of loops and adapters.
 
-Its joints are wherever they were last commanded; every command is recorded, and commands
-after `disconnect()` are refused and counted, so tests can assert the robot was never moved
-after a stop. With `command_log`, the same record goes to a JSON-lines file, which tests of
-real processes read (`--robot.type=fake --robot.command_log=PATH`).
+The robot's joints are wherever they were last commanded; every command is recorded, and
+commands after `disconnect()` are refused and counted, so tests can assert the robot was
+never moved after a stop. With `command_log`, the same record goes to a JSON-lines file,
+which tests of real processes read (`--robot.type=fake --robot.command_log=PATH`).
+The camera (camera `type: fake`) gives black frames of its size, captured when read.
 """
 
 from __future__ import annotations
@@ -11,22 +12,51 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from asyncinf.robots.camera import Camera
 from asyncinf.robots.robot import Robot, RobotConfig
-from asyncinf.runtime.errors import RobotError
+from asyncinf.runtime.errors import ConfigError, RobotError
+
+
+class FakeCamera(Camera):
+    """Black frames of `width`x`height`, each captured at the moment it is read."""
+
+    def connect(self) -> None:
+        """Nothing to open."""
+
+    def read(self) -> tuple[np.ndarray, int]:
+        return np.zeros(self.shape, np.uint8), time.monotonic_ns()
+
+    def wait_for_frame(self, after_ns: int, timeout_s: float) -> tuple[np.ndarray, int]:
+        """Every read is a new capture: nothing to wait for."""
+        return self.read()
+
+    def disconnect(self) -> None:
+        """Nothing to close."""
 
 
 @dataclass
 class FakeRobotConfig(RobotConfig):
     num_joints: int = 6
-    image_shape: tuple[int, int, int] | None = None  # one camera "front" when set
+    image_shape: tuple[int, int, int] | None = None  # one fake camera "front" when set
     command_log: str | None = None  # append {"t_ns", "event", "target"} lines here
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_shape is not None and (
+            len(self.image_shape) != 3 or self.image_shape[2] != 3
+        ):
+            raise ConfigError(
+                f"--robot.image_shape={self.image_shape!r}: expected [height, width, 3]"
+            )
 
 
 class FakeRobot(Robot):
     config_class = FakeRobotConfig
+    default_camera_type = "fake"
 
     def __init__(self, config: FakeRobotConfig | None = None) -> None:
         super().__init__(config or FakeRobotConfig())
@@ -41,10 +71,12 @@ class FakeRobot(Robot):
     def joint_names(self) -> list[str]:
         return [f"joint_{i}.pos" for i in range(self.config.num_joints)]
 
-    @property
-    def camera_shapes(self) -> dict[str, tuple[int, int, int]]:
+    def camera_options(self) -> dict[str, dict[str, Any]]:
+        """`image_shape` is a shorthand for one camera "front" of that size."""
         shape = self.config.image_shape
-        return {} if shape is None else {"front": tuple(shape)}
+        if shape is None:
+            return self.config.cameras
+        return {"front": {"height": shape[0], "width": shape[1]}}
 
     @property
     def is_connected(self) -> bool:
@@ -66,10 +98,7 @@ class FakeRobot(Robot):
     def read_state(self) -> np.ndarray:
         return self._state.copy()
 
-    def read_images(self) -> dict[str, np.ndarray]:
-        return {k: np.zeros(s, np.uint8) for k, s in self.camera_shapes.items()}
-
-    def send_action(self, target: np.ndarray) -> None:
+    def send_action(self, target: np.ndarray) -> np.ndarray:
         if not self._connected:
             self.commands_after_disconnect += 1
             self._record("command_after_disconnect", target)
@@ -77,6 +106,7 @@ class FakeRobot(Robot):
         self.commands.append(np.array(target, np.float32))
         self._record("command", self.commands[-1])
         self._state = self.commands[-1].copy()
+        return self.commands[-1].copy()
 
     def disconnect(self) -> None:
         if self._connected:

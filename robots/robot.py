@@ -4,18 +4,28 @@ Shaped like LeRobot's `Robot` (connect/disconnect, `is_connected`, a config data
 registered under a type string, joint features named `"<motor>.pos"`), with one change for
 speed: state and actions travel as float32 vectors ordered by `joint_names`; use
 `state_dict()` for LeRobot's flat-dict view.
+
+Cameras are the base class's business: it builds them from `config.cameras`, reads them
+and reports their shapes; a robot only says when, in its own `connect()`/`disconnect()`,
+they open and close (`connect_cameras()` / `disconnect_cameras()`), because hardware order
+matters (the SO follower opens them after its bus checks and before enabling torque).
 """
 
 from __future__ import annotations
 
 import abc
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.robots.camera import Camera, make_camera
+from asyncinf.runtime.errors import ConfigError, RobotError
 from asyncinf.runtime.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,15 +47,34 @@ class RobotConfig:
                 f"--robot.max_relative_target={self.max_relative_target}: must be > 0 "
                 "(or omitted to disable the clamp)"
             )
+        for name, options in (self.cameras or {}).items():
+            if not isinstance(options, dict):
+                raise ConfigError(
+                    f"--robot.cameras: camera {name!r} is {options!r}; expected a map such as "
+                    "{type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}"
+                )
 
 
 class Robot(abc.ABC):
-    """An arm the control loop drives at a fixed rate."""
+    """An arm the control loop drives at a fixed rate, and its cameras."""
 
     config_class: ClassVar[type[RobotConfig]] = RobotConfig
+    # A camera's type when its options name none.
+    default_camera_type: ClassVar[str] = "opencv"
 
     def __init__(self, config: RobotConfig) -> None:
+        """Builds the cameras (never opens them). Raises ConfigError naming the camera."""
         self.config = config
+        self.cameras: dict[str, Camera] = {}
+        for name, options in self.camera_options().items():
+            try:
+                self.cameras[name] = make_camera({"type": self.default_camera_type, **options})
+            except ConfigError as exc:
+                raise ConfigError(f"--robot.cameras.{name}: {exc}") from None
+
+    def camera_options(self) -> dict[str, dict[str, Any]]:
+        """Camera name -> options of the cameras to build: `config.cameras` by default."""
+        return self.config.cameras
 
     @property
     @abc.abstractmethod
@@ -53,9 +82,9 @@ class Robot(abc.ABC):
         """Names of state and action entries, e.g. `["shoulder_pan.pos", ...]`."""
 
     @property
-    @abc.abstractmethod
     def camera_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Camera name -> (H, W, 3) of the frames `read_images` returns."""
+        return {name: cam.shape for name, cam in self.cameras.items()}
 
     @property
     @abc.abstractmethod
@@ -69,27 +98,65 @@ class Robot(abc.ABC):
     def read_state(self) -> np.ndarray:
         """Present joint positions, float32 [A]: one bus read."""
 
-    @abc.abstractmethod
     def read_images(self) -> dict[str, np.ndarray]:
-        """The newest frame of every camera, HxWx3 uint8 RGB."""
+        """The newest frame of every camera, HxWx3 uint8 RGB. Never waits for a device."""
+        if not self.is_connected:
+            raise RobotError(f"{self} is not connected; call connect() first")
+        return {name: cam.read()[0] for name, cam in self.cameras.items()}
 
     @abc.abstractmethod
-    def send_action(self, target: np.ndarray) -> None:
-        """Command joint targets, float32 [A]: one bus write. Already clamped by the caller."""
+    def send_action(self, target: np.ndarray) -> np.ndarray:
+        """Command joint targets, float32 [A]: one bus write. Returns what was sent.
+
+        The control loop (`RobotClient.tick`) has applied `max_relative_target` against the
+        state it read this tick before calling; a driver may clamp again against its own
+        reading (the SO follower does, for callers other than the loop). What is returned is
+        the target after the driver's own clamp, as LeRobot's `send_action` returns it; the
+        servos' clipping to their position limits happens after, and is not in it.
+        """
 
     @abc.abstractmethod
     def disconnect(self) -> None:
         """Apply `config.disable_torque_on_exit`, then close. Safe to call twice."""
+
+    def connect_cameras(self) -> None:
+        """Connect every camera, or none: a failure disconnects those already connected and
+        raises RobotError naming the camera. For `connect()`, at the point its hardware
+        order wants them."""
+        connected: list[Camera] = []
+        try:
+            for name, cam in self.cameras.items():
+                try:
+                    cam.connect()
+                except RobotError as exc:
+                    raise RobotError(f"camera {name!r}: {exc}") from exc
+                connected.append(cam)
+        except BaseException:
+            _disconnect(connected)
+            raise
+
+    def disconnect_cameras(self) -> None:
+        """Disconnect each camera (safe on ones never connected); one that fails is logged
+        and the others are still disconnected."""
+        _disconnect(self.cameras.values())
 
     def state_dict(self, state: np.ndarray) -> dict[str, float]:
         """LeRobot's flat view: `{"shoulder_pan.pos": 12.3, ...}`."""
         return dict(zip(self.joint_names, state.tolist(), strict=True))
 
 
+def _disconnect(cameras: Iterable[Camera]) -> None:
+    for cam in cameras:
+        try:
+            cam.disconnect()
+        except RobotError as exc:
+            log.warning("%s", exc)
+
+
 ROBOTS: Registry[Robot] = Registry(
     "robot",
     {
-        "sim": "asyncinf.robots.sim:SimRobot",
+        "sim": "asyncinf.robots.sim.robot:SimRobot",
         "fake": "asyncinf.robots.fake:FakeRobot",
         "so100_follower": "asyncinf.robots.so_follower:SO100Follower",
         "so101_follower": "asyncinf.robots.so_follower:SO101Follower",

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncinf.robots.camera import Camera, connect_all, disconnect_all, make_camera, read_all
+from asyncinf.robots.camera import Camera
 from asyncinf.robots.feetech.bus import FeetechBus
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
@@ -128,12 +128,6 @@ class SOFollowerConfig(RobotConfig):
             raise ConfigError(f"--robot.bus_retries={self.bus_retries}: must be in 0..10")
         if self.disable_torque_on_disconnect is not None:
             self.disable_torque_on_exit = self.disable_torque_on_disconnect
-        for name, options in self.cameras.items():
-            if not isinstance(options, dict):
-                raise ConfigError(
-                    f"--robot.cameras: camera {name!r} is {options!r}; expected a map such as "
-                    "{type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}"
-                )
 
 
 @dataclass
@@ -192,12 +186,6 @@ class SOFollower(Robot):
             timeout_ms=config.bus_timeout_ms,
             retries=config.bus_retries,
         )
-        self.cameras: dict[str, Camera] = {}
-        for name, options in config.cameras.items():
-            try:
-                self.cameras[name] = make_camera(options)
-            except ConfigError as exc:
-                raise ConfigError(f"--robot.cameras.{name}: {exc}") from None
         body = NormMode.DEGREES if config.use_degrees else NormMode.RANGE_M100_100
         self.norm_modes = {m: NormMode.RANGE_0_100 if m == "gripper" else body for m in MOTORS}
         self.calibration_fpath = calibration_path(
@@ -216,10 +204,6 @@ class SOFollower(Robot):
         return [f"{m}.pos" for m in MOTORS]
 
     @property
-    def camera_shapes(self) -> dict[str, tuple[int, int, int]]:
-        return {name: cam.shape for name, cam in self.cameras.items()}
-
-    @property
     def is_connected(self) -> bool:
         return self._connected
 
@@ -232,10 +216,10 @@ class SOFollower(Robot):
             self.bus.open()
             self._check_motors()
             self._apply_calibration()
-            connect_all(self.cameras)
+            self.connect_cameras()
             self._configure()
         except BaseException:
-            disconnect_all(self.cameras.values())  # safe on those never connected
+            self.disconnect_cameras()  # safe on those never connected
             if self.bus.is_open and self.config.disable_torque_on_exit:
                 self._quietly(lambda: self._set_torque(False))  # torque may be partly on
             self.bus.close()
@@ -255,11 +239,10 @@ class SOFollower(Robot):
         self._last_state = state
         return state
 
-    def read_images(self) -> dict[str, np.ndarray]:
-        self._require_connected()
-        return read_all(self.cameras)
-
-    def send_action(self, target: np.ndarray) -> None:
+    def send_action(self, target: np.ndarray) -> np.ndarray:
+        """One sync write of the goals; returns the target after the `max_relative_target`
+        clamp (float32). The control loop has clamped already, against the same reading, so
+        there the clamp changes nothing; it guards callers that drive the arm directly."""
         self._require_connected()
         target = np.asarray(target, dtype=np.float64)
         if target.shape != (len(MOTORS),):
@@ -278,6 +261,7 @@ class SOFollower(Robot):
             # The servo clamps to its position limits (= the calibrated range) anyway.
             goals[m] = min(max(raw, cal[m].range_min), cal[m].range_max)
         self.bus.sync_write("Goal_Position", goals)
+        return target.astype(np.float32)
 
     def disconnect(self) -> None:
         """Hold position under torque, or release the arm (`disable_torque_on_exit`), then
@@ -303,7 +287,7 @@ class SOFollower(Robot):
                     )
             finally:
                 self.bus.close()
-        disconnect_all(self.cameras.values())
+        self.disconnect_cameras()
         self._connected = False
         if failure is not None:
             raise failure
@@ -359,18 +343,12 @@ class SOFollower(Robot):
             row.error = str(exc)
             return row
         try:
-            wait = getattr(cam, "wait_for_frame", None)
             _, last_ns = cam.read()
             first_ns = last_ns
             deadline = time.monotonic() + timeout_s
             while row.frames < frames and time.monotonic() < deadline:
-                if wait is not None:
-                    _, ns = wait(last_ns, timeout_s)
-                else:
-                    _, ns = cam.read()
-                if ns != last_ns:
-                    row.frames += 1
-                    last_ns = ns
+                _, last_ns = cam.wait_for_frame(last_ns, timeout_s)
+                row.frames += 1
             if row.frames:
                 row.fps = row.frames / ((last_ns - first_ns) / 1e9)
             row.frame_age_ms = (time.monotonic_ns() - last_ns) / 1e6

@@ -5,9 +5,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # builds a wheel: about ten seconds
 def test_the_wheel_holds_only_the_asyncinf_package(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
@@ -34,7 +37,7 @@ def test_the_robot_side_imports_without_torch_grpc_or_opencv():
         "import sys\n"
         "import asyncinf.runtime.client, asyncinf.runtime.worker, asyncinf.runtime.supervisor\n"
         "import asyncinf.transports.shm, asyncinf.transports.factory\n"
-        "import asyncinf.robots.so_follower, asyncinf.robots.sim, asyncinf.runtime.cli\n"
+        "import asyncinf.robots.so_follower, asyncinf.robots.sim.robot, asyncinf.runtime.cli\n"
         "print(sorted(m for m in ('torch', 'grpc', 'cv2') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -327,11 +327,6 @@ def encode(msg: Message) -> bytes:
     return bytes(out)
 
 
-def encode_into(msg: Message, buf: memoryview | bytearray) -> int:
-    """Encode `msg` in place at the start of `buf` (e.g. a shared-memory slot)."""
-    return Plan(msg).write(buf)
-
-
 # --- decode --------------------------------------------------------------------------------
 
 

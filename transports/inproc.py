@@ -32,7 +32,8 @@ class InProcChannel:
         self._reply: HandshakeReply | None = None
         self._down: collections.deque[ActionChunk | ErrorMessage] = collections.deque()
         self._max_chunks = max_chunks
-        self._closed = False
+        self._closed = False  # the client said goodbye
+        self._server_closed = False
 
     def ends(self) -> tuple[InProcClient, InProcServer]:
         return InProcClient(self), InProcServer(self)
@@ -51,8 +52,10 @@ class InProcClient(ClientTransport):
         with ch._cond:
             ch._hello, ch._reply = hello, None
             ch._cond.notify_all()
-            if not ch._wait(lambda: ch._reply is not None, timeout_s):
+            if not ch._wait(lambda: ch._reply is not None or ch._server_closed, timeout_s):
                 raise TimeoutError(f"no handshake reply within {timeout_s} s")
+            if ch._reply is None:
+                raise PeerClosed("server closed the in-process channel")
             reply = ch._reply
         if not reply.accepted:
             raise HandshakeError(reply.message)
@@ -67,8 +70,10 @@ class InProcClient(ClientTransport):
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         ch = self._ch
         with ch._cond:
-            if not ch._wait(lambda: bool(ch._down), timeout_s):
+            if not ch._wait(lambda: bool(ch._down) or ch._server_closed, timeout_s):
                 return None
+            if not ch._down:  # what the server sent before its goodbye is delivered first
+                raise PeerClosed("server closed the in-process channel")
             msg = ch._down.popleft()
             ch._cond.notify_all()
             return msg
@@ -122,4 +127,7 @@ class InProcServer(ServerTransport):
             self._ch._cond.notify_all()
 
     def close(self) -> None:
-        """Nothing to release: the channel is plain Python objects."""
+        """The goodbye: the client's next `receive` raises PeerClosed once it has the rest."""
+        with self._ch._cond:
+            self._ch._server_closed = True
+            self._ch._cond.notify_all()

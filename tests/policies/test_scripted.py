@@ -7,7 +7,7 @@ import pytest
 
 from asyncinf.policies.policy import make_policy
 from asyncinf.policies.scripted import ScriptedPolicy
-from asyncinf.robots.sim import SO101_JOINTS
+from asyncinf.robots.sim.arm import SO101_JOINTS
 from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 

@@ -11,7 +11,7 @@ import torch
 
 from asyncinf.policies.policy import make_policy
 from asyncinf.policies.tiny_torch import TinyTorchPolicy
-from asyncinf.robots.sim import SO101_JOINTS
+from asyncinf.robots.sim.arm import SO101_JOINTS
 from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 
@@ -211,7 +211,7 @@ def test_state_only_robot():
 def test_robot_side_modules_do_not_import_torch():
     code = (
         "import sys\n"
-        "import asyncinf.policies.policy, asyncinf.policies.scripted, asyncinf.robots.sim\n"
+        "import asyncinf.policies.policy, asyncinf.policies.scripted, asyncinf.robots.sim.robot\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,6 +22,7 @@ from asyncinf.runtime.errors import (
     MotorTimeout,
     SerialPortError,
 )
+from asyncinf.runtime.testing import wait_until
 
 # Generous per-attempt timeout: tests that count retries must not see spurious ones on a
 # loaded machine. Tests of missing replies pay it a few times.
@@ -38,13 +39,6 @@ def emulator():
 def bus(emulator):
     with FeetechBus(emulator.port, SO_FOLLOWER_MOTORS, timeout_ms=TIMEOUT_MS, retries=2) as b:
         yield b
-
-
-def wait_until(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_ping_returns_the_sts3215_model_number(bus):

@@ -8,19 +8,11 @@ import pytest
 
 from asyncinf.robots.camera import make_camera
 from asyncinf.robots.robot import make_robot
-from asyncinf.robots.sim import SO101_JOINTS, SimCamera, SimRobot, SimRobotConfig, track
+from asyncinf.robots.sim.arm import SO101_JOINTS, track
+from asyncinf.robots.sim.camera import SimCamera
+from asyncinf.robots.sim.robot import SimRobot, SimRobotConfig
 from asyncinf.runtime.errors import ActionRejected, ConfigError, RobotError
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now_ns = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += round(seconds * 1e9)
+from asyncinf.runtime.testing import ManualClock
 
 
 def sim(clock, **options) -> SimRobot:
@@ -79,7 +71,8 @@ def test_integration_does_not_depend_on_the_call_rate():
 
 def test_joint_limits(clock):
     robot = sim(clock, joint_limits={"elbow_flex.pos": [-20, 20]})
-    robot.send_action(np.array([500, -500, 500, 0, 0, 150], np.float32))
+    sent = robot.send_action(np.array([500, -500, 500, 0, 0, 150], np.float32))
+    np.testing.assert_array_equal(sent, [500, -500, 500, 0, 0, 150])  # as sent: limits clip later
     np.testing.assert_array_equal(robot.target, [110, -100, 20, 0, 0, 100])
     np.testing.assert_array_equal(robot.last_command, [500, -500, 500, 0, 0, 150])
     for _ in range(50):
@@ -280,6 +273,16 @@ def test_standalone_camera_moves_with_the_frame_count():
     assert other.read()[0].tobytes() == first.tobytes()
     cam.disconnect()
     cam.disconnect()
+
+
+def test_a_sim_camera_frame_is_captured_when_read(clock):
+    cam = SimCamera(make_camera({"type": "sim", "width": 32, "height": 24}).config, clock_ns=clock)
+    cam.connect()
+    _, t_ns = cam.read()
+    with pytest.raises(RobotError, match="clock stands"):
+        cam.wait_for_frame(t_ns, timeout_s=1)  # a manual clock that has not moved
+    clock.advance(0.001)
+    assert cam.wait_for_frame(t_ns, timeout_s=1)[1] == t_ns + 1_000_000
 
 
 def test_missing_opencv_is_explained(monkeypatch):

@@ -1,7 +1,6 @@
 """SO-101 follower on the emulated bus (real pty, real pyserial), checked in the servos' memory."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from asyncinf.runtime.errors import (
     RobotError,
     SerialPortError,
 )
+from asyncinf.runtime.testing import wait_until
 
 
 @pytest.fixture
@@ -52,13 +52,6 @@ def make(emulator, tmp_path):
 
 def servo_values(emulator, register):
     return {m: emulator.servo(i).get(register) for m, i in MOTORS.items()}
-
-
-def wait_until(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_features_match_lerobot(make):
@@ -165,7 +158,8 @@ def test_max_relative_target_clamps_against_the_last_state(emulator, make):
     robot = make(max_relative_target=5.0)
     robot.connect()
     state = robot.read_state()
-    robot.send_action(state + 50)
+    sent = robot.send_action(state + 50)
+    np.testing.assert_allclose(sent, state + 5, atol=1e-4)  # what was sent: the clamped target
     wait_until(lambda: np.abs(robot.read_state() - (state + 5)).max() < 0.3)
 
 
@@ -306,3 +300,12 @@ def test_probe_reports_every_motor_without_enabling_torque(emulator, make):
     emulator.faults.missing_ids = set()
     report = robot.probe()
     assert report.ok and all(m.value is not None for m in report.motors)
+
+
+def test_probe_times_each_camera_by_its_frames(emulator, make):
+    robot = make(cameras={"front": {"type": "fake", "width": 32, "height": 24}})
+    report = robot.probe(camera_frames=5)
+    assert report.ok
+    (cam,) = report.cameras
+    assert cam.name == "front" and cam.shape == (24, 32, 3)
+    assert cam.frames == 5 and cam.fps is not None and cam.fps > 0

@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs a whole benchmark: several seconds
+
 CLI = [sys.executable, "-m", "asyncinf.runtime.cli", "bench"]
 
 

@@ -17,8 +17,9 @@ import pytest
 
 from asyncinf.runtime.exitcodes import ExitCode
 from asyncinf.runtime.status import StatusFileError, read_status
+from asyncinf.runtime.testing import LineReader
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 UP = [sys.executable, "-m", "asyncinf.runtime.cli", "up", "--local", "--robot.type=fake"]
 QUICK_RESTART = ["--restart-backoff=0.2", "--hang-timeout=1.5", "--stop-timeout=10"]
@@ -35,7 +36,11 @@ class Run:
              *QUICK_RESTART, *args],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        self.stderr = ""
+        self.err = LineReader(self.proc.stderr)
+
+    @property
+    def stderr(self):
+        return self.err.text()
 
     def status(self):
         try:
@@ -76,8 +81,8 @@ class Run:
         return self.commands_after(t_ns)[0]["t_ns"]
 
     def finish(self, timeout_s=30.0):
-        _, err = self.proc.communicate(timeout=timeout_s)
-        self.stderr += err or ""
+        self.proc.wait(timeout=timeout_s)
+        self.err.join()
         return self.proc.returncode
 
     def assert_stopped_safely(self):
@@ -119,7 +124,7 @@ def test_server_kill9_at_a_random_point_is_survived(tmp_path, run_index):
 def test_server_kill9_during_load_is_a_failed_start(tmp_path):
     run = Run(tmp_path, "--policy.type=fake", "--policy.load_s=3")
     s = run.wait_for(lambda s: s.server.pid is not None, "the server to start")
-    time.sleep(0.5)
+    run.err.wait_for("loading policy")  # and it is 3 s into nothing but its load
     os.kill(s.server.pid, signal.SIGKILL)
     assert run.finish() == ExitCode.RUNTIME_FAILURE, run.stderr
     assert "killed by SIGKILL (perhaps out of memory)" in run.stderr
@@ -178,10 +183,11 @@ def test_second_ctrl_c_forces_a_slow_stop(tmp_path):
     # A 3 s inference keeps the server from seeing its stop command for up to 3 s.
     run = Run(tmp_path, "--policy.type=fake", "--policy.latency_ms=3000", "--stop-timeout=20")
     run.wait_for(running, "running")
+    # Nothing marks the start of an inference; the client's first observation goes out on
+    # its first tick (33 ms), so 0.3 s puts the server well inside its 3 s.
     time.sleep(0.3)
     run.proc.send_signal(signal.SIGINT)
-    run.wait_for(lambda s: s.state == "stopping", "stopping")
-    time.sleep(0.2)
+    run.err.wait_for("stopping server")  # the client is down; the server is stuck inferring
     t0 = time.monotonic()
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == ExitCode.INTERRUPTED, run.stderr

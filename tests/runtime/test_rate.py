@@ -1,19 +1,7 @@
 """The pacing helper on a manual clock: absolute deadlines, overruns, the optional spin."""
 
 from asyncinf.runtime.rate import Rate
-
-
-class ManualClock:
-    def __init__(self):
-        self.now_ns = 1_000_000_000
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now_ns
-
-    def sleep(self, seconds, late_ns=0):
-        self.sleeps.append(seconds)
-        self.now_ns += round(seconds * 1e9) + late_ns
+from asyncinf.runtime.testing import ManualClock
 
 
 def test_deadlines_are_absolute_so_lateness_never_accumulates():

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from asyncinf.runtime import sdnotify
+from asyncinf.runtime.testing import ManualClock
 
 
 @pytest.fixture
@@ -132,24 +133,16 @@ def test_watchdog_interval(monkeypatch, usec, pid, expected):
     assert sdnotify.watchdog_interval_s() == expected
 
 
-class ManualClock:
-    def __init__(self):
-        self.now_s = 100.0
-
-    def __call__(self):
-        return self.now_s
-
-
 def test_watchdog_pings_at_a_quarter_of_the_interval(path_socket, monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # 2 s: a ping every 0.5 s at most
     clock = ManualClock()
-    dog = sdnotify.Watchdog(clock)
+    dog = sdnotify.Watchdog(clock.monotonic)
     assert dog.ping()
     assert received(path_socket) == "WATCHDOG=1"
-    clock.now_s += 0.4
+    clock.advance(0.4)
     assert not dog.ping()
     assert nothing_waiting(path_socket)
-    clock.now_s += 0.1
+    clock.advance(0.1)
     assert dog.ping()
     path_socket.settimeout(2)
     assert received(path_socket) == "WATCHDOG=1"
@@ -157,5 +150,5 @@ def test_watchdog_pings_at_a_quarter_of_the_interval(path_socket, monkeypatch):
 
 def test_watchdog_off_sends_nothing(path_socket, monkeypatch):
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    assert not sdnotify.Watchdog(ManualClock()).ping()
+    assert not sdnotify.Watchdog(ManualClock().monotonic).ping()
     assert nothing_waiting(path_socket)

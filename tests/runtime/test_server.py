@@ -10,21 +10,16 @@ from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
     ErrorMessage,
-    Handshake,
     Observation,
     PolicySpec,
 )
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
+from asyncinf.runtime.testing import hello
 from asyncinf.transports.inproc import InProcChannel
 
 
-def hello(**options):
-    return Handshake(
-        joint_names=["a.pos", "b.pos"],
-        cameras={},
-        policy=PolicySpec(type="fake", actions_per_chunk=4, options=options),
-        fps=30,
-    )
+def fake(**options) -> PolicySpec:
+    return PolicySpec(type="fake", actions_per_chunk=4, options=options)
 
 
 @pytest.fixture
@@ -61,7 +56,7 @@ def test_chunks_answer_the_observation_with_timings(serving):
 
 def test_policy_exceptions_reach_the_client_and_the_server_goes_on(serving):
     client, _ = serving
-    client.handshake(hello(fail_every=2), 5)
+    client.handshake(hello(policy=fake(fail_every=2)), 5)
     replies = []
     for t in range(4):
         client.send_observation(obs(t))
@@ -75,7 +70,7 @@ def test_policy_exceptions_reach_the_client_and_the_server_goes_on(serving):
 def test_load_failure_is_refused_at_handshake_with_the_reason(serving):
     client, _ = serving
     with pytest.raises(HandshakeError, match="failing at load"):
-        client.handshake(hello(fail_on_load=True), 5)
+        client.handshake(hello(policy=fake(fail_on_load=True)), 5)
 
 
 def test_unknown_schema_version_is_refused_naming_both(serving):
@@ -119,7 +114,7 @@ def test_similarity_filter_is_unit_aware_and_must_go_always_runs():
 
 def test_a_nan_from_the_policy_is_not_hidden(serving):
     client, _ = serving
-    client.handshake(hello(nan_every=1), 5)
+    client.handshake(hello(policy=fake(nan_every=1)), 5)
     client.send_observation(obs(0))
     chunk = client.receive(5)
     assert isinstance(chunk, ActionChunk) and np.isnan(chunk.actions[0, 0])

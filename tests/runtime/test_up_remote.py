@@ -9,6 +9,11 @@ import time
 
 import pytest
 
+from asyncinf.runtime.testing import LineReader, wait_until
+
+# Each test starts `asyncinf serve` and `asyncinf up --remote` as real processes: 5-10 s each.
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 
 
@@ -90,22 +95,39 @@ def test_remote_run_never_idles_after_the_first_chunk(serve, tmp_path):
 def test_server_restart_is_survived_by_a_holding_client(serve, tmp_path):
     server = serve()
     port = server.port
-    summary = tmp_path / "summary.json"
+    summary, commands = tmp_path / "summary.json", tmp_path / "commands.jsonl"
     proc = subprocess.Popen(
         [*CLI, "up", f"--remote=127.0.0.1:{port}", "--robot.type=fake", "--policy.type=fake",
-         "--duration=8", f"--summary-json={summary}"],
+         f"--robot.command_log={commands}", "--duration=120", f"--summary-json={summary}"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(2.5)
-    server.stop(signal.SIGKILL)
-    time.sleep(1.0)
-    serve(port=port)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    err = LineReader(proc.stderr)
+    try:
+        wait_until(lambda: commanded(commands) >= 100, 60, "the robot to be driven")
+        server.stop(signal.SIGKILL)
+        err.wait_for("server link lost")  # the client noticed
+        before = commanded(commands)
+        serve(port=port)
+        # More than a chunk's worth (50) after the loss: new chunks are being executed.
+        wait_until(lambda: commanded(commands) >= before + 120, 60, "the robot to resume")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.text()
     s = json.loads(summary.read_text())
     assert s["server_lost"] >= 1
     assert s["transport"]["reconnects"] >= 1
     assert s["chunks_received"] > 5 and s["actions_executed"] > 60
+
+
+def commanded(log_path) -> int:
+    """Commands the fake robot has logged so far."""
+    if not log_path.exists():
+        return 0
+    return log_path.read_text().count('"event": "command"')
 
 
 def test_wrong_token_is_refused_as_a_configuration_error(serve, tmp_path):

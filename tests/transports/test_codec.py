@@ -19,12 +19,12 @@ from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
     Goodbye,
-    Handshake,
     HandshakeReply,
     Heartbeat,
     Observation,
     PolicySpec,
 )
+from asyncinf.runtime.testing import hello
 from asyncinf.transports import codec
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -58,18 +58,13 @@ def chunk() -> ActionChunk:
     )
 
 
-def hello() -> Handshake:
-    return Handshake(
-        joint_names=["shoulder_pan.pos", "gripper.pos"],
-        cameras={"front": (480, 640, 3)},
-        policy=PolicySpec("act", "/ckpt", "cuda:0", 50, {"temporal_ensemble": 0.01}),
-        fps=30.0,
-        task="stack",
-    )
-
-
 SCALAR_MESSAGES = [
-    hello(),
+    hello(
+        {"front": (480, 640, 3)},
+        joint_names=["shoulder_pan.pos", "gripper.pos"],
+        policy=PolicySpec("act", "/ckpt", "cuda:0", 50, {"temporal_ensemble": 0.01}),
+        task="stack",
+    ),
     HandshakeReply(True, {"front": (224, 224, 3)}, ["a", "b"], 50, "ok"),
     HandshakeReply(False, message="no such policy"),
     ErrorMessage("inference", "CUDA out of memory", timestep=12, fatal=True),
@@ -116,13 +111,13 @@ def test_decoded_arrays_are_zero_copy_views_of_the_buffer() -> None:
     assert got.images["front"][0, 0, 0] == 200
 
 
-def test_encode_into_writes_in_place_and_refuses_a_small_buffer() -> None:
+def test_a_plan_writes_in_place_and_refuses_a_small_buffer() -> None:
     msg = observation()
     buf = bytearray(1 << 16)
-    n = codec.encode_into(msg, memoryview(buf))
+    n = codec.Plan(msg).write(memoryview(buf))
     assert bytes(buf[:n]) == codec.encode(msg)
     with pytest.raises(PayloadTooLarge, match=f"frame of {n} B"):
-        codec.encode_into(msg, bytearray(n - 1))
+        codec.Plan(msg).write(bytearray(n - 1))
 
 
 def test_big_endian_input_is_sent_little_endian() -> None:

@@ -1,11 +1,13 @@
 """The transport contract (transports/base.py), one module for every implementation.
 
-Each case runs over `shm` and `grpc`. A transport plugs in with a factory returning a
-`Pair`: both ends of one fresh session (unique names, free ports), plus what the shared
-cases cannot do generically:
+Each case runs over `inproc`, `shm` and `grpc`. A transport plugs in with a factory
+returning a `Pair`: both ends of one fresh session (unique names, free ports), plus what the
+shared cases cannot do generically:
 - `settle(n)`: wait until the server side has seen the last of the `n` observations sent
   so far (a no-op where sending is synchronous, as in shared memory);
 - `drop_client()` / `drop_server()`: make that end vanish without a goodbye, as a crash would;
+  None where an end cannot vanish (in-process, both ends are objects of one process), and
+  the peer-loss cases run over the others only;
 - `close()`: release everything, whatever state the ends are in.
 Peer loss must then be reported as `PeerGone` within `LOSS_DEADLINE_S`.
 """
@@ -24,12 +26,12 @@ from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
-    Handshake,
     HandshakeReply,
     Observation,
-    PolicySpec,
 )
+from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.base import ClientTransport, ServerTransport
+from asyncinf.transports.inproc import InProcChannel
 
 LOSS_DEADLINE_S = 10.0
 CAMERA = (24, 32, 3)
@@ -40,17 +42,9 @@ class Pair:
     client: ClientTransport
     server: ServerTransport
     settle: Callable[[int], None]
-    drop_client: Callable[[], None]
-    drop_server: Callable[[], None]
+    drop_client: Callable[[], None] | None
+    drop_server: Callable[[], None] | None
     close: Callable[[], None]
-
-
-def _wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def grpc_pair() -> Pair:
@@ -65,16 +59,18 @@ def grpc_pair() -> Pair:
     )
 
     def settle(n: int) -> None:
-        _wait_until(
+        wait_until(
             lambda: (
                 client.observations_sent
                 + client.observations_replaced
                 + client.observations_dropped
                 >= n
             ),
-            "the client's sender",
+            what="the client's sender",
         )
-        _wait_until(lambda: server.observations_received >= client.observations_sent, "the server")
+        wait_until(
+            lambda: server.observations_received >= client.observations_sent, what="the server"
+        )
 
     def drop_client() -> None:
         client._link.cancel()  # the stream dies without a goodbye
@@ -112,7 +108,18 @@ def shm_pair() -> Pair:
     return Pair(client, server, lambda _n: None, vanish(client), vanish(server), close)
 
 
-PAIRS = {"shm": shm_pair, "grpc": grpc_pair}
+def inproc_pair() -> Pair:
+    client, server = InProcChannel().ends()
+
+    def close() -> None:
+        client.close()
+        server.close()
+
+    return Pair(client, server, lambda _n: None, None, None, close)
+
+
+PAIRS = {"inproc": inproc_pair, "shm": shm_pair, "grpc": grpc_pair}
+LOSSY = sorted(name for name in PAIRS if name != "inproc")  # an end can vanish
 
 
 @pytest.fixture(params=sorted(PAIRS))
@@ -122,13 +129,11 @@ def pair(request):
     p.close()
 
 
-def hello() -> Handshake:
-    return Handshake(
-        joint_names=["a.pos", "b.pos"],
-        cameras={"front": CAMERA},
-        policy=PolicySpec(actions_per_chunk=4),
-        fps=30.0,
-    )
+@pytest.fixture(params=LOSSY)
+def lossy_pair(request):
+    p = PAIRS[request.param]()
+    yield p
+    p.close()
 
 
 def obs(t: int) -> Observation:
@@ -143,6 +148,16 @@ def chunk(t: int) -> ActionChunk:
 @pytest.fixture
 def session(pair):
     """`pair` after an accepted handshake."""
+    return _handshake(pair)
+
+
+@pytest.fixture
+def lossy_session(lossy_pair):
+    """`lossy_pair` after an accepted handshake."""
+    return _handshake(lossy_pair)
+
+
+def _handshake(pair: Pair) -> Pair:
     server = pair.server
 
     def answer() -> None:
@@ -152,7 +167,7 @@ def session(pair):
 
     t = threading.Thread(target=answer)
     t.start()
-    reply = pair.client.handshake(hello(), 10)
+    reply = pair.client.handshake(hello({"front": CAMERA}), 10)
     t.join(10)
     assert reply.accepted and reply.image_shapes == {"front": CAMERA}
     assert reply.action_names == ["a.pos", "b.pos"] and reply.actions_per_chunk == 4
@@ -247,16 +262,16 @@ def test_server_goodbye_is_peer_closed_on_the_client(session) -> None:
         _poll_client(session.client)
 
 
-def test_lost_client_is_detected(session) -> None:
-    session.drop_client()
+def test_lost_client_is_detected(lossy_session) -> None:
+    lossy_session.drop_client()
     with pytest.raises(PeerGone):
-        _poll_server(session.server)
+        _poll_server(lossy_session.server)
 
 
-def test_lost_server_is_detected(session) -> None:
-    session.drop_server()
+def test_lost_server_is_detected(lossy_session) -> None:
+    lossy_session.drop_server()
     with pytest.raises(TransportError) as info:
-        _poll_client(session.client)
+        _poll_client(lossy_session.client)
     assert isinstance(info.value, PeerGone | PeerClosed)
 
 

@@ -21,9 +21,16 @@ from asyncinf.runtime.messages import (
     PolicySpec,
 )
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
-from asyncinf.transports.grpc import convert
+from asyncinf.transports.grpc import convert, wire
 
 LIMITS = convert.Limits(max_tensor_elements=1 << 26, max_tensor_bytes=64 << 20)
+
+
+def observation_from_up(raw: bytes, limits: convert.Limits) -> Observation | None:
+    """The server's fast path: the observation in a serialized `Up`, frames not copied;
+    None when `raw` holds something else."""
+    span = wire.observation_span(raw)
+    return None if span is None else convert.observation_at(raw, span, limits)
 
 
 def _obs(images=None, **kw):
@@ -117,7 +124,7 @@ def test_raw_observation_fast_path_is_standard_protobuf() -> None:
     up = pb.Up()
     up.observation.CopyFrom(pb.Up.FromString(raw).observation)
     upb_raw = up.SerializeToString()
-    fast = convert.observation_from_up(upb_raw, LIMITS)
+    fast = observation_from_up(upb_raw, LIMITS)
     _same_obs(obs, fast)
     assert not fast.images["front"].flags.writeable  # a view on the received bytes
     assert fast.images["front"].base is not None
@@ -129,7 +136,7 @@ def test_jpeg_observation_round_trip() -> None:
     frame = synthetic_frame(96, 128)
     raw = convert.observation_to_up(_obs({"front": frame}), image_codec="jpeg", jpeg_quality=90)
     assert len(raw) < frame.nbytes / 3
-    got = convert.observation_from_up(raw, LIMITS)
+    got = observation_from_up(raw, LIMITS)
     assert got.images["front"].shape == frame.shape
     # Lossy, but close: JPEG q90 of a smooth frame.
     err = np.abs(got.images["front"].astype(int) - frame.astype(int)).mean()
@@ -138,7 +145,7 @@ def test_jpeg_observation_round_trip() -> None:
 
 def test_non_observation_up_is_left_to_the_generic_parser() -> None:
     raw = convert.heartbeat_up(1, 2)
-    assert convert.observation_from_up(raw, LIMITS) is None
+    assert observation_from_up(raw, LIMITS) is None
     assert convert.parse_up(raw).WhichOneof("msg") == "heartbeat"
 
 
@@ -196,7 +203,7 @@ def test_object_arrays_cannot_be_sent() -> None:
 
 def test_big_endian_is_sent_little_endian() -> None:
     obs = _obs(state=np.arange(3, dtype=">f4"))
-    got = convert.observation_from_up(convert.observation_to_up(_obs(state=obs.state)), LIMITS)
+    got = observation_from_up(convert.observation_to_up(_obs(state=obs.state)), LIMITS)
     np.testing.assert_array_equal(got.state, np.arange(3, dtype=np.float32))
 
 
@@ -214,7 +221,7 @@ def test_big_endian_is_sent_little_endian() -> None:
 def test_malformed_observation_bytes_raise_codec_error(mutate) -> None:
     raw = convert.observation_to_up(_obs({"front": np.zeros((8, 8, 3), np.uint8)}))
     with pytest.raises(CodecError):
-        convert.observation_from_up(mutate(raw), LIMITS)
+        observation_from_up(mutate(raw), LIMITS)
 
 
 _names = st.text(min_size=0, max_size=8)
@@ -241,7 +248,7 @@ def observations(draw):
 @given(observations())
 def test_fast_path_agrees_with_upb(obs) -> None:
     raw = convert.observation_to_up(obs)
-    _same_obs(obs, convert.observation_from_up(raw, LIMITS))
+    _same_obs(obs, observation_from_up(raw, LIMITS))
     _same_obs(obs, convert.observation_from_proto(pb.Up.FromString(raw).observation, LIMITS))
     assert pb.Up.FromString(raw).SerializeToString(deterministic=True) == pb.Up.FromString(
         pb.Up.FromString(raw).SerializeToString()
@@ -252,7 +259,7 @@ def test_fast_path_agrees_with_upb(obs) -> None:
 @given(st.binary(max_size=200))
 def test_garbage_gets_codec_error_or_parses(data) -> None:
     with contextlib.suppress(CodecError):
-        convert.observation_from_up(data, LIMITS)
+        observation_from_up(data, LIMITS)
     with contextlib.suppress(CodecError):
         convert.parse_up(data)
 
@@ -267,4 +274,4 @@ def test_corrupted_observations_get_codec_error_or_parse(edits) -> None:
     for pos, value in edits:
         raw[pos] = value
     with contextlib.suppress(CodecError):
-        convert.observation_from_up(bytes(raw), LIMITS)
+        observation_from_up(bytes(raw), LIMITS)

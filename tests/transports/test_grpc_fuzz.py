@@ -21,10 +21,11 @@ from asyncinf.runtime.errors import SessionBusy
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert
-from asyncinf.transports.grpc.bench import EchoServer
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import SESSION_METHOD, GrpcServerTransport
+from asyncinf.transports.grpc.server import GrpcServerTransport
+from asyncinf.transports.grpc.service import SESSION_METHOD
+from asyncinf.transports.testing import EchoServer
 
 HELLO = Handshake(["a.pos", "b.pos"], {"front": (8, 8, 3)}, PolicySpec(actions_per_chunk=4), 30)
 

@@ -20,11 +20,10 @@ from asyncinf.runtime.errors import PeerClosed, PeerGone, SessionBusy, Transport
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
-    Handshake,
     HandshakeReply,
     Observation,
-    PolicySpec,
 )
+from asyncinf.runtime.testing import hello
 from asyncinf.transports.shm import (
     ShmClientTransport,
     ShmConfig,
@@ -58,10 +57,6 @@ def config(**kw) -> ShmConfig:
 def session(run_id):
     with ShmSession.create(run_id, 0, config()) as s:
         yield s
-
-
-def hello() -> Handshake:
-    return Handshake(["a", "b"], {"front": CAM}, PolicySpec(actions_per_chunk=4), 30.0)
 
 
 def frame(t: int) -> Observation:
@@ -120,7 +115,7 @@ def _chunk_producer(name: str, n: int, error_every: int) -> None:
 def _obs_producer(name: str, n: int, newest) -> None:
     """Client: n observations back to back; `newest` holds the last one published."""
     with ShmClientTransport.attach(name) as client:
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         for t in range(1, n + 1):
             client.send_observation(frame(t))
             newest.value = t
@@ -138,7 +133,7 @@ def _sleepy_server(name: str, ready) -> None:
 def _sleepy_client(name: str, ready) -> None:
     """Client: handshakes, sends one observation, then waits to be killed."""
     with ShmClientTransport.attach(name) as client:
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         client.send_observation(frame(1))
         ready.put(os.getpid())
         time.sleep(120)
@@ -157,7 +152,7 @@ def _client_until_goodbye(name: str, ready, result) -> None:
     """Client: reports the timesteps it received, then how the session ended."""
     got = []
     with ShmClientTransport.attach(name) as client:
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         ready.put(os.getpid())
         try:
             while True:
@@ -177,7 +172,7 @@ def test_every_chunk_and_error_arrives_in_order_under_back_pressure(session) -> 
     n, error_every = 1200, 97
     child = start(_chunk_producer, session.name, n, error_every)
     with ShmClientTransport.attach(session.name) as client:
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         got = []
         while len(got) < n:
             msg = client.receive(30.0)
@@ -266,7 +261,7 @@ def test_server_killed_is_seen_by_the_client_within_the_bound(session, reap) -> 
     ready = ctx.Queue()
     with ShmClientTransport.attach(session.name) as client:
         child = start(_sleepy_server, session.name, ready)
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         _wait_for(ready, child)
         os.kill(child.pid, signal.SIGKILL)
         if reap:  # pid gone: seen at the next slice
@@ -303,7 +298,7 @@ def test_peer_killed_holding_a_lock_is_reported_not_waited_for(session) -> None:
     ready = ctx.Queue()
     with ShmClientTransport.attach(session.name) as client:
         child = start(_lock_holder, session.name, ready)
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         _wait_for(ready, child)
         os.kill(child.pid, signal.SIGKILL)
         child.join()
@@ -334,7 +329,7 @@ def test_owner_unlink_after_kill_leaves_nothing(run_id) -> None:
     try:
         server_child = start(_sleepy_server, session.name, ready)
         client = ShmClientTransport.attach(session.name)
-        client.handshake(hello(), START_S)
+        client.handshake(hello({"front": CAM}), START_S)
         _wait_for(ready, server_child)
         os.kill(server_child.pid, signal.SIGKILL)
         server_child.join()

@@ -23,11 +23,10 @@ from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
     ErrorMessage,
-    Handshake,
     HandshakeReply,
     Observation,
-    PolicySpec,
 )
+from asyncinf.runtime.testing import hello
 from asyncinf.transports.shm import (
     ShmClientTransport,
     ShmConfig,
@@ -67,10 +66,6 @@ def ends(session):
     server.close()
 
 
-def hello() -> Handshake:
-    return Handshake(["a.pos", "b.pos"], {"front": CAM}, PolicySpec(actions_per_chunk=4), 30.0)
-
-
 def obs(t: int) -> Observation:
     return Observation(
         t,
@@ -95,7 +90,7 @@ def shake(client, server, reply: HandshakeReply | None = None) -> HandshakeReply
     t = threading.Thread(target=serve)
     t.start()
     try:
-        return client.handshake(hello(), 10)
+        return client.handshake(hello({"front": CAM}), 10)
     finally:
         t.join(10)
 
@@ -131,7 +126,7 @@ def test_handshake_without_a_server_times_out(session) -> None:
     with ShmClientTransport.attach(session.name) as client:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError, match="no handshake reply"):
-            client.handshake(hello(), 0.3)
+            client.handshake(hello({"front": CAM}), 0.3)
         assert 0.29 <= time.monotonic() - t0 < 0.3 + SLACK_S
 
 

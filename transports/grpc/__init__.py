@@ -3,6 +3,7 @@
 - `asyncinf.proto` — the typed, versioned wire schema; `asyncinf_pb2*.py` are generated from
   it by `python -m asyncinf.transports.grpc.gen` and committed (a test fails when stale).
 - `convert` — runtime messages ⇄ protobuf, every received claim checked before allocating.
+- `service` — the method paths and metadata keys both ends must spell alike.
 - `images` — fitting frames to the negotiated shape, JPEG.
 - `client` / `server` — `GrpcClientTransport` / `GrpcServerTransport` and their configs.
 - `bench` — the round-trip benchmark and the bare-gRPC floor it is compared with.

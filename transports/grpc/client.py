@@ -17,9 +17,8 @@ reconnects and re-handshakes with the same Handshake and client id (so the serve
 replace its own stale session), and carries on. Meanwhile `receive` returns None,
 `send_observation` drops what it is given (counted in `observations_dropped`: nothing stale
 is sent after the reconnect), and chunks already received are still delivered. The loop sees
-`connected` turn False and back True, `disconnects` and `reconnects` count up, and
-`link_generation` changes on each new stream, so it can clear its action queue and hold the
-robot while the server is away. Only what cannot heal raises, from `receive` and
+`connected` turn False and back True (so it can hold the robot while the server is away),
+and `disconnects` and `reconnects` count up. Only what cannot heal raises, from `receive` and
 `send_observation`: a refused re-handshake (`HandshakeError`), a refused token
 (`Unauthenticated`), giving up after `reconnect_give_up_s` (`PeerGone`). With
 `reconnect=False` a lost stream raises `PeerGone` (or `PeerClosed` on a server goodbye).
@@ -64,7 +63,7 @@ from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.config import GrpcClientConfig, is_loopback
-from asyncinf.transports.grpc.server import CLIENT_ID_KEY, INFO_METHOD, SESSION_METHOD
+from asyncinf.transports.grpc.service import CLIENT_ID_KEY, INFO_METHOD, SESSION_METHOD
 
 log = logging.getLogger(__name__)
 
@@ -316,12 +315,6 @@ class GrpcClientTransport(ClientTransport):
     def connected(self) -> bool:
         link = self._link
         return link is not None and link.ready and not link.ended.is_set()
-
-    @property
-    def link_generation(self) -> int:
-        """Changes on every new stream: a new value means the server may have lost state."""
-        link = self._link
-        return 0 if link is None else link.number
 
     def stats(self) -> dict[str, Any]:
         """Counters for the run summary, bytes per observation included."""

@@ -206,13 +206,6 @@ def observation_to_up(obs: Observation, image_codec: str = "raw", jpeg_quality: 
     return wire.encode_observation(o, raw_images)
 
 
-def observation_from_up(raw: bytes, limits: Limits) -> Observation | None:
-    """The observation in a serialized `Up`, decoded without copying its frames; None when
-    `raw` holds something else (parse it with `parse_up`). Raises CodecError."""
-    span = wire.observation_span(raw)
-    return None if span is None else observation_at(raw, span, limits)
-
-
 def observation_at(raw: bytes, span: tuple[int, int], limits: Limits) -> Observation:
     """The observation at `span` of a serialized `Up` (see `wire.observation_span`)."""
     f = wire.decode_observation(raw, span)

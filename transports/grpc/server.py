@@ -59,13 +59,10 @@ from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, wire
 from asyncinf.transports.grpc.config import GrpcServerConfig, is_loopback
+from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SERVICE, SESSION_METHOD
 
 log = logging.getLogger(__name__)
 
-SERVICE = pb.DESCRIPTOR.services_by_name["AsyncInference"].full_name
-SESSION_METHOD = f"/{SERVICE}/Session"
-INFO_METHOD = f"/{SERVICE}/Info"
-CLIENT_ID_KEY = "x-asyncinf-client-id"
 # Outgoing errors beyond the chunk bound: a client that sends garbage and never reads the
 # answers is cut off here instead of growing our memory.
 MAX_PENDING_CONTROL = 64

@@ -6,18 +6,29 @@
   the existing objects, check the header, and only ever `close()`.
 
 Layout: `layout.py`. Names and stale-run cleanup: `names.py`. Design: DESIGN.md §4.
+
+Submodules import lazily, as in `transports.grpc`: `asyncinf clean` and the tests' leak check
+need `names` only, not both ends and their posix_ipc set-up.
 """
 
 from __future__ import annotations
 
-from asyncinf.transports.base import WhenFull
-from asyncinf.transports.shm.client import ShmClientTransport
-from asyncinf.transports.shm.config import ShmConfig
-from asyncinf.transports.shm.names import clean_stale, make_run_id
-from asyncinf.transports.shm.peer import PeerStatus
-from asyncinf.transports.shm.server import ShmServerTransport
-from asyncinf.transports.shm.session import ShmSession
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from asyncinf.transports.shm.client import ShmClientTransport
+    from asyncinf.transports.shm.server import ShmServerTransport
+
+_LAZY = {
+    "PeerStatus": "asyncinf.transports.shm.peer",
+    "ShmClientTransport": "asyncinf.transports.shm.client",
+    "ShmConfig": "asyncinf.transports.shm.config",
+    "ShmServerTransport": "asyncinf.transports.shm.server",
+    "ShmSession": "asyncinf.transports.shm.session",
+    "WhenFull": "asyncinf.transports.base",
+    "clean_stale": "asyncinf.transports.shm.names",
+    "make_run_id": "asyncinf.transports.shm.names",
+}
 __all__ = [
     "PeerStatus",
     "ShmClientTransport",
@@ -32,11 +43,23 @@ __all__ = [
 ]
 
 
-def open_client(spec: dict) -> ShmClientTransport:
+def open_client(spec: dict[str, Any]) -> ShmClientTransport:
     """The client end of the session named in `spec["name"]` (transports.factory's hook)."""
+    from asyncinf.transports.shm.client import ShmClientTransport  # noqa: PLC0415
+
     return ShmClientTransport.attach(spec["name"])
 
 
-def open_server(spec: dict) -> ShmServerTransport:
+def open_server(spec: dict[str, Any]) -> ShmServerTransport:
     """The server end of the session named in `spec["name"]` (transports.factory's hook)."""
+    from asyncinf.transports.shm.server import ShmServerTransport  # noqa: PLC0415
+
     return ShmServerTransport.attach(spec["name"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,19 +26,7 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.layout import (
-    W_CHUNK_HEAD,
-    W_CHUNK_TAIL,
-    W_DNCTL_DROPPED,
-    W_DNCTL_HEAD,
-    W_DNCTL_TAIL,
-    W_UPCTL_DROPPED,
-    W_UPCTL_HEAD,
-    W_UPCTL_TAIL,
-)
-from asyncinf.transports.shm.ring import Ring, release_all
 from asyncinf.transports.shm.segment import Segment
-from asyncinf.transports.shm.slots import ObsSlots
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +43,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
 
     def __init__(self, segment: Segment) -> None:
         super().__init__(segment)
-        w, raw, lay = self._w, self._raw, self.layout
-        self._obs = ObsSlots(w, raw, lay.obs)
-        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
-        self._upctl = Ring(
-            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
-        )
-        self._dnctl = Ring(
-            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
-        )
-        self._obs_slot_bytes = lay.obs.slot_bytes
+        self._obs_slot_bytes = self.layout.obs.slot_bytes
         self._want_reply = False
         self.observations_sent = 0
         self.observation_bytes = 0
@@ -225,8 +204,3 @@ class ShmClientTransport(ShmEnd, ClientTransport):
     def _say_goodbye(self) -> None:
         bye = Goodbye("client closed")
         self._push_control(self._upctl, self._up_lock, self._up_bell, bye, None)
-
-    def _release_views(self) -> None:
-        release_all(self._obs.views)
-        for ring in (self._chunks, self._upctl, self._dnctl):
-            ring.release_views()

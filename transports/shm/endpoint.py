@@ -40,10 +40,22 @@ from asyncinf.runtime.messages import Message
 from asyncinf.transports import codec
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.config import MiB, ShmConfig, option
-from asyncinf.transports.shm.layout import Layout
+from asyncinf.transports.shm.layout import (
+    W_CHUNK_HEAD,
+    W_CHUNK_TAIL,
+    W_DNCTL_DROPPED,
+    W_DNCTL_HEAD,
+    W_DNCTL_TAIL,
+    W_UPCTL_DROPPED,
+    W_UPCTL_HEAD,
+    W_UPCTL_TAIL,
+    Layout,
+    release_views,
+)
 from asyncinf.transports.shm.peer import WORDS, Heartbeat
 from asyncinf.transports.shm.ring import Ring
 from asyncinf.transports.shm.segment import Segment
+from asyncinf.transports.shm.slots import ObsSlots
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +79,17 @@ class ShmEnd:
         self.name = segment.name
         self.layout: Layout = segment.layout
         cfg = self.layout.config
-        self._w: memoryview = segment.words
-        self._raw: memoryview = segment.raw
+        w = self._w = segment.words
+        raw, lay = segment.raw, self.layout
+        # Both ends see all four areas alike; what each side may do with them is its own.
+        self._obs = ObsSlots(w, raw, lay.obs)
+        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
+        self._upctl = Ring(
+            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
+        )
+        self._dnctl = Ring(
+            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
+        )
         s = segment.sems
         self._up_lock = s[names.UP_LOCK]
         self._up_bell = s[names.UP_BELL]
@@ -324,6 +345,8 @@ class ShmEnd:
 
     def _release_views(self) -> None:
         """Drop the slot views this end holds, so the mapping can close."""
+        for area in (self._obs, self._chunks, self._upctl, self._dnctl):
+            release_views(area.views)
 
     def __enter__(self: E) -> E:
         return self

@@ -60,6 +60,7 @@ visible to the reader who takes the same lock (x86-64 and aarch64 alike).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from asyncinf.runtime.errors import LayoutError
@@ -134,6 +135,20 @@ class Area:
     def entry(self, i: int) -> int:
         """Word index of slot i's table entry."""
         return self.table_word + i * self.entry_words
+
+    def views(self, raw: memoryview) -> list[memoryview]:
+        """One view per slot on the segment's bytes `raw`; `release_views` before unmapping."""
+        return [
+            raw[self.slot_offset(i) : self.slot_offset(i) + self.slot_bytes]
+            for i in range(self.slots)
+        ]
+
+
+def release_views(views: list[memoryview]) -> None:
+    """Release slot views; one still exported (a decoded array is alive) is left to the GC."""
+    for view in views:
+        with contextlib.suppress(BufferError):
+            view.release()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import posix_ipc
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,16 @@ DOWN_BELL = "downbell"  # wakes the client
 CHUNK_SPACE = "space"  # counts free chunk slots
 SEMAPHORES = (UP_LOCK, UP_BELL, DOWN_LOCK, DOWN_BELL, CHUNK_SPACE)
 
-_RUN_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
-_NAME_RE = re.compile(
-    rf"^{PREFIX}\.(?P<run>[A-Za-z0-9-]{{1,64}})\.g(?P<gen>\d{{1,9}})\.(?P<role>[a-z]{{1,16}})$"
-)
+_RUN = r"[A-Za-z0-9-]{1,64}"
+_RUN_RE = re.compile(_RUN)
+_SESSION = rf"{PREFIX}\.(?P<run>{_RUN})\.g(?P<gen>\d{{1,9}})"
+_SESSION_RE = re.compile(rf"^{_SESSION}$")
+_NAME_RE = re.compile(rf"^{_SESSION}\.(?P<role>[a-z]{{1,16}})$")
+
+
+def _session(run_id: str, generation: int) -> str:
+    """The session-name pattern, written once (`_SESSION` parses it back)."""
+    return f"{PREFIX}.{run_id}.g{generation}"
 
 
 def make_run_id(pid: int | None = None) -> str:
@@ -58,7 +64,17 @@ def session_name(run_id: str, generation: int) -> str:
         )
     if not isinstance(generation, int) or not 0 <= generation < 10**9:
         raise ConfigError(f"generation {generation!r} must be an integer in [0, 1e9)")
-    return f"{PREFIX}.{run_id}.g{generation}"
+    return _session(run_id, generation)
+
+
+def session_generation(name: str) -> int:
+    """The generation in a session name `asyncinf.<run>.g<gen>`."""
+    m = _SESSION_RE.match(name)
+    if m is None:
+        raise TransportError(
+            f"{name!r} is not a shared-memory session name (asyncinf.<run>.g<generation>)"
+        )
+    return int(m["gen"])
 
 
 def object_name(session: str, role: str) -> str:
@@ -68,12 +84,16 @@ def object_name(session: str, role: str) -> str:
 
 def unlink_role(session: str, role: str) -> None:
     """Remove one object of `session`; already gone is fine."""
-    name = object_name(session, role)
+    _unlink(object_name(session, role), semaphore=role != SEGMENT)
+
+
+def _unlink(name: str, *, semaphore: bool) -> None:
+    """Remove the object posix_ipc knows as `name` (leading slash); already gone is fine."""
     try:
-        if role == SEGMENT:
-            posix_ipc.unlink_shared_memory(name)
-        else:
+        if semaphore:
             posix_ipc.unlink_semaphore(name)
+        else:
+            posix_ipc.unlink_shared_memory(name)
     except posix_ipc.ExistentialError:
         pass
 
@@ -96,7 +116,7 @@ class ObjectName:
 
     @property
     def session(self) -> str:
-        return f"{PREFIX}.{self.run}.g{self.generation}"
+        return _session(self.run, self.generation)
 
     @property
     def path(self) -> Path:
@@ -104,13 +124,7 @@ class ObjectName:
 
     def unlink(self) -> None:
         """Remove the object; already gone is fine."""
-        try:
-            if self.semaphore:
-                posix_ipc.unlink_semaphore("/" + self.name)
-            else:
-                posix_ipc.unlink_shared_memory("/" + self.name)
-        except posix_ipc.ExistentialError:
-            pass
+        _unlink("/" + self.name, semaphore=self.semaphore)
 
 
 def parse(filename: str) -> ObjectName | None:

@@ -7,20 +7,11 @@ tails are counts that only grow; slot i of the ring is count % slots.
 
 from __future__ import annotations
 
-import contextlib
-
 from asyncinf.transports.shm.layout import Area
 
 
-def release_all(views: list[memoryview]) -> None:
-    """Release slot views; one still exported (a decoded array is alive) is left to the GC."""
-    for view in views:
-        with contextlib.suppress(BufferError):
-            view.release()
-
-
 class Ring:
-    __slots__ = ("_dropped", "_head", "_raw", "_tail", "_words", "area", "slots", "views")
+    __slots__ = ("_dropped", "_head", "_tail", "_words", "area", "slots", "views")
 
     def __init__(
         self,
@@ -33,14 +24,10 @@ class Ring:
         dropped: int | None = None,
     ) -> None:
         self._words = words
-        self._raw = raw
         self._head, self._tail, self._dropped = head, tail, dropped
         self.area = area
         self.slots = area.slots
-        self.views = [
-            raw[area.slot_offset(i) : area.slot_offset(i) + area.slot_bytes]
-            for i in range(area.slots)
-        ]
+        self.views = area.views(raw)
 
     def head(self) -> int:
         return self._words[self._head]
@@ -82,9 +69,6 @@ class Ring:
         w = self._words
         w[self._tail] += 1
         w[self._dropped] += 1
-
-    def release_views(self) -> None:
-        release_all(self.views)
 
     def discard_all(self) -> int:
         """Free every frame (a new session starts); returns how many."""

@@ -12,7 +12,6 @@ import errno
 import logging
 import mmap
 import os
-import re
 
 import posix_ipc
 
@@ -23,21 +22,10 @@ from asyncinf.transports.shm.layout import W_TABLES, Layout, read_layout, write_
 
 log = logging.getLogger(__name__)
 
-_SESSION_RE = re.compile(r"^asyncinf\.[A-Za-z0-9-]{1,64}\.g(?P<gen>\d{1,9})$")
 
 # Initial values: locks free, doorbells silent, every chunk slot free.
 _LOCKS = (names.UP_LOCK, names.DOWN_LOCK)
 _BELLS = (names.UP_BELL, names.DOWN_BELL)
-
-
-def parse_session(name: str) -> int:
-    """The generation in a session name `asyncinf.<run>.g<gen>`."""
-    m = _SESSION_RE.match(name)
-    if m is None:
-        raise TransportError(
-            f"{name!r} is not a shared-memory session name (asyncinf.<run>.g<generation>)"
-        )
-    return int(m["gen"])
 
 
 def _map(fd: int, length: int, populate: bool) -> mmap.mmap:
@@ -68,7 +56,7 @@ class Segment:
     @classmethod
     def open(cls, name: str, expected: ShmConfig | None = None) -> Segment:
         """Open an existing session's objects and check its header."""
-        generation = parse_session(name)
+        generation = names.session_generation(name)
         try:
             shm = posix_ipc.SharedMemory(names.object_name(name, names.SEGMENT))
         except posix_ipc.ExistentialError:

@@ -27,20 +27,8 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.layout import (
-    W_CHUNK_HEAD,
-    W_CHUNK_TAIL,
-    W_DNCTL_DROPPED,
-    W_DNCTL_HEAD,
-    W_DNCTL_TAIL,
-    W_DOWN_SEQ,
-    W_UPCTL_DROPPED,
-    W_UPCTL_HEAD,
-    W_UPCTL_TAIL,
-)
-from asyncinf.transports.shm.ring import Ring, release_all
+from asyncinf.transports.shm.layout import W_DOWN_SEQ
 from asyncinf.transports.shm.segment import Segment
-from asyncinf.transports.shm.slots import ObsSlots
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +46,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
 
     def __init__(self, segment: Segment) -> None:
         super().__init__(segment)
-        w, raw, lay = self._w, self._raw, self.layout
-        self._obs = ObsSlots(w, raw, lay.obs)
-        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
-        self._upctl = Ring(
-            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
-        )
-        self._dnctl = Ring(
-            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
-        )
+        lay = self.layout
         self._chunk_slot_bytes = lay.chunks.slot_bytes
         self._when_full = lay.config.when_full
         self._chunk_head = 0  # this end is the ring's only producer: a private copy
@@ -274,8 +254,3 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._push_control(
             self._dnctl, self._down_lock, self._down_bell, Goodbye("server closed"), W_DOWN_SEQ
         )
-
-    def _release_views(self) -> None:
-        release_all(self._obs.views)
-        for ring in (self._chunks, self._upctl, self._dnctl):
-            ring.release_views()

@@ -32,10 +32,7 @@ class ObsSlots:
         self._words = words
         self.area = area
         self.slots = area.slots
-        self.views = [
-            raw[area.slot_offset(i) : area.slot_offset(i) + area.slot_bytes]
-            for i in range(area.slots)
-        ]
+        self.views = area.views(raw)
 
     # --- client ----------------------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""A policy server that only echoes, over any transport: for tests and benchmarks.
+
+`EchoServer` serves sessions one after another, as the real server loop does, and answers
+each observation with a fixed chunk (or what `answer` returns), so a transport or a client
+can be tested without a policy, and a benchmark measures the transport alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
+from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply, Observation
+from asyncinf.transports.base import ServerTransport
+
+CHUNK_SHAPE = (50, 14)  # actions per chunk x joints of the default answer
+
+
+class EchoServer:
+    """Serves sessions on `transport` in a thread: each observation gets a chunk back.
+
+    `image_shapes` is the reply's ask (default: as captured); `answer` may return an
+    ErrorMessage (sent with `send_error`) or a chunk.
+    """
+
+    def __init__(
+        self,
+        transport: ServerTransport,
+        *,
+        image_shapes: dict[str, tuple[int, int, int]] | None = None,
+        chunk_shape: tuple[int, int] = CHUNK_SHAPE,
+        answer: Callable[[Observation], ActionChunk | ErrorMessage | None] | None = None,
+        poll_s: float = 0.05,
+    ) -> None:
+        self.transport = transport
+        self.image_shapes = image_shapes
+        self.chunk = np.zeros(chunk_shape, np.float32)
+        self.answer = answer
+        self.poll_s = poll_s
+        self.sessions = 0
+        # The last few only: keeping every frame would grow memory (and fault in fresh pages
+        # on every round trip, which is what a benchmark must not measure).
+        self.observations: collections.deque[Observation] = collections.deque(maxlen=8)
+        self.session_errors: list[TransportError] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="echo-server", daemon=True)
+
+    def __enter__(self) -> EchoServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        t = self.transport
+        while not self._stop.is_set():
+            hello = t.accept(self.poll_s)
+            if hello is None:
+                continue
+            shapes = self.image_shapes if self.image_shapes is not None else hello.cameras
+            t.reply(
+                HandshakeReply(
+                    accepted=True,
+                    image_shapes=shapes,
+                    action_names=list(hello.joint_names),
+                    actions_per_chunk=len(self.chunk),
+                )
+            )
+            self.sessions += 1
+            try:
+                self._session()
+            except (PeerClosed, PeerGone) as exc:
+                self.session_errors.append(exc)
+
+    def _session(self) -> None:
+        t = self.transport
+        while not self._stop.is_set():
+            lease = t.next_observation(self.poll_s)
+            if lease is None:
+                continue
+            with lease:
+                obs = lease.observation
+                self.observations.append(obs)
+                out = self.answer(obs) if self.answer else None
+                if out is None:
+                    out = ActionChunk(
+                        obs.timestep,
+                        self.chunk,
+                        obs_sent_ns=obs.sent_ns,
+                        queue_wait_ns=lease.queue_wait_ns,
+                    )
+            if isinstance(out, ErrorMessage):
+                t.send_error(out)
+            else:
+                t.publish_chunk(out, 5.0)
