@@ -85,12 +85,7 @@ def inprocess_inference(options: dict[str, Any], calls: int = 30) -> dict[str, f
     robot_opts = dict(options["robot"])
     robot_type = robot_opts.pop("type")
     robot = make_robot(robot_type, robot_opts)
-    policy_opts = dict(options["policy"])
-    spec = PolicySpec(
-        **{k: str(policy_opts.pop(k)) for k in ("type", "path", "device") if k in policy_opts},
-        actions_per_chunk=options.get("actions_per_chunk") or 0,
-        options=policy_opts,
-    )
+    spec = PolicySpec.from_flags(options["policy"], options.get("actions_per_chunk"))
     hello = Handshake(
         robot.joint_names, dict(robot.camera_shapes), spec, options["fps"], robot_type=robot_type
     )

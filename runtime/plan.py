@@ -18,7 +18,6 @@ from asyncinf.runtime.server import ServerConfig
 from asyncinf.runtime.supervisor import RunPlan
 
 DEFAULTS: dict[str, Any] = {"robot": {"type": "sim"}, "policy": {"type": "scripted"}}
-_POLICY_FIELDS = ("type", "path", "device")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -57,12 +56,7 @@ def build_plan(options: dict[str, Any], remote: dict[str, Any] | None = None) ->
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"--{unknown[0]} is not an option; known: {sorted(known)}")
-    policy_opts = dict(options.get("policy") or {})
-    policy = PolicySpec(
-        **{k: str(policy_opts.pop(k)) for k in _POLICY_FIELDS if k in policy_opts},
-        actions_per_chunk=client_cfg.actions_per_chunk or 0,
-        options=policy_opts,
-    )
+    policy = PolicySpec.from_flags(options.get("policy") or {}, client_cfg.actions_per_chunk)
     policy_dict = dataclasses.asdict(policy)
     client = {
         "robot": {"type": robot_type, "options": robot_opts},

@@ -73,11 +73,7 @@ def _preload_hello(dotted: dict[str, dict[str, str]]) -> Any:
         )
     robot_type = str(robot.pop("type"))
     built = make_robot(robot_type, robot)
-    spec = PolicySpec(
-        **{k: str(policy.pop(k)) for k in ("type", "path", "device") if k in policy},
-        actions_per_chunk=int(top.pop("actions_per_chunk", 0)),
-        options=policy,
-    )
+    spec = PolicySpec.from_flags(policy, int(top.pop("actions_per_chunk", 0)))
     return Handshake(
         built.joint_names,
         dict(built.camera_shapes),
