@@ -47,8 +47,10 @@ class LeRobotPolicy(Policy):
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
+        found = checkpoint.find(spec.path)  # a mistyped path fails before the slow import
         self.torch = torch = import_torch(spec.type)
         lr = self.lerobot = compat.load()
+        compat.check_type(spec.type)
         self.device = resolve_device(torch, spec.device)
         rename_map = self.options["rename_map"]
         if not isinstance(rename_map, dict) or not all(
@@ -62,7 +64,7 @@ class LeRobotPolicy(Policy):
         log.info("loading LeRobot %s checkpoint %s on %s", spec.type, spec.path, self.device)
         loaded = checkpoint.load(
             lr,
-            path=spec.path,
+            found,
             policy_type=spec.type,
             device=str(self.device),
             rename_map=rename_map,
