@@ -105,10 +105,10 @@ class LeRobotPolicy(Policy):
         }
         missing = sorted(set(cfg.image_features) - set(by_key))
         if missing:
-            have = sorted(IMAGE_PREFIX + cam for cam in self.cameras)
-            example = {have[0]: missing[0]} if have else {}
+            have = sorted(by_key)
+            example = {IMAGE_PREFIX + by_key[have[0]]: missing[0]} if have else {}
             raise PolicyError(
-                f"{where} needs camera(s) {missing}; the robot gives {have}"
+                f"{where} needs camera(s) {missing}; the robot's cameras give {have}"
                 + (f" after --policy.rename_map={rename_map}" if rename_map else "")
                 + (
                     f": map them with --policy.rename_map='{json.dumps(example)}'"
