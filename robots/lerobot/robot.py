@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import typing
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,11 +40,6 @@ from asyncinf.runtime.errors import ActionRejected, ConfigError, RobotError
 log = logging.getLogger(__name__)
 
 RELEASE_FIELD = "disable_torque_on_disconnect"  # LeRobot's name for our disable_torque_on_exit
-
-
-@dataclass
-class LeRobotRobotConfig(RobotConfig):
-    """The adapter's own options; every other `--robot.*` option is the LeRobot robot's."""
 
 
 def _release_paths(config_class: type) -> list[tuple[str, ...]]:
@@ -69,9 +63,9 @@ def _get(values: dict[str, Any], path: tuple[str, ...]) -> Any:
 class LeRobotRobot(Robot):
     """A LeRobot robot behind our interface. Built by `from_options`, never touching hardware."""
 
-    config_class = LeRobotRobotConfig
-
-    def __init__(self, config: LeRobotRobotConfig, robot: Any, robot_type: str) -> None:
+    def __init__(self, config: RobotConfig, robot: Any, robot_type: str) -> None:
+        """`config` holds the adapter's own options (the hold rule, a loop-side clamp);
+        every other `--robot.*` option is in the LeRobot robot's config."""
         super().__init__(config)
         self.lerobot = robot
         self.robot_type = robot_type
@@ -112,7 +106,7 @@ class LeRobotRobot(Robot):
         if "max_relative_target" not in field_names(config_class):
             own_keys.append("max_relative_target")  # no clamp of its own: the loop's
         ours = build(
-            LeRobotRobotConfig,
+            RobotConfig,
             {k: options.pop(k) for k in own_keys if k in options},
             prefix="robot.",
         )

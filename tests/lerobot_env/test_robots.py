@@ -95,6 +95,24 @@ def test_plugin_robot_option_errors_are_one_line():
     assert released.config.disable_torque_on_exit  # LeRobot's own flag, as given
 
 
+def test_nested_options_and_the_hold_rule_reach_a_bimanual_robots_arms():
+    robot = make_robot(
+        "bi_so_follower",
+        {"id": "pair", "left_arm_config.port": "/dev/ttyLEFT",
+         "left_arm_config.max_relative_target": "{shoulder_pan: 5, shoulder_lift: 5,"
+         " elbow_flex: 5, wrist_flex: 5, wrist_roll: 5, gripper: 5}",
+         "right_arm_config": "{port: /dev/ttyRIGHT, disable_torque_on_disconnect: true}"},
+    )  # fmt: skip
+    left, right = robot.lerobot.config.left_arm_config, robot.lerobot.config.right_arm_config
+    assert (left.port, right.port) == ("/dev/ttyLEFT", "/dev/ttyRIGHT")
+    assert left.max_relative_target["gripper"] == 5.0
+    # Our hold rule on the arm left at LeRobot's default; LeRobot's own flag kept where given.
+    assert left.disable_torque_on_disconnect is False
+    assert right.disable_torque_on_disconnect is True
+    assert robot.joint_names[:2] == ["left_shoulder_pan.pos", "left_shoulder_lift.pos"]
+    assert len(robot.joint_names) == 12
+
+
 def test_a_lerobot_camera_on_our_sim_robot():
     robot = make_robot(
         "sim", {"cameras": {"wrist": {"type": "tinyarm_camera", "width": 40, "height": 30}}}
