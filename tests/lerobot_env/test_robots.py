@@ -117,12 +117,16 @@ def test_a_lerobot_camera_on_our_sim_robot():
     robot = make_robot(
         "sim", {"cameras": {"wrist": {"type": "tinyarm_camera", "width": 40, "height": 30}}}
     )
+    camera = robot.cameras["wrist"]
     robot.connect()
     try:
-        _, capture_ns = robot.cameras["wrist"].read()
+        _, capture_ns = camera.read()
         assert robot.read_images()["wrist"].shape == (30, 40, 3) and capture_ns > 0
+        frame, later_ns = camera.wait_for_frame(capture_ns, timeout_s=1.0)  # for robot check
+        assert later_ns > capture_ns and frame.shape == (30, 40, 3)
     finally:
         robot.disconnect()
+    camera.disconnect()  # twice is safe, though LeRobot's own raises
     with pytest.raises(ConfigError, match=r"--robot\.cameras\.wrist: .*\['width'"):
         make_robot("sim", {"cameras": {"wrist": {"type": "tinyarm_camera", "width": None}}})
 
