@@ -28,6 +28,7 @@ from asyncinf.robots.lerobot.robot import LeRobotRobot
 from asyncinf.robots.robot import make_robot
 from asyncinf.robots.so_follower import MOTORS
 from asyncinf.runtime.errors import ConfigError, RobotError
+from asyncinf.runtime.testing import wait_until
 
 CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 TINYARM = ["base.pos", "shoulder.pos", "elbow.pos", "gripper.pos"]
@@ -172,10 +173,13 @@ def test_lerobot_so_follower_drives_our_emulated_servos(robot_id):
                 assert state[k] == pytest.approx(expected, abs=1e-4), motor
             sent = robot.send_action(state + 20)
             assert sent == pytest.approx(state + 5, abs=1e-3)  # LeRobot's own clamp, once
-            goal = emu.servo(1).get("Goal_Position")
-            assert normalize(goal, DEFAULT_SO_CALIBRATION["shoulder_pan"], NormMode.DEGREES) == (
-                pytest.approx(float(sent[0]), abs=0.1)
-            )
+
+            def goal_deg() -> float:
+                goal = emu.servo(1).get("Goal_Position")
+                return normalize(goal, DEFAULT_SO_CALIBRATION["shoulder_pan"], NormMode.DEGREES)
+
+            # A sync write has no reply: the emulator applies it after send_action returns.
+            wait_until(lambda: abs(goal_deg() - float(sent[0])) <= 0.1, 5, "the goal written")
         finally:
             robot.disconnect()
         assert all(s.torque_enabled for s in emu.servos.values())  # held, not released
