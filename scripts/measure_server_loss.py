@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from asyncinf.runtime.status import StatusFileError, read_status
+from asyncinf.runtime.supervise.status_file import StatusFileError, read_status
 
 
 def wait_status(path: Path, predicate, timeout_s: float = 30.0):

@@ -40,12 +40,11 @@ from asyncinf.transports.base import WhenFull
 from asyncinf.transports.factory import open_client, open_server
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, server_info
-from asyncinf.transports.grpc.bench import synthetic_frame
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
 from asyncinf.transports.grpc.server import GrpcServerTransport
 from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SESSION_METHOD
-from asyncinf.transports.testing import EchoServer
+from asyncinf.transports.testing import EchoServer, synthetic_frame
 
 FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
 

@@ -34,14 +34,14 @@ def _root(
 
 
 def _register() -> None:
-    from asyncinf.runtime.commands.bench import bench_app  # noqa: PLC0415
-    from asyncinf.runtime.commands.bench_e2e import e2e  # noqa: PLC0415
-    from asyncinf.runtime.commands.clean import clean  # noqa: PLC0415
-    from asyncinf.runtime.commands.robot import robot_app  # noqa: PLC0415
-    from asyncinf.runtime.commands.serve import serve  # noqa: PLC0415
-    from asyncinf.runtime.commands.status import status  # noqa: PLC0415
-    from asyncinf.runtime.commands.systemd import systemd  # noqa: PLC0415
-    from asyncinf.runtime.commands.up import DOTTED_FLAGS, up  # noqa: PLC0415
+    from asyncinf.runtime.cli.bench import bench_app  # noqa: PLC0415
+    from asyncinf.runtime.cli.bench_e2e import e2e  # noqa: PLC0415
+    from asyncinf.runtime.cli.clean import clean  # noqa: PLC0415
+    from asyncinf.runtime.cli.robot import robot_app  # noqa: PLC0415
+    from asyncinf.runtime.cli.serve import serve  # noqa: PLC0415
+    from asyncinf.runtime.cli.status import status  # noqa: PLC0415
+    from asyncinf.runtime.cli.systemd import systemd  # noqa: PLC0415
+    from asyncinf.runtime.cli.up import DOTTED_FLAGS, up  # noqa: PLC0415
 
     app.command("up", context_settings=DOTTED_FLAGS)(up)
     app.command("serve", context_settings=DOTTED_FLAGS)(serve)

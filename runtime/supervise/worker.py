@@ -1,4 +1,4 @@
-"""The supervisor's children: `python -m asyncinf.runtime.worker {client|server} SPEC_JSON`.
+"""The supervisor's children: `python -m asyncinf.runtime.supervise.worker ROLE SPEC_JSON`.
 
 Each child talks to the supervisor over two pipes, JSON lines both ways, never pickle:
 - its stdin carries commands: `{"cmd": "stop"}`, `{"cmd": "detach"}` (the server is gone: hold),
@@ -8,7 +8,7 @@ Each child talks to the supervisor over two pipes, JSON lines both ways, never p
   itself, so a hung loop stops beating), `holding`, `summary`, `failed`.
 SIGINT and SIGTERM only record a stop request; the main loop acts on it.
 
-Exit codes follow `asyncinf.runtime.exitcodes.ExitCode`.
+Exit codes follow `asyncinf.runtime.supervise.exitcodes.ExitCode`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from typing import Any, TextIO
 
 from asyncinf.runtime.errors import ConfigError, HandshakeError, RobotError, TransportError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import typer
 
 from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def up(
     aspect ratio than the policy's). Shared-memory sizes: --shm.obs_slot_mb.
     Exit codes are listed in the README.
     """
-    from asyncinf.runtime.plan import build_plan, merge  # noqa: PLC0415
-    from asyncinf.runtime.supervisor import SupervisorConfig  # noqa: PLC0415
+    from asyncinf.runtime.supervise.plan import build_plan, merge  # noqa: PLC0415
+    from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
 
     try:
         if local == (remote is not None):
@@ -119,8 +119,8 @@ def _check_grpc_options(spec: dict[str, Any]) -> None:
 
 def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
     """Run the plan under a supervisor; print and write what was asked for; return the code."""
-    from asyncinf.runtime import report  # noqa: PLC0415
-    from asyncinf.runtime.supervisor import Supervisor  # noqa: PLC0415
+    from asyncinf.runtime.cli import report  # noqa: PLC0415
+    from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
 
     tmp = None
     if plot and not metrics:
@@ -148,7 +148,7 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
         if summary_json:
             summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")
     if plot and metrics and metrics.exists():
-        from asyncinf.runtime.metrics import plot_queue  # noqa: PLC0415
+        from asyncinf.runtime.cli.metrics import plot_queue  # noqa: PLC0415
 
         ready = supervisor.client.ready_event if supervisor.client else {}
         chunk = ready.get("actions_per_chunk") or plan.client["client"]["actions_per_chunk"]

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from asyncinf.runtime.config import parse_dotted_args, parse_value
 from asyncinf.runtime.errors import ConfigError, PolicyError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
 
@@ -47,7 +47,7 @@ def e2e(
     runtime and the transport cost in both directions. With --policy.*, the same model call
     is also timed in this process, the floor for the server's inference time.
     """
-    from asyncinf.runtime.bench_e2e import inprocess_inference, run_e2e  # noqa: PLC0415
+    from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
 
     err = Console(stderr=True)
     os.environ.setdefault("ASYNCINF_LOG_LEVEL", "WARNING")  # the table is the output
@@ -63,7 +63,7 @@ def e2e(
     if chunk is None and policy is None:
         chunk = 50
     # The table is the output; per-run lifecycle logs would bury it (warnings still show).
-    logging.getLogger("asyncinf.runtime.supervisor").setLevel(logging.WARNING)
+    logging.getLogger("asyncinf.runtime.supervise.supervisor").setLevel(logging.WARNING)
     try:
         gs = [float(g) for g in thresholds.split(",") if g.strip()]
     except ValueError:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
 
@@ -52,7 +52,7 @@ def systemd(
       asyncinf systemd --serve --host 0.0.0.0 \\
         --extra-args "--token-file /etc/asyncinf/token"
     """
-    from asyncinf.runtime.systemd_units import (  # noqa: PLC0415
+    from asyncinf.runtime.supervise.systemd_units import (  # noqa: PLC0415
         UnitOptions,
         serve_unit,
         supervisor_unit,
@@ -97,7 +97,7 @@ def systemd(
 
 
 def _enable_commands(out: Path, unit_name: str) -> str:
-    from asyncinf.runtime.systemd_units import SYSTEM_UNIT_DIRS  # noqa: PLC0415
+    from asyncinf.runtime.supervise.systemd_units import SYSTEM_UNIT_DIRS  # noqa: PLC0415
 
     path = out.absolute() / unit_name
     lines = ["To enable it (start at boot, and now):"]

@@ -17,7 +17,7 @@ import typer
 
 from asyncinf.runtime.config import parse_dotted_args, parse_value
 from asyncinf.runtime.errors import ConfigError, RobotError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 

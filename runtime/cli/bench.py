@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from asyncinf.runtime import bench_transport as bt
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.bench import transport as bt
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
 

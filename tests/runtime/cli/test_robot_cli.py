@@ -17,8 +17,8 @@ from asyncinf.robots.feetech.bus import FeetechBus
 from asyncinf.robots.feetech.calibration import MotorCalibration, save_calibration
 from asyncinf.robots.feetech.emulator import DEFAULT_SO_CALIBRATION, FeetechEmulator
 from asyncinf.robots.so_follower import MOTORS
-from asyncinf.runtime.commands.robot import robot_app
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.cli.robot import robot_app
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 runner = CliRunner()
 CLI = [sys.executable, "-m", "asyncinf.runtime.cli", "robot"]
@@ -41,7 +41,7 @@ def test_find_port_unplug_flow_on_a_terminal():
     after = [port_info("/dev/ttyACM0")]
     with (
         mock.patch("serial.tools.list_ports.comports", side_effect=[before, after]),
-        mock.patch("asyncinf.runtime.commands.robot._stdin_is_terminal", return_value=True),
+        mock.patch("asyncinf.runtime.cli.robot._stdin_is_terminal", return_value=True),
     ):
         result = runner.invoke(robot_app, ["find-port"], input="\n")
     assert result.exit_code == 0, result.output

@@ -10,7 +10,12 @@ from typing import Annotated
 
 import typer
 
-from asyncinf.runtime.status import RunStatus, StatusFileError, pid_alive, read_status
+from asyncinf.runtime.supervise.status_file import (
+    RunStatus,
+    StatusFileError,
+    pid_alive,
+    read_status,
+)
 
 Opt = typer.Option
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from asyncinf.runtime.cli import app
-from asyncinf.runtime.commands.status import StatusExit
-from asyncinf.runtime.status import (
+from asyncinf.runtime.cli.status import StatusExit
+from asyncinf.runtime.supervise.status_file import (
     ChildStatus,
     RunStatus,
     ServerStatus,

@@ -15,7 +15,7 @@ from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.messages import PolicySpec
 from asyncinf.runtime.server import ServerConfig
-from asyncinf.runtime.supervisor import RunPlan
+from asyncinf.runtime.supervise.supervisor import RunPlan
 
 DEFAULTS: dict[str, Any] = {"robot": {"type": "sim"}, "policy": {"type": "scripted"}}
 _POLICY_FIELDS = ("type", "path", "device")

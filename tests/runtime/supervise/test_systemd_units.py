@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from asyncinf.runtime import systemd_units
 from asyncinf.runtime.cli import app
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import BOOT_ERRORS, ExitCode
-from asyncinf.runtime.systemd_units import (
+from asyncinf.runtime.supervise import systemd_units
+from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.systemd_units import (
     UnitOptions,
     asyncinf_executable,
     exec_quote,

@@ -28,10 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncinf.runtime import sdnotify
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import BOOT_ERRORS, ExitCode
-from asyncinf.runtime.status import ChildStatus, RunStatus, ServerStatus, State, StatusWriter
+from asyncinf.runtime.supervise import sdnotify
+from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.status_file import (
+    ChildStatus,
+    RunStatus,
+    ServerStatus,
+    State,
+    StatusWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +92,7 @@ class Child:
     def __init__(self, role: str, spec: dict[str, Any]) -> None:
         self.role = role
         read_fd, write_fd = os.pipe()
-        argv = [sys.executable, "-m", "asyncinf.runtime.worker", role, json.dumps(spec)]
+        argv = [sys.executable, "-m", "asyncinf.runtime.supervise.worker", role, json.dumps(spec)]
         # Only the supervisor talks to systemd (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENV_VARS}
         self.proc = subprocess.Popen(

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asyncinf.runtime.plan import build_plan
 from asyncinf.runtime.stats import percentiles
-from asyncinf.runtime.supervisor import Supervisor, SupervisorConfig
+from asyncinf.runtime.supervise.plan import build_plan
+from asyncinf.runtime.supervise.supervisor import Supervisor, SupervisorConfig
 
 
 def e2e_options(

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from asyncinf.runtime.exitcodes import ExitCode
-from asyncinf.runtime.status import StatusFileError, read_status
+from asyncinf.runtime.supervise.exitcodes import ExitCode
+from asyncinf.runtime.supervise.status_file import StatusFileError, read_status
 from asyncinf.runtime.testing import LineReader
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]

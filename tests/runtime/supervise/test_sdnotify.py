@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from asyncinf.runtime import sdnotify
+from asyncinf.runtime.supervise import sdnotify
 from asyncinf.runtime.testing import ManualClock
 
 
@@ -92,7 +92,7 @@ def test_unset_is_a_noop(monkeypatch):
 @pytest.mark.parametrize("addr", ["/nonexistent/notify", "@asyncinf-nobody-listens", "vsock:2:9"])
 def test_send_failure_is_logged_not_raised(monkeypatch, caplog, addr):
     monkeypatch.setenv("NOTIFY_SOCKET", addr)
-    with caplog.at_level(logging.DEBUG, logger="asyncinf.runtime.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="asyncinf.runtime.supervise.sdnotify"):
         assert sdnotify.ready() is False
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
 

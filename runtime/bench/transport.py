@@ -278,7 +278,7 @@ def grpc_row() -> Iterator[RoundTrip]:
 
 
 def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
-    from asyncinf.transports.grpc.bench import floor_server  # noqa: PLC0415
+    from asyncinf.runtime.bench.grpc_floor import floor_server  # noqa: PLC0415
 
     server, port = floor_server()
     ports.put(port)
@@ -289,7 +289,7 @@ def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
 @contextlib.contextmanager
 def grpc_floor_row() -> Iterator[RoundTrip]:
     """The floor for gRPC: a bare bidi stream echoing raw bytes of the observation's size."""
-    from asyncinf.transports.grpc.bench import FloorStream  # noqa: PLC0415
+    from asyncinf.runtime.bench.grpc_floor import FloorStream  # noqa: PLC0415
 
     ctx = mp.get_context("spawn")
     ports, stop = ctx.Queue(), ctx.Event()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
 
 # Time the supervisor needs beyond --stop-timeout to force the children and unlink every IPC
 # object; systemd's SIGKILL must not land before that.

@@ -11,7 +11,7 @@ import typer
 
 from asyncinf.runtime.config import build, parse_dotted_args, parse_value
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.exitcodes import ExitCode
+from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 Opt = typer.Option
@@ -88,8 +88,8 @@ def _preload_hello(dotted: dict[str, dict[str, str]]) -> Any:
 
 
 def run_server(open_server, grpc_opts: dict[str, Any], preload: Any) -> int:
-    from asyncinf.runtime import sdnotify  # noqa: PLC0415
     from asyncinf.runtime.server import PolicyCache, PolicyServer  # noqa: PLC0415
+    from asyncinf.runtime.supervise import sdnotify  # noqa: PLC0415
 
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
