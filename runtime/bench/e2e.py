@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from asyncinf.runtime.stats import percentiles
-from asyncinf.runtime.supervise.plan import build_plan
+from asyncinf.runtime.supervise.plan import build_plan, policy_spec, preload_handshake, robot_spec
 from asyncinf.runtime.supervise.supervisor import Supervisor, SupervisorConfig
+from asyncinf.transports.factory import TransportSpec
 
 
 def e2e_options(
@@ -54,11 +55,14 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_one(options: dict[str, Any], duration_s: float, remote: dict | None = None) -> dict:
+def run_one(
+    options: dict[str, Any],
+    duration_s: float,
+    remote: TransportSpec | None = None,
+    log_level: str = "WARNING",
+) -> dict:
     """One supervised run; the client's summary plus `server_rss_mb` (raises if it failed).
-
-    Children log at WARNING unless ASYNCINF_LOG_LEVEL says otherwise (set by `asyncinf -v`).
-    """
+    `log_level`: the children's (the table is the output; warnings still show)."""
     plan = build_plan({k: v for k, v in options.items() if v is not None}, remote=remote)
     peak = [0.0]
 
@@ -66,9 +70,8 @@ def run_one(options: dict[str, Any], duration_s: float, remote: dict | None = No
         if sup.server is not None and sup.server.ready:
             peak[0] = max(peak[0], _rss_mb(sup.server.pid))
 
-    sup = Supervisor(
-        plan, SupervisorConfig(duration_s=duration_s, start_timeout_s=300), on_beat=sample
-    )
+    config = SupervisorConfig(duration_s=duration_s, start_timeout_s=300, log_level=log_level)
+    sup = Supervisor(plan, config, on_beat=sample)
     code = sup.run()
     if code != 0 or sup.summary is None:
         raise RuntimeError(f"e2e run failed with exit code {code}: {options}")
@@ -79,22 +82,9 @@ def inprocess_inference(options: dict[str, Any], calls: int = 30) -> dict[str, f
     """The policy's `predict_chunk` timed here, on its warm-up input: the floor for the
     server's inference time (same model, same machine, no runtime around it)."""
     from asyncinf.policies.policy import make_policy  # noqa: PLC0415
-    from asyncinf.robots.robot import make_robot  # noqa: PLC0415
-    from asyncinf.runtime.messages import Handshake, PolicySpec  # noqa: PLC0415
 
-    robot_opts = dict(options["robot"])
-    robot_type = robot_opts.pop("type")
-    robot = make_robot(robot_type, robot_opts)
-    policy_opts = dict(options["policy"])
-    spec = PolicySpec(
-        **{k: str(policy_opts.pop(k)) for k in ("type", "path", "device") if k in policy_opts},
-        actions_per_chunk=options.get("actions_per_chunk") or 0,
-        options=policy_opts,
-    )
-    hello = Handshake(
-        robot.joint_names, dict(robot.camera_shapes), spec, options["fps"], robot_type=robot_type
-    )
-    policy = make_policy(spec, hello)
+    hello = preload_handshake(robot_spec(options), policy_spec(options), options["fps"], "")
+    policy = make_policy(hello.policy, hello)
     policy.warmup()
     inputs = policy.preprocess(policy.blank_observation())
     samples = []
@@ -114,8 +104,9 @@ def run_e2e(
     chunk: int | None = 50,
     width: int = 640,
     height: int = 480,
-    remote: dict | None = None,
+    remote: TransportSpec | None = None,
     policy: dict[str, Any] | None = None,
+    log_level: str = "WARNING",
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> list[dict[str, Any]]:
     rows = []
@@ -130,7 +121,7 @@ def run_e2e(
             height=height,
             policy=policy,
         )
-        s = run_one(options, duration_s, remote)
+        s = run_one(options, duration_s, remote, log_level)
         ticks = max(1, s["ticks"])
         extra = {k: s[k] for k in ("bytes_per_observation",) if k in s}
         rows.append(

@@ -7,7 +7,6 @@ Logging is configured here and nowhere else.
 from __future__ import annotations
 
 import logging
-import os
 
 import typer
 
@@ -25,8 +24,7 @@ app = typer.Typer(
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    if verbose:  # the supervisor's children configure their logging from it
-        os.environ["ASYNCINF_LOG_LEVEL"] = "DEBUG"
+    # The supervisor hands this level on to its children (supervise/protocol.py).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

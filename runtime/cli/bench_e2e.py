@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -48,9 +47,11 @@ def e2e(
     is also timed in this process, the floor for the server's inference time.
     """
     from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
+    from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
 
     err = Console(stderr=True)
-    os.environ.setdefault("ASYNCINF_LOG_LEVEL", "WARNING")  # the table is the output
+    # The table is the output: children log warnings only, unless `asyncinf -v`.
+    log_level = "DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "WARNING"
     try:
         dotted = parse_dotted_args(ctx.args)
         policy = {k: parse_value(v) for k, v in dotted.pop("policy", {}).items()} or None
@@ -72,10 +73,11 @@ def e2e(
         raise typer.BadParameter(f"--transport={transport!r}: choose shm or grpc")
     server = _start_serve() if transport == "grpc" else None
     try:
-        remote = None if server is None else {"kind": "grpc", "target": f"127.0.0.1:{server[1]}"}
+        remote = None if server is None else TransportSpec("grpc", {"target": f"127.0.0.1:{server[1]}"})
         rows = run_e2e(
             gs, latency_ms=latency_ms, duration_s=duration, fps=fps, chunk=chunk,
             width=width, height=height, remote=remote, progress=err.print, policy=policy,
+            log_level=log_level,
         )  # fmt: skip
         floor = None
         if policy is not None:

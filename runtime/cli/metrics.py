@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.client import ClientConfig
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -12,7 +15,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any], chunk: int) -> None:
+def plot_queue(metrics_path: Path, png_path: Path, client: ClientConfig, chunk: int) -> None:
     """Queue size over time, with the send threshold g·T (T = `chunk`) and idle ticks marked."""
     import matplotlib  # noqa: PLC0415  (optional extra: asyncinf[plot])
 
@@ -26,7 +29,7 @@ def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any], chunk
     t = [(r["t_ns"] - t0) / 1e9 for r in rows]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(t, [r["queue"] for r in rows], lw=1, label="actions queued")
-    threshold = client["chunk_size_threshold"] * chunk
+    threshold = client.chunk_size_threshold * chunk
     ax.axhline(threshold, color="tab:orange", ls="--", lw=1, label=f"g·T = {threshold:g}")
     idle = [ti for ti, r in zip(t, rows, strict=True) if r["idle"]]
     if idle:
@@ -34,8 +37,8 @@ def plot_queue(metrics_path: Path, png_path: Path, client: dict[str, Any], chunk
     ax.set_xlabel("time (s)")
     ax.set_ylabel("queue size (actions)")
     ax.set_title(
-        f"{client['fps']:g} fps, chunk {chunk}, "
-        f"g = {client['chunk_size_threshold']:g}, {client['aggregate_fn_name']}"
+        f"{client.fps:g} fps, chunk {chunk}, "
+        f"g = {client.chunk_size_threshold:g}, {client.aggregate_fn_name}"
     )
     ax.legend(loc="upper right")
     fig.tight_layout()

@@ -3,43 +3,46 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.supervise.protocol import ClientBeat, ClientReady
+    from asyncinf.runtime.supervise.specs import ClientSpec
 
 _console = Console(stderr=True)
 
 
 def start_screen(
-    plan_client: dict[str, Any], transport: str, pids: dict[str, int], chunk: int
+    spec: ClientSpec, transport: str, pids: dict[str, int], ready: ClientReady
 ) -> None:
-    """`chunk`: the actions per chunk agreed at handshake (the policy's own when not asked)."""
-    c = plan_client["client"]
+    """`ready.actions_per_chunk`: agreed at handshake (the policy's own when not asked)."""
+    c = spec.client
     table = Table(title="asyncinf up", show_header=False, box=None)
     table.add_row("transport", transport)
-    robot = plan_client["robot"]
-    table.add_row("robot", f"{robot['type']} {robot['options'] or ''}".strip())
-    p = plan_client["policy"]
-    table.add_row("policy", f"{p['type']} {p['path']} on {p['device']} {p['options'] or ''}")
-    source = "" if c["actions_per_chunk"] else " (the policy's)"
-    table.add_row("fps / chunk / g", f"{c['fps']:g} / {chunk}{source} / "
-                  f"{c['chunk_size_threshold']:g} ({c['aggregate_fn_name']})")  # fmt: skip
+    robot = spec.robot
+    table.add_row("robot", f"{robot.type} {robot.options or ''}".strip())
+    p = spec.policy
+    table.add_row("policy", f"{p.type} {p.path} on {p.device} {p.options or ''}")
+    source = "" if c.actions_per_chunk else " (the policy's)"
+    table.add_row("fps / chunk / g", f"{c.fps:g} / {ready.actions_per_chunk}{source} / "
+                  f"{c.chunk_size_threshold:g} ({c.aggregate_fn_name})")  # fmt: skip
     table.add_row("pids", ", ".join(f"{k} {v}" for k, v in pids.items()))
     _console.print(table)
 
 
-def live_line(beat: dict[str, Any]) -> None:
+def live_line(beat: ClientBeat) -> None:
     """One compact, overwritten status line, only when attached to a terminal."""
     if not sys.stderr.isatty():
         return
-    rt = beat.get("roundtrip_ms")
+    rt = beat.roundtrip_ms
     line = (
-        f"ticks {beat.get('ticks', 0)}  actions {beat.get('actions', 0)}  "
-        f"queue {beat.get('queue', 0):>3}  idle {beat.get('idle', 0)}  "
-        f"chunks {beat.get('chunks', 0)}  errors {beat.get('errors', 0)}  "
+        f"ticks {beat.ticks}  actions {beat.actions}  queue {beat.queue:>3}  idle {beat.idle}  "
+        f"chunks {beat.chunks}  errors {beat.errors}  "
         f"rtt {'-' if rt is None else f'{rt:.1f} ms'}"
-        f"{'' if beat.get('attached', True) else '  [server lost: holding]'}"
+        f"{'' if beat.attached else '  [server lost: holding]'}"
     )
     sys.stderr.write("\r\x1b[2K" + line)
     sys.stderr.flush()

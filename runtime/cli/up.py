@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.supervise.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ def up(
     """
     from asyncinf.runtime.supervise.plan import build_plan, merge  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
+    from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
 
     try:
         if local == (remote is not None):
@@ -89,10 +94,11 @@ def up(
         if remote is not None:
             given = {"token_file": token_file, "tls_ca": tls_ca, "image_codec": image_codec,
                      "jpeg_quality": jpeg_quality}  # fmt: skip
-            transport = {"kind": "grpc", "target": remote, **grpc_opts}
-            transport.update({k: str(v) if isinstance(v, Path) else v
+            grpc_opts = {"target": remote, **grpc_opts}
+            grpc_opts.update({k: str(v) if isinstance(v, Path) else v
                               for k, v in given.items() if v is not None})  # fmt: skip
-            _check_grpc_options(transport)
+            _check_grpc_options(grpc_opts)
+            transport = TransportSpec("grpc", grpc_opts)
         plan = build_plan(options, remote=transport)
         sup_config = SupervisorConfig(
             start_timeout_s=start_timeout,
@@ -109,17 +115,18 @@ def up(
     raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
 
 
-def _check_grpc_options(spec: dict[str, Any]) -> None:
+def _check_grpc_options(options: dict[str, Any]) -> None:
     """Validate the gRPC client options here, before any process starts."""
     from asyncinf.runtime.config import build  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcClientConfig  # noqa: PLC0415
 
-    build(GrpcClientConfig, {k: v for k, v in spec.items() if k != "kind"}, prefix="grpc.")
+    build(GrpcClientConfig, options, prefix="grpc.")
 
 
-def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
+def run_supervised(plan: RunPlan, sup_config, summary_json, metrics, plot) -> int:
     """Run the plan under a supervisor; print and write what was asked for; return the code."""
     from asyncinf.runtime.cli import report  # noqa: PLC0415
+    from asyncinf.runtime.supervise.status_file import State  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
 
     tmp = None
@@ -127,21 +134,23 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
         tmp = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False)  # noqa: SIM115
         metrics = Path(tmp.name)
     if metrics:
-        plan.client["metrics_path"] = str(metrics)
-    transport = "shared memory (local)" if plan.server else f"gRPC {plan.remote['target']}"
+        plan = dataclasses.replace(
+            plan, client=dataclasses.replace(plan.client, metrics_path=str(metrics))
+        )
+    transport = (
+        "shared memory (local)" if plan.server else f"gRPC {plan.remote.options['target']}"
+    )
 
-    def on_state(state: str, sup: Supervisor) -> None:
-        if state == "running" and sup.restarts == 0:
-            pids = {c.role: c.pid for c in (sup.server, sup.client) if c is not None}
-            chunk = sup.client.ready_event.get("actions_per_chunk", 0)
-            report.start_screen(plan.client, transport, pids, chunk)
+    def on_state(state: State, sup: Supervisor) -> None:
+        if state is State.RUNNING and sup.restarts == 0:
+            pids = {c.role.value: c.pid for c in (sup.server, sup.client) if c is not None}
+            report.start_screen(plan.client, transport, pids, sup.client.ready_event)
 
-    supervisor = Supervisor(
-        plan, sup_config, on_state=on_state,
-        on_beat=lambda sup: (
-            report.live_line(sup.client.beat) if sup.client and sup.state == "running" else None
-        ),
-    )  # fmt: skip
+    def on_beat(sup: Supervisor) -> None:
+        if sup.client and sup.client.beat and sup.state is State.RUNNING:
+            report.live_line(sup.client.beat)
+
+    supervisor = Supervisor(plan, sup_config, on_state=on_state, on_beat=on_beat)
     code = supervisor.run()
     if supervisor.summary is not None:
         report.summary_table(supervisor.summary)
@@ -150,10 +159,10 @@ def run_supervised(plan, sup_config, summary_json, metrics, plot) -> int:
     if plot and metrics and metrics.exists():
         from asyncinf.runtime.cli.metrics import plot_queue  # noqa: PLC0415
 
-        ready = supervisor.client.ready_event if supervisor.client else {}
-        chunk = ready.get("actions_per_chunk") or plan.client["client"]["actions_per_chunk"]
+        ready = supervisor.client.ready_event if supervisor.client else None
+        chunk = (ready.actions_per_chunk if ready else 0) or plan.client.client.actions_per_chunk
         if chunk:  # unknown when the client never got through its handshake
-            plot_queue(metrics, plot, plan.client["client"], chunk)
+            plot_queue(metrics, plot, plan.client.client, chunk)
     if tmp is not None:
         Path(tmp.name).unlink(missing_ok=True)
     return code

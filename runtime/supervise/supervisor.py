@@ -16,21 +16,23 @@ A child that fails to boot stops the whole run with its exit code: no restart lo
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.supervise import sdnotify
+from asyncinf.runtime.supervise import protocol, sdnotify
 from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.plan import RunPlan
+from asyncinf.runtime.supervise.protocol import Command, Role
+from asyncinf.runtime.supervise.specs import ClientSpec, ServerSpec
 from asyncinf.runtime.supervise.status_file import (
     ChildStatus,
     RunStatus,
@@ -38,6 +40,7 @@ from asyncinf.runtime.supervise.status_file import (
     State,
     StatusWriter,
 )
+from asyncinf.transports.factory import LocalSessions, TransportSpec, clean_stale
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class SupervisorConfig:
     restart_backoff_s: float = 1.0  # doubled after each restart
     duration_s: float | None = None
     status_json: str | None = None  # keep this JSON file current (asyncinf status reads it)
+    log_level: str | None = None  # the children's; None: this process's root logger level
 
     def __post_init__(self) -> None:
         for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s"):
@@ -63,16 +67,6 @@ class SupervisorConfig:
             raise ConfigError(f"--max-restarts={self.max_restarts}: must be >= 0")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"--duration={self.duration_s}: must be > 0 seconds (or omitted)")
-
-
-@dataclass
-class RunPlan:
-    """What to run: the children's specs, minus the transport the supervisor fills in."""
-
-    client: dict[str, Any]  # worker spec without "transport"
-    server: dict[str, Any] | None  # None: remote server, not ours to start
-    remote: dict[str, Any] | None = None  # client transport spec for a remote server
-    shm: dict[str, Any] = field(default_factory=dict)  # ShmConfig options
 
 
 def describe_exit(returncode: int) -> str:
@@ -89,14 +83,13 @@ def describe_exit(returncode: int) -> str:
 class Child:
     """One worker process and its two pipes."""
 
-    def __init__(self, role: str, spec: dict[str, Any]) -> None:
+    def __init__(self, role: Role, spec: ClientSpec | ServerSpec, log_level: str) -> None:
         self.role = role
         read_fd, write_fd = os.pipe()
-        argv = [sys.executable, "-m", "asyncinf.runtime.supervise.worker", role, json.dumps(spec)]
         # Only the supervisor talks to systemd (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENV_VARS}
         self.proc = subprocess.Popen(
-            [*argv, "--events-fd", str(write_fd)],
+            protocol.worker_argv(role, spec.to_json(), write_fd, log_level),
             env=env,
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
@@ -109,25 +102,25 @@ class Child:
         self._partial = b""
         self.ready = False
         self.state = State.STARTING
-        self.failure: dict[str, Any] | None = None
+        self.failure: protocol.Failed | None = None
         self.last_beat = time.monotonic()
-        self.beat: dict[str, Any] = {}
-        self.ready_event: dict[str, Any] = {}  # what it said when ready (chunk length, policy)
-        self.events: list[dict[str, Any]] = []
-        log.info("%s started (pid %d)", role, self.proc.pid)
+        self.beat: protocol.ClientBeat | protocol.ServerBeat | None = None
+        # What it said when ready: the client's chunk length, the server's policy info.
+        self.ready_event: protocol.ClientReady | protocol.ServerReady | None = None
+        log.info("%s started (pid %d)", role.value, self.proc.pid)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, **cmd: Any) -> None:
+    def send(self, cmd: Command, transport: TransportSpec | None = None) -> None:
         try:
-            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.write(protocol.encode_command(cmd, transport))
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             pass  # already gone; its exit is handled by the watch loop
 
-    def read_events(self) -> list[dict[str, Any]]:
+    def read_events(self) -> list[protocol.Event]:
         if self.events_fd < 0:
             return []
         try:
@@ -139,14 +132,14 @@ class Child:
         events = []
         for line in lines:
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s sent a malformed event %r", self.role, line[:200])
+                events.append(protocol.decode_event(self.role, line))
+            except ValueError as exc:
+                log.warning("%s sent a malformed event %r: %s", self.role.value, line[:200], exc)
         return events
 
     def signal(self, sig: signal.Signals) -> None:
         if self.proc.poll() is None:
-            log.info("sending %s to %s (pid %d)", sig.name, self.role, self.pid)
+            log.info("sending %s to %s (pid %d)", sig.name, self.role.value, self.pid)
             self.proc.send_signal(sig)
 
     def close(self) -> None:
@@ -163,23 +156,25 @@ class Supervisor:
         self,
         plan: RunPlan,
         config: SupervisorConfig,
-        on_state: Callable[[str, Supervisor], None] = lambda _state, _sup: None,
+        on_state: Callable[[State, Supervisor], None] = lambda _state, _sup: None,
         on_beat: Callable[[Supervisor], None] = lambda _sup: None,
     ) -> None:
         self.plan = plan
         self.config = config
-        self.state = "starting"
+        self.state = State.STARTING
         self.server: Child | None = None
         self.client: Child | None = None
         self.restarts = 0
-        self.summary: dict[str, Any] | None = None
-        self.holding: dict[str, Any] | None = None
+        self.summary: dict[str, Any] | None = None  # the client's, from its Summary event
+        self.holding: protocol.Holding | None = None
         self._on_state = on_state
         self._on_beat = on_beat
         self._signals: list[int] = []
-        self._session = None  # ShmSession of the current generation
-        self._generation = 0
-        self._run_id = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._sessions = LocalSessions(plan.shm)  # this run's shared memory, per generation
+        self._server_transport: TransportSpec | None = None
+        self._log_level = config.log_level or logging.getLevelName(
+            logging.getLogger().getEffectiveLevel()
+        )
         self._exit: ExitCode | None = None  # set when a stop is decided
         self._wake_r, self._wake_w = os.pipe()
         self._status = StatusWriter(config.status_json) if config.status_json else None
@@ -199,15 +194,15 @@ class Supervisor:
         # loop's poll() then sees it at once instead of at its next 100 ms turn.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: State) -> None:
         self.state = state
-        log.info("state: %s", state)
-        if state == "running" and self.restarts == 0:
+        log.info("state: %s", state.value)
+        if state is State.RUNNING and self.restarts == 0:
             sdnotify.ready("running")
-        elif state == "stopping":
+        elif state is State.STOPPING:
             sdnotify.stopping("stopping: client first")
         else:
-            sdnotify.status(state)
+            sdnotify.status(state.value)
         self._publish()
         self._on_state(state, self)
 
@@ -222,12 +217,12 @@ class Supervisor:
             return
         server, client = self.server, self.client
         self._status.status = RunStatus(
-            state=State(self.state),
+            state=self.state,
             server=None if self.plan.server is None else ServerStatus(
                 server.pid if server else None,
                 server.state if server else State.RESTARTING,
                 self.restarts,
-                server.ready_event.get("policy", {}) if server else {},
+                server.ready_event.policy if server and server.ready_event else {},
             ),
             client=ChildStatus(client.pid, client.state) if client else ChildStatus(),
         )  # fmt: skip
@@ -240,7 +235,7 @@ class Supervisor:
         try:
             self._start()
             if self._exit is None:
-                self._set_state("running")
+                self._set_state(State.RUNNING)
                 self._watch()
         finally:
             self._stop()
@@ -273,24 +268,23 @@ class Supervisor:
         for event in child.read_events():
             self._dispatch(child, event)
 
-    def _dispatch(self, child: Child, event: dict[str, Any]) -> None:
+    def _dispatch(self, child: Child, event: protocol.Event) -> None:
         child.last_beat = time.monotonic()
-        kind = event.get("event")
-        if kind == "ready":
+        if isinstance(event, protocol.ClientReady | protocol.ServerReady):
             child.ready = True
             child.ready_event = event
-            log.info("%s ready (pid %d)", child.role, child.pid)
+            log.info("%s ready (pid %d)", child.role.value, child.pid)
             self._child_state(child, State.RUNNING)
-        elif kind == "beat":
+        elif isinstance(event, protocol.ClientBeat | protocol.ServerBeat):
             child.beat = event
             self._on_beat(self)
-        elif kind == "failed":
+        elif isinstance(event, protocol.Failed):
             child.failure = event
-        elif kind == "holding":
+        elif isinstance(event, protocol.Holding):
             self.holding = event
-            log.info("client holding at %s", event.get("target"))
-        elif kind == "summary":
-            self.summary = event["summary"]
+            log.info("client holding at %s", event.target)
+        elif isinstance(event, protocol.Summary):
+            self.summary = event.summary
 
     def _handle_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -304,29 +298,23 @@ class Supervisor:
     # --- start -----------------------------------------------------------------------------
 
     def _start(self) -> None:
-        from asyncinf.transports.shm.names import clean_stale  # noqa: PLC0415
-
         for name in clean_stale():
             log.info("removed stale IPC object %s of a dead run", name)
         if self.plan.server is not None:
             if not self._start_server():
                 return
-            transport = {"kind": "shm", "name": self._session.name}
+            transport = self._server_transport
         else:
             transport = self.plan.remote
-        self.client = Child("client", {**self.plan.client, "transport": transport})
+        spec = dataclasses.replace(self.plan.client, transport=transport)
+        self.client = Child(Role.CLIENT, spec, self._log_level)
         self._publish()
         self._await_ready(self.client)
 
     def _start_server(self) -> bool:
-        from asyncinf.transports.shm import ShmConfig, ShmSession  # noqa: PLC0415
-
-        self._session = ShmSession.create(
-            self._run_id, self._generation, ShmConfig(**self.plan.shm)
-        )
-        self.server = Child(
-            "server", {**self.plan.server, "transport": {"kind": "shm", "name": self._session.name}}
-        )
+        self._server_transport = self._sessions.create()
+        spec = dataclasses.replace(self.plan.server, transport=self._server_transport)
+        self.server = Child(Role.SERVER, spec, self._log_level)
         self._publish()
         return self._await_ready(self.server)
 
@@ -338,7 +326,7 @@ class Supervisor:
                 return False
             if time.monotonic() > deadline:
                 log.error(
-                    "%s not ready within --start-timeout=%g s", child.role,
+                    "%s not ready within --start-timeout=%g s", child.role.value,
                     self.config.start_timeout_s,
                 )  # fmt: skip
                 self._exit = ExitCode.RUNTIME_FAILURE
@@ -349,8 +337,8 @@ class Supervisor:
     def _boot_failed(self, child: Child) -> None:
         self._drain_events(child)
         rc = child.proc.returncode
-        why = child.failure["message"] if child.failure else describe_exit(rc)
-        log.error("%s failed to start: %s", child.role, why)
+        why = child.failure.message if child.failure else describe_exit(rc)
+        log.error("%s failed to start: %s", child.role.value, why)
         boot_error = rc in {int(c) for c in BOOT_ERRORS}
         self._exit = ExitCode(rc) if boot_error else ExitCode.RUNTIME_FAILURE
 
@@ -377,15 +365,17 @@ class Supervisor:
 
     def _check_server(self, now: float) -> None:
         server = self.server
-        if server.proc.poll() is None:
+        hung = server.proc.poll() is None
+        if hung:
             if now - server.last_beat <= self.config.hang_timeout_s:
                 return
             log.error("server sent no heartbeat for %.1f s: hung", now - server.last_beat)
-            self.client.send(cmd="detach")
-            self._abort(server)
         # The client would see the loss itself within the transport's peer timeout; told
-        # now, it stops executing the dead server's chunks within a tick or two.
-        self.client.send(cmd="detach")
+        # now, before a hung server's SIGABRT grace, it stops executing the dead server's
+        # chunks within a tick or two.
+        self.client.send(Command.DETACH)
+        if hung:
+            self._abort(server)
         log.error("server lost: %s; client holding", describe_exit(server.proc.returncode))
         self._restart_server()
 
@@ -393,10 +383,10 @@ class Supervisor:
         self._drain_events(self.client)
         rc = self.client.proc.returncode
         if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
-            log.error("client stopped: %s", self.client.failure["message"])
+            log.error("client stopped: %s", self.client.failure.message)
             self._exit = ExitCode.RUNTIME_FAILURE
             return
-        last = (self.holding or self.client.beat).get("target")
+        last = self.holding.target if self.holding else None
         log.error("client lost: %s; the robot was last commanded to %s", describe_exit(rc), last)
         self._exit = ExitCode.CLIENT_LOST
 
@@ -413,14 +403,13 @@ class Supervisor:
             log.error("server restarted %d times (--max-restarts): giving up", self.restarts)
             self._exit = ExitCode.RUNTIME_FAILURE
             return
-        self._set_state("restarting")
+        self._set_state(State.RESTARTING)
         backoff = self.config.restart_backoff_s * 2**self.restarts
         self.restarts += 1
         self.server.close()
         self.server = None
         self._child_state(self.client, State.RESTARTING)  # it holds the robot meanwhile
-        self._session.unlink()  # the client keeps its mapping until it attaches anew
-        self._generation += 1
+        self._sessions.unlink()  # the client keeps its mapping until it attaches anew
         log.info("restarting the server in %.1f s (restart %d)", backoff, self.restarts)
         deadline = time.monotonic() + backoff
         while self._exit is None and time.monotonic() < deadline:
@@ -429,9 +418,9 @@ class Supervisor:
             if self._exit is None:
                 self._exit = ExitCode.RUNTIME_FAILURE
             return
-        self.client.send(cmd="attach", transport={"kind": "shm", "name": self._session.name})
+        self.client.send(Command.ATTACH, self._server_transport)
         self.client.state = State.RUNNING
-        self._set_state("running")
+        self._set_state(State.RUNNING)
 
     # --- stop ------------------------------------------------------------------------------
 
@@ -448,32 +437,31 @@ class Supervisor:
         if child is None:
             return
         if child.proc.poll() is None:
-            log.info("stopping %s (pid %d)", child.role, child.pid)
+            log.info("stopping %s (pid %d)", child.role.value, child.pid)
             self._child_state(child, State.STOPPING)
-            child.send(cmd="stop")
+            child.send(Command.STOP)
             if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
-                log.error("%s did not stop in time: SIGKILL", child.role)
+                log.error("%s did not stop in time: SIGKILL", child.role.value)
                 child.signal(signal.SIGKILL)
                 child.proc.wait()
         self._drain_events(child)
         rc = child.proc.returncode
-        log.info("%s stopped: %s", child.role, describe_exit(rc))
+        log.info("%s stopped: %s", child.role.value, describe_exit(rc))
         self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)
         child.close()
 
     def _stop(self) -> None:
         if self._exit is None:
             self._exit = ExitCode.RUNTIME_FAILURE
-        self._set_state("stopping")
+        self._set_state(State.STOPPING)
         deadline = time.monotonic() + self.config.stop_timeout_s
         # Client first: the robot is brought to a hold before its action source goes away.
         self._stop_child(self.client, deadline)
         self._stop_child(self.server, deadline)
-        if self._session is not None:
-            self._session.unlink()
+        if self._sessions.unlink():
             log.info("removed this run's IPC objects")
         failed = self._exit not in (ExitCode.OK, ExitCode.INTERRUPTED)
-        self._set_state("failed" if failed else "stopped")
+        self._set_state(State.FAILED if failed else State.STOPPED)
 
     def _force_kill(self) -> None:
         for child in (self.client, self.server):
