@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,3 +103,14 @@ def test_sync_and_async_both_execute_actions(tmp_path, g):
     assert s["actions_executed"] > 0
     if g == "0":
         assert s["idle_frames_after_first_chunk"] > 0  # synchronous: idles every round trip
+
+
+def test_verbose_reaches_the_children():
+    r = subprocess.run(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "-v", "up", "--local", *FAST[:2],
+         "--duration=1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for role in ("client", "server"):
+        assert re.search(rf"DEBUG +{role}\[\d+\]", r.stderr), r.stderr[-2000:]
