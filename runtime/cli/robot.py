@@ -132,12 +132,11 @@ def check(
     except ConfigError as exc:
         raise _fail(str(exc), ExitCode.CONFIG_ERROR) from None
     console = Console()
-    probe = getattr(robot, "probe", None)
     try:
-        if probe is None:
+        report = robot.probe(camera_frames=frames)
+        if report is None:
             ok = _check_generic(robot, console)
         else:
-            report = probe(camera_frames=frames)
             _print_report(report, console)
             ok = report.ok
     except RobotError as exc:
