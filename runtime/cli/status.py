@@ -13,9 +13,9 @@ import typer
 from asyncinf.runtime.supervise.status_file import (
     RunStatus,
     StatusFileError,
-    pid_alive,
-    read_status,
+    read_status_file,
 )
+from asyncinf.transports.shm.names import pid_alive
 
 Opt = typer.Option
 
@@ -54,7 +54,7 @@ def status(
     recording an end), 3 the run ended (stopped or failed), 4 no readable file.
     """
     try:
-        run = read_status(path)
+        run = read_status_file(path)
     except StatusFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(StatusExit.UNKNOWN) from None

@@ -95,7 +95,7 @@ class StatusFileError(ValueError):
     """The status file is missing, unreadable or not an asyncinf status."""
 
 
-def write_status(path: str | os.PathLike[str], status: RunStatus) -> None:
+def write_status_file(path: str | os.PathLike[str], status: RunStatus) -> None:
     """Stamp `status.updated_ns` and replace `path` atomically; raises OSError on failure."""
     path = Path(path)
     status.updated_ns = time.time_ns()
@@ -115,7 +115,7 @@ def write_status(path: str | os.PathLike[str], status: RunStatus) -> None:
         raise
 
 
-def read_status(path: str | os.PathLike[str]) -> RunStatus:
+def read_status_file(path: str | os.PathLike[str]) -> RunStatus:
     """The status in `path`; raises StatusFileError saying why it cannot be read."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -129,17 +129,6 @@ def read_status(path: str | os.PathLike[str]) -> RunStatus:
         return RunStatus.from_json(json.loads(text))
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise StatusFileError(f"{path}: corrupt status file ({exc})") from None
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists (it may belong to another user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StatusWriter:
@@ -157,7 +146,7 @@ class StatusWriter:
     def write(self) -> bool:
         """Write the current status; True on success."""
         try:
-            write_status(self.path, self.status)
+            write_status_file(self.path, self.status)
         except OSError as exc:
             if not self._failing:
                 log.warning("cannot write the status file %s: %s", self.path, exc)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from asyncinf.runtime.supervise.exitcodes import ExitCode
-from asyncinf.runtime.supervise.status_file import StatusFileError, read_status
+from asyncinf.runtime.supervise.status_file import StatusFileError, read_status_file
 from asyncinf.runtime.testing import LineReader
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -44,7 +44,7 @@ class Run:
 
     def status(self):
         try:
-            return read_status(self.status_path)
+            return read_status_file(self.status_path)
         except StatusFileError:
             return None
 

@@ -18,8 +18,8 @@ from asyncinf.runtime.supervise.status_file import (
     State,
     StatusFileError,
     StatusWriter,
-    read_status,
-    write_status,
+    read_status_file,
+    write_status_file,
 )
 
 runner = CliRunner()
@@ -47,9 +47,9 @@ def running_status(**changes):
 def test_write_then_read_back(tmp_path):
     path = tmp_path / "status.json"
     status = running_status()
-    write_status(path, status)
+    write_status_file(path, status)
     assert status.updated_ns > 0
-    assert read_status(path) == status
+    assert read_status_file(path) == status
     assert json.loads(path.read_text()) == {
         "state": "running",
         "pid": os.getpid(),
@@ -63,8 +63,8 @@ def test_write_then_read_back(tmp_path):
 
 def test_remote_run_has_no_server(tmp_path):
     path = tmp_path / "status.json"
-    write_status(path, running_status(server=None))
-    assert read_status(path).server is None
+    write_status_file(path, running_status(server=None))
+    assert read_status_file(path).server is None
     assert json.loads(path.read_text())["server"] is None
 
 
@@ -72,8 +72,8 @@ def test_every_state_round_trips(tmp_path):
     path = tmp_path / "s.json"
     for state in State:
         status = RunStatus(state=state, client=ChildStatus(None, state))
-        write_status(path, status)
-        assert read_status(path) == status
+        write_status_file(path, status)
+        assert read_status_file(path) == status
     assert [s.value for s in State] == [
         "starting", "running", "restarting", "stopping", "stopped", "failed",
     ]  # fmt: skip
@@ -81,14 +81,14 @@ def test_every_state_round_trips(tmp_path):
 
 def test_a_reader_never_sees_a_partial_file(tmp_path):
     path = tmp_path / "status.json"
-    write_status(path, running_status())
+    write_status_file(path, running_status())
     stop = threading.Event()
     seen, errors = set(), []
 
     def read_all_the_time():
         while not stop.is_set():
             try:
-                seen.add(read_status(path).server.restarts)
+                seen.add(read_status_file(path).server.restarts)
             except StatusFileError as exc:
                 errors.append(exc)
 
@@ -98,7 +98,7 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
         status = running_status()
         for restarts in range(2000):
             status.server.restarts = restarts
-            write_status(path, status)
+            write_status_file(path, status)
     finally:
         stop.set()
         reader.join()
@@ -109,7 +109,7 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "status.json"
-    write_status(path, running_status())
+    write_status_file(path, running_status())
     before = path.read_text()
 
     def broken_replace(self, target):
@@ -117,7 +117,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
 
     monkeypatch.setattr("pathlib.Path.replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
-        write_status(path, running_status(state=State.STOPPING))
+        write_status_file(path, running_status(state=State.STOPPING))
     assert path.read_text() == before
     assert os.listdir(tmp_path) == ["status.json"]
 
@@ -130,7 +130,7 @@ def test_writer_logs_instead_of_raising(tmp_path, caplog):
     writer.path = tmp_path / "status.json"
     writer.status.state = State.RUNNING
     assert writer.write() is True
-    assert read_status(writer.path).state is State.RUNNING
+    assert read_status_file(writer.path).state is State.RUNNING
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_corrupt_files_are_reported(tmp_path, content):
     path = tmp_path / "status.json"
     path.write_text(content)
     with pytest.raises(StatusFileError, match="corrupt"):
-        read_status(path)
+        read_status_file(path)
     r = runner.invoke(app, ["status", str(path)])
     assert r.exit_code == StatusExit.UNKNOWN
     assert "corrupt status file" in r.stderr
@@ -161,7 +161,7 @@ def test_corrupt_files_are_reported(tmp_path, content):
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.json"
     with pytest.raises(StatusFileError, match="no status file"):
-        read_status(path)
+        read_status_file(path)
     r = runner.invoke(app, ["status", str(path), "--json"])
     assert r.exit_code == StatusExit.UNKNOWN
     assert "--status-json" in r.stderr and r.stdout == ""
@@ -169,7 +169,7 @@ def test_missing_file(tmp_path):
 
 def test_status_for_humans(tmp_path):
     path = tmp_path / "status.json"
-    write_status(path, running_status())
+    write_status_file(path, running_status())
     r = runner.invoke(app, ["status", str(path)])
     assert r.exit_code == StatusExit.RUNNING, r.output
     for word in ("supervisor", "server", "client", "running", str(os.getpid()), "updated"):
@@ -179,7 +179,7 @@ def test_status_for_humans(tmp_path):
 
 def test_status_json_is_the_file(tmp_path):
     path = tmp_path / "status.json"
-    write_status(path, running_status())
+    write_status_file(path, running_status())
     r = runner.invoke(app, ["status", str(path), "--json"])
     assert r.exit_code == StatusExit.RUNNING
     assert json.loads(r.stdout) == json.loads(path.read_text())
@@ -189,7 +189,7 @@ def test_a_finished_run_is_not_running_and_not_stale(tmp_path):
     path = tmp_path / "status.json"
     gone = dead_pid()
     stopped = State.STOPPED
-    write_status(
+    write_status_file(
         path, RunStatus(stopped, gone, ServerStatus(gone, stopped), ChildStatus(gone, stopped))
     )
     r = runner.invoke(app, ["status", str(path)])
@@ -200,7 +200,7 @@ def test_a_finished_run_is_not_running_and_not_stale(tmp_path):
 def test_a_stale_file_says_so(tmp_path):
     path = tmp_path / "status.json"
     gone = dead_pid()
-    write_status(path, running_status(pid=gone, client=ChildStatus(gone, State.RUNNING)))
+    write_status_file(path, running_status(pid=gone, client=ChildStatus(gone, State.RUNNING)))
     r = runner.invoke(app, ["status", str(path)])
     assert r.exit_code == StatusExit.DEAD
     assert f"supervisor pid {gone} is gone" in r.stderr
