@@ -123,7 +123,7 @@ def run_e2e(
         )
         s = run_one(options, duration_s, remote, log_level)
         ticks = max(1, s["ticks"])
-        extra = {k: s[k] for k in ("bytes_per_observation",) if k in s}
+        extra = {k: s["transport"][k] for k in ("bytes_per_observation",) if k in s["transport"]}
         rows.append(
             {
                 "transport": "grpc" if remote else "shm",

@@ -170,9 +170,6 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
         if metrics:
             metrics.close()
     summary = client.stats.summary(spec.client.fps, client.chunk_size)
-    # bytes_per_observation also sits at the top level: it is the figure benchmarks read.
-    if "bytes_per_observation" in transport_stats:
-        summary["bytes_per_observation"] = transport_stats["bytes_per_observation"]
     summary["transport"] = transport_stats
     link.emit(protocol.Summary(summary=summary))
     return int(code)

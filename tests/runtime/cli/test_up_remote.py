@@ -77,7 +77,7 @@ def test_remote_torch_policy_gets_resized_jpeg_frames(serve, tmp_path):
     assert r.returncode == 0, r.stderr
     assert s["chunks_received"] > 3 and s["errors"] == 0
     raw = 640 * 480 * 3
-    assert 0 < s["bytes_per_observation"] < raw / 10
+    assert 0 < s["transport"]["bytes_per_observation"] < raw / 10
     assert server.stop() == 0
     assert "loading policy type=tiny_torch" in server.log
 
