@@ -14,15 +14,6 @@ import numpy as np
 import pytest
 
 from asyncinf.runtime import messages
-from asyncinf.runtime.messages import (
-    ActionChunk,
-    ErrorMessage,
-    Goodbye,
-    Handshake,
-    HandshakeReply,
-    Heartbeat,
-    Observation,
-)
 from asyncinf.transports import codec
 from asyncinf.transports.grpc import convert
 
@@ -42,6 +33,10 @@ VALUES = {
     "dict[str, Any]": {"temporal_ensemble": 0.01, "n": [1, 2]},
 }
 MESSAGES = list(typing.get_args(messages.Message))
+Observation, ActionChunk, Handshake, HandshakeReply, ErrorMessage, Heartbeat, Goodbye = (
+    messages.Observation, messages.ActionChunk, messages.Handshake, messages.HandshakeReply,
+    messages.ErrorMessage, messages.Heartbeat, messages.Goodbye,
+)  # fmt: skip
 
 
 def filled(cls: type) -> object:
