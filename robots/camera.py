@@ -30,6 +30,14 @@ class Camera(abc.ABC):
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
 
+    @classmethod
+    def from_options(cls, camera_type: str, options: dict[str, Any]) -> Camera:
+        """Build (not connect) from a camera's options (without its `type`), asked for as
+        `camera_type`; an adapter of LeRobot's cameras needs the type."""
+        from asyncinf.runtime.config import build  # noqa: PLC0415
+
+        return cls(build(cls.config_class, options, prefix="camera."))
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.config.height, self.config.width, 3)
@@ -54,6 +62,13 @@ class Camera(abc.ABC):
         """Safe to call twice."""
 
 
+def _lerobot_camera(name: str) -> type[Camera]:
+    from asyncinf.robots.lerobot import camera_class  # noqa: PLC0415  (LeRobot only if asked)
+
+    return camera_class(name)
+
+
+# Built-ins first; any other type (intelrealsense, zmq, plugins) is looked up in LeRobot's.
 CAMERAS: Registry[Camera] = Registry(
     "camera",
     {
@@ -61,12 +76,11 @@ CAMERAS: Registry[Camera] = Registry(
         "opencv": "asyncinf.robots.opencv_camera:OpenCVCamera",
         "fake": "asyncinf.robots.fake:FakeCamera",
     },
+    fallback=_lerobot_camera,
 )
 
 
 def make_camera(options: dict[str, Any]) -> Camera:
-    from asyncinf.runtime.config import build  # noqa: PLC0415
-
     options = dict(options)
-    cls = CAMERAS.load(options.pop("type", "opencv"))
-    return cls(build(cls.config_class, options, prefix="camera."))
+    camera_type = options.pop("type", "opencv")
+    return CAMERAS.load(camera_type).from_options(camera_type, options)

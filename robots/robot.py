@@ -72,6 +72,15 @@ class Robot(abc.ABC):
             except ConfigError as exc:
                 raise ConfigError(f"--robot.cameras.{name}: {exc}") from None
 
+    @classmethod
+    def from_options(cls, robot_type: str, options: dict[str, Any]) -> Robot:
+        """Build (not connect) from `--robot.*` flag/file options, asked for as `robot_type`.
+        Our robots validate the options against `config_class`; an adapter of a foreign
+        registry (LeRobot's) needs the type to know which foreign robot to build."""
+        from asyncinf.runtime.config import build  # noqa: PLC0415
+
+        return cls(build(cls.config_class, options, prefix="robot."))
+
     def camera_options(self) -> dict[str, dict[str, Any]]:
         """Camera name -> options of the cameras to build: `config.cameras` by default."""
         return self.config.cameras
@@ -159,6 +168,13 @@ def _disconnect(cameras: Iterable[Camera]) -> None:
             log.warning("%s", exc)
 
 
+def _lerobot_robot(name: str) -> type[Robot]:
+    from asyncinf.robots.lerobot import robot_class  # noqa: PLC0415  (LeRobot only if asked)
+
+    return robot_class(name)
+
+
+# Built-ins first; any other name (or `lerobot:<type>`) is looked up in LeRobot's registry.
 ROBOTS: Registry[Robot] = Registry(
     "robot",
     {
@@ -167,12 +183,10 @@ ROBOTS: Registry[Robot] = Registry(
         "so100_follower": "asyncinf.robots.so_follower:SO100Follower",
         "so101_follower": "asyncinf.robots.so_follower:SO101Follower",
     },
+    fallback=_lerobot_robot,
 )
 
 
 def make_robot(robot_type: str, options: dict[str, Any]) -> Robot:
     """Build (not connect) the robot registered as `robot_type` from flag/file options."""
-    from asyncinf.runtime.config import build  # noqa: PLC0415
-
-    cls = ROBOTS.load(robot_type)
-    return cls(build(cls.config_class, options, prefix="robot."))
+    return ROBOTS.load(robot_type).from_options(robot_type, options)

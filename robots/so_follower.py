@@ -1,11 +1,13 @@
 """SO-100 / SO-101 follower arms: six Feetech STS3215 servos on one serial bus, plus cameras.
 
-Compatible with LeRobot's `so100_follower` / `so101_follower`: the same motor names and ids,
-the same calibration file per `--robot.id` (LeRobot's default directory, or
-`--robot.calibration_dir`), the same normalisation (−100..100 for the body joints, or degrees
-with `--robot.use_degrees=true`; 0..100 for the gripper) and the same servo settings on
-connect (P=16, I=0, D=32, acceleration 254, return delay 0, gripper torque and current
-limited to half). One sync read per `read_state()`, one sync write per `send_action()`.
+Compatible with LeRobot 0.4 to 0.6's `so100_follower` / `so101_follower`: the same motor names
+and ids, the same calibration file per `--robot.id` (LeRobot's `so_follower/` folder, then the
+`so100_follower/` / `so101_follower/` folders of LeRobot before 0.4, or
+`--robot.calibration_dir`), the same defaults (no id; degrees for the body joints, or −100..100
+with `--robot.use_degrees=false` as LeRobot before 0.4 had it; 0..100 for the gripper) and the
+same servo settings on connect (P=16, I=0, D=32, acceleration 254, return delay 0, gripper
+torque and current limited to half). One sync read per `read_state()`, one sync write per
+`send_action()`.
 
 Where it differs from LeRobot, on purpose:
 
@@ -36,6 +38,7 @@ from asyncinf.robots.feetech.bus import FeetechBus
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
     NormMode,
+    calibration_candidates,
     calibration_path,
     load_calibration,
     normalize,
@@ -91,8 +94,11 @@ _ID_RE = re.compile(r"^[\w.\-]+$")
 class SOFollowerConfig(RobotConfig):
     """`--robot.*` options of an SO-100/SO-101 follower (LeRobot's names where it has them)."""
 
+    # LeRobot's default: None, which names the calibration file `None.json` as LeRobot does.
+    id: str | None = None
     port: str = ""
-    use_degrees: bool = False
+    # LeRobot ≥ 0.4's default; policies trained on data recorded with it expect degrees.
+    use_degrees: bool = True
     calibration_dir: str | None = None
     baudrate: int = 1_000_000
     bus_timeout_ms: float = 50.0  # per attempt, for one transaction's replies
@@ -109,7 +115,7 @@ class SOFollowerConfig(RobotConfig):
                 "(`asyncinf robot find-port` finds it; `asyncinf robot emulate` makes an "
                 "emulated one)"
             )
-        if not _ID_RE.match(str(self.id)):
+        if self.id is not None and not _ID_RE.match(str(self.id)):
             raise ConfigError(
                 f"--robot.id={self.id!r}: use letters, digits, '_', '-' or '.' "
                 "(it names the calibration file)"
@@ -189,11 +195,12 @@ class SOFollower(Robot):
         body = NormMode.DEGREES if config.use_degrees else NormMode.RANGE_M100_100
         self.norm_modes = {m: NormMode.RANGE_0_100 if m == "gripper" else body for m in MOTORS}
         self.calibration_fpath = calibration_path(
-            self.robot_type, str(config.id), config.calibration_dir
+            self.robot_type, config.id, config.calibration_dir
         )
         self.calibration: dict[str, MotorCalibration] | None = None
         if self.calibration_fpath.is_file():
             self.calibration = self._checked(load_calibration(self.calibration_fpath))
+            log.info("%s: calibration read from %s", self, self.calibration_fpath)
         self._connected = False
         self._last_state: np.ndarray | None = None
 
@@ -307,7 +314,17 @@ class SOFollower(Robot):
             for row in motors:
                 self._probe_motor(row)
             if self.calibration is None and all(m.error is None for m in motors):
-                self.calibration = self._checked(self._read_calibration())
+                in_motors = self._read_calibration()
+                factory = factory_limit_motors(in_motors)
+                if factory:
+                    # `up` refuses such an arm (no file, factory limits): say so before it does.
+                    source = (
+                        f"none: no file at {self._looked_in()} and servos {factory} still hold "
+                        "factory limits (uncalibrated); calibrate with lerobot-calibrate "
+                        "before `asyncinf up`"
+                    )
+                    log.warning("%s: %s", self, source)
+                self.calibration = self._checked(in_motors)
             for row in motors:
                 if row.position is not None and self.calibration is not None:
                     cal = self.calibration[row.name]
@@ -362,6 +379,12 @@ class SOFollower(Robot):
 
     def __str__(self) -> str:
         return f"{self.robot_type} {self.config.id!r}"
+
+    def _looked_in(self) -> str:
+        candidates = calibration_candidates(
+            self.robot_type, self.config.id, self.config.calibration_dir
+        )
+        return " or ".join(str(p) for p in candidates)
 
     def _require_connected(self) -> None:
         if not self._connected:
@@ -444,19 +467,19 @@ class SOFollower(Robot):
     def _apply_calibration(self) -> None:
         in_motors = self._read_calibration()
         if self.calibration is None:
-            body = [c for m, c in in_motors.items() if m != FULL_TURN_MOTOR]
-            if all(c.range_min == 0 and c.range_max == 4095 and not c.homing_offset for c in body):
+            if len(factory_limit_motors(in_motors)) == len(MOTORS) - 1:
+                id_flag = "" if self.config.id is None else f" --robot.id={self.config.id}"
                 raise RobotError(
-                    f"{self} is not calibrated: no file at {self.calibration_fpath} and the "
+                    f"{self} is not calibrated: no file at {self._looked_in()} and the "
                     "motors hold factory limits. Calibrate once with `lerobot-calibrate "
-                    f"--robot.type={self.robot_type} --robot.port={self.config.port} "
-                    f"--robot.id={self.config.id}` (asyncinf reads LeRobot's file), or pass "
+                    f"--robot.type={self.robot_type} --robot.port={self.config.port}{id_flag}` "
+                    "(asyncinf reads LeRobot's file), or pass "
                     "--robot.calibration_dir=<folder holding <id>.json>"
                 )
             log.warning(
                 "%s: no calibration file at %s; using the calibration stored in the motors",
                 self,
-                self.calibration_fpath,
+                self._looked_in(),
             )
             self.calibration = self._checked(in_motors)
             return
@@ -495,6 +518,15 @@ class SOFollower(Robot):
         # Hold where the arm stands: the goal register may hold a target from long ago.
         self.bus.sync_write("Goal_Position", self.bus.sync_read("Present_Position"))
         self._set_torque(True)
+
+
+def factory_limit_motors(calibration: dict[str, MotorCalibration]) -> list[str]:
+    """The motors whose calibration is the STS3215's factory one (full range, no offset).
+    The wrist roll is left out: LeRobot calibrates it to the full range too."""
+    return [
+        m for m, c in calibration.items()
+        if m != FULL_TURN_MOTOR and (c.range_min, c.range_max, c.homing_offset) == (0, 4095, 0)
+    ]  # fmt: skip
 
 
 class SO100Follower(SOFollower):

@@ -61,6 +61,13 @@ class PolicySpec:
     actions_per_chunk: int = 0  # 0: as many as the policy returns per call
     options: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any], actions_per_chunk: int | None) -> PolicySpec:
+        """From the `--policy.*` map: type, path and device; every other key is an option."""
+        options = dict(flags)
+        named = {k: str(options.pop(k)) for k in ("type", "path", "device") if k in options}
+        return cls(**named, actions_per_chunk=actions_per_chunk or 0, options=options)
+
     @property
     def key(self) -> tuple[str, str, str]:
         """A policy is loaded once per (type, path, device)."""

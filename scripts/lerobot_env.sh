@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds (or reuses) a virtual environment at VENV holding asyncinf and LeRobot's policy stack.
+# Builds (or reuses) a virtual environment at VENV holding asyncinf, LeRobot's policy stack and
+# the Feetech SDK its SO follower drives (for the robot adapter's tests).
 #
 # LeRobot cannot be an extra of ours: it pins torch and torchvision to ranges that clash with
 # ours, and its grpc/protobuf pins clash with the gRPC extra. So LeRobot goes in with --no-deps,
@@ -25,6 +26,7 @@ lerobot_deps=(
     "datasets>=4,<5" "accelerate>=1.10,<2" "diffusers>=0.27.2,<0.36" "einops>=0.8,<0.9"
     "imageio>=2.34,<3" "av>=15,<16" "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9" "gymnasium>=1.1.1,<2"
     "transformers>=4.57.1,<5" "num2words>=0.5.14,<0.6"
+    "feetech-servo-sdk>=1.0.0,<2"  # LeRobot's `feetech` extra: its SO follower's bus, in tests
 )
 recipe="lerobot==$lerobot_version ${torch_pins[*]} ${lerobot_deps[*]}"
 stamp="$venv/.asyncinf-lerobot-recipe"

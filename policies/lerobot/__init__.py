@@ -17,10 +17,11 @@ from typing import Any
 
 
 def policy_class(name: str) -> Any:
-    """The policy registry's fallback: LeRobotPolicy when LeRobot knows `name`."""
+    """The policy registry's fallback: LeRobotPolicy where LeRobot is installed (which
+    checks, after the checkpoint's files and LeRobot's slow import, that it knows `name`)."""
     from asyncinf.policies.lerobot import compat  # noqa: PLC0415
 
-    compat.check_type(name)
+    compat.require(name)
     from asyncinf.policies.lerobot.policy import LeRobotPolicy  # noqa: PLC0415
 
     return LeRobotPolicy

@@ -34,6 +34,14 @@ LAYOUT_HINT = (
 
 
 @dataclass
+class Found:
+    """A checkpoint directory whose files are all there (checked before LeRobot imports)."""
+
+    directory: Path
+    steps: dict[str, list[str]]  # processor file -> its step names
+
+
+@dataclass
 class Loaded:
     directory: Path
     config: Any  # the policy's PreTrainedConfig subclass
@@ -139,20 +147,27 @@ def _config(lr: LeRobot, directory: Path, policy_type: str, overrides: dict[str,
         raise PolicyError(f"{file}: {text}") from None
 
 
-def load(
-    lr: LeRobot,
-    *,
-    path: str,
-    policy_type: str,
-    device: str,
-    rename_map: dict[str, str],
-    overrides: dict[str, Any],
-) -> Loaded:
+def find(path: str) -> Found:
+    """The checkpoint `path` names, with every file it needs present; raises PolicyError."""
     directory = resolve(path)
     steps = _processor_files(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise PolicyError(f"{weights}: missing; copy the whole checkpoint directory again")
+    return Found(directory, steps)
+
+
+def load(
+    lr: LeRobot,
+    found: Found,
+    *,
+    policy_type: str,
+    device: str,
+    rename_map: dict[str, str],
+    overrides: dict[str, Any],
+) -> Loaded:
+    directory, steps = found.directory, found.steps
+    weights = directory / WEIGHTS
     t0 = time.monotonic()
     cfg = _config(lr, directory, policy_type, overrides)
     cfg.device = device

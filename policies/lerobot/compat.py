@@ -87,20 +87,28 @@ def known_types() -> list[str]:
     return sorted(load().PreTrainedConfig.get_known_choices())
 
 
-def check_type(name: str) -> None:
-    """Raise PolicyError unless LeRobot (installed) knows policy type `name`."""
+def _builtins() -> list[str]:
     from asyncinf.policies.policy import POLICIES  # noqa: PLC0415
 
+    return POLICIES.names()
+
+
+def require(name: str) -> None:
+    """Raise PolicyError, without importing it, where LeRobot is not installed."""
     if importlib.util.find_spec("lerobot") is None:
         raise PolicyError(
-            f"--policy.type={name!r} is not a built-in policy ({POLICIES.names()}); LeRobot "
+            f"--policy.type={name!r} is not a built-in policy ({_builtins()}); LeRobot "
             "types (act, diffusion, smolvla, pi0, pi05, …) need LeRobot installed in the "
             "server's environment; " + INSTALL_HINT
         )
+
+
+def check_type(name: str) -> None:
+    """Raise PolicyError unless LeRobot knows policy type `name` (imports LeRobot)."""
     known = known_types()
     if name not in known:
         raise PolicyError(
-            f"--policy.type={name!r} is neither a built-in policy ({POLICIES.names()}) nor "
+            f"--policy.type={name!r} is neither a built-in policy ({_builtins()}) nor "
             f"one LeRobot {load().version} knows ({known})"
         )
 

@@ -47,8 +47,10 @@ class LeRobotPolicy(Policy):
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
+        found = checkpoint.find(spec.path)  # a mistyped path fails before the slow import
         self.torch = torch = import_torch(spec.type)
         lr = self.lerobot = compat.load()
+        compat.check_type(spec.type)
         self.device = resolve_device(torch, spec.device)
         rename_map = self.options["rename_map"]
         if not isinstance(rename_map, dict) or not all(
@@ -62,7 +64,7 @@ class LeRobotPolicy(Policy):
         log.info("loading LeRobot %s checkpoint %s on %s", spec.type, spec.path, self.device)
         loaded = checkpoint.load(
             lr,
-            path=spec.path,
+            found,
             policy_type=spec.type,
             device=str(self.device),
             rename_map=rename_map,
@@ -70,16 +72,17 @@ class LeRobotPolicy(Policy):
         )
         self.config, self.model = loaded.config, loaded.policy
         self.pre, self.post = loaded.preprocessor, loaded.postprocessor
-        self._image_shapes = self._check_features(loaded.directory, rename_map)
+        where = f"the checkpoint {loaded.directory}"
+        self._check_widths(where)
+        self._image_shapes = self._camera_shapes(where, rename_map)
         self._has_state = self.config.robot_state_feature is not None
         self._returns = 0  # actions per predict_action_chunk call, measured at warm-up
 
     # -- features, checked against the robot -------------------------------------------------
 
-    def _check_features(self, directory: Any, rename_map: dict[str, str]) -> dict[str, Any]:
-        """The checkpoint's input size per robot camera; refuses what cannot work."""
+    def _check_widths(self, where: str) -> None:
+        """State and action widths against the robot's joints; no inputs a robot lacks."""
         cfg, joints = self.config, self.joint_names
-        where = f"the checkpoint {directory}"
         for what, feature in (("state", cfg.robot_state_feature), ("action", cfg.action_feature)):
             if feature is not None and feature.shape[0] != len(joints):
                 raise PolicyError(
@@ -93,15 +96,19 @@ class LeRobotPolicy(Policy):
             raise PolicyError(
                 f"{where} needs observation.environment_state, which a robot does not provide"
             )
+
+    def _camera_shapes(self, where: str, rename_map: dict[str, str]) -> dict[str, Any]:
+        """(H, W, 3) per robot camera the checkpoint takes, found through `rename_map`."""
+        cfg = self.config
         by_key = {
             rename_map.get(IMAGE_PREFIX + cam, IMAGE_PREFIX + cam): cam for cam in self.cameras
         }
         missing = sorted(set(cfg.image_features) - set(by_key))
         if missing:
-            have = sorted(IMAGE_PREFIX + cam for cam in self.cameras)
-            example = {have[0]: missing[0]} if have else {}
+            have = sorted(by_key)
+            example = {IMAGE_PREFIX + by_key[have[0]]: missing[0]} if have else {}
             raise PolicyError(
-                f"{where} needs camera(s) {missing}; the robot gives {have}"
+                f"{where} needs camera(s) {missing}; the robot's cameras give {have}"
                 + (f" after --policy.rename_map={rename_map}" if rename_map else "")
                 + (
                     f": map them with --policy.rename_map='{json.dumps(example)}'"
@@ -114,7 +121,6 @@ class LeRobotPolicy(Policy):
         for key, feature in cfg.image_features.items():
             channels, height, width = feature.shape
             shapes[by_key[key]] = (int(height), int(width), int(channels))
-        self._camera_keys = {by_key[key]: IMAGE_PREFIX + by_key[key] for key in cfg.image_features}
         return shapes
 
     @property
@@ -142,9 +148,8 @@ class LeRobotPolicy(Policy):
                     f"expected ({len(self.joint_names)},)"
                 )
             raw[STATE] = state.copy()  # torch.from_numpy needs a writable array of its own
-        for cam, key in self._camera_keys.items():
+        for cam, want in self._image_shapes.items():
             img = observation.images.get(cam)
-            want = self._image_shapes[cam]
             if img is None:
                 raise PolicyError(f"observation has no image from camera {cam!r}")
             if img.shape != want or img.dtype != np.uint8:
@@ -152,7 +157,8 @@ class LeRobotPolicy(Policy):
                     f"camera {cam!r}: got {img.dtype} {img.shape}, the checkpoint takes uint8 "
                     f"{want} (the client fits frames to it; was --image_fit=none given?)"
                 )
-            raw[key] = np.array(img)  # a copy: shared-memory views are read-only
+            # A copy: shared-memory views are read-only. The preprocessor renames the key.
+            raw[IMAGE_PREFIX + cam] = np.array(img)
         batch = self.lerobot.prepare_observation_for_inference(
             raw, self.device, observation.task, self.robot_type
         )

@@ -85,11 +85,41 @@ def _smolvla(directory: Path) -> dict[str, Any]:
     }
 
 
+def _vqbet(directory: Path) -> dict[str, Any]:
+    return {
+        "n_obs_steps": 3,
+        "n_action_pred_token": 3,
+        "action_chunk_size": 4,  # actions per call
+        "vision_backbone": "resnet18",
+        "pretrained_backbone_weights": None,
+        "use_group_norm": True,
+        "crop_shape": None,
+        "spatial_softmax_num_keypoints": 16,
+        "vqvae_n_embed": 8,
+        "vqvae_embedding_dim": 32,
+        "vqvae_enc_hidden_dim": 32,
+        "gpt_n_layer": 1,
+        "gpt_n_head": 2,
+        "gpt_hidden_dim": 64,
+        "gpt_input_dim": 64,
+        "gpt_output_dim": 64,
+    }
+
+
+def _tdmpc(directory: Path) -> dict[str, Any]:
+    return {}  # small already; one action per call (n_action_steps = 1)
+
+
 _POLICIES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "act": _act,
     "diffusion": _diffusion,
     "smolvla": _smolvla,
+    "vqbet": _vqbet,
+    "tdmpc": _tdmpc,
 }
+# TDMPC reads one camera under this key, not observation.images.<name>: a robot's camera
+# reaches it through --policy.rename_map.
+_SINGLE_IMAGE_KEY = {"tdmpc": "observation.image"}
 
 
 def make_tiny_checkpoint(
@@ -132,8 +162,13 @@ def make_tiny_checkpoint(
     cameras = DEFAULT_CAMERAS if cameras is None else cameras
     joint_feature = PolicyFeature(type=FeatureType.STATE, shape=(joints,))
     input_features = {"observation.state": joint_feature}
+    image_keys = {name: f"observation.images.{name}" for name in cameras}
+    if policy_type in _SINGLE_IMAGE_KEY:
+        if len(cameras) != 1:
+            raise PolicyError(f"a tiny {policy_type} takes exactly one camera, not {cameras}")
+        image_keys = dict.fromkeys(cameras, _SINGLE_IMAGE_KEY[policy_type])
     for name, (height, width) in cameras.items():
-        input_features[f"observation.images.{name}"] = PolicyFeature(
+        input_features[image_keys[name]] = PolicyFeature(
             type=FeatureType.VISUAL, shape=(3, height, width)
         )
     output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(joints,))}
@@ -152,7 +187,7 @@ def make_tiny_checkpoint(
 
     dataset_stats = {key: stats(_JOINT_STATS, (joints,)) for key in ("observation.state", "action")}
     for name in cameras:
-        dataset_stats[f"observation.images.{name}"] = stats(_IMAGE_STATS, (3, 1, 1))
+        dataset_stats[image_keys[name]] = stats(_IMAGE_STATS, (3, 1, 1))
 
     # The model is built on CPU: seeding only the CPU generator (torch.manual_seed would also
     # reseed CUDA's) inside a CPU-only fork leaves every caller's generator as it was.

@@ -1,10 +1,13 @@
 """LeRobot's calibration files and joint normalisation, byte- and float-compatible with it.
 
 A calibration file is JSON, one entry per motor, in LeRobot's default location
-``$HF_LEROBOT_CALIBRATION/robots/<robot_type>/<robot_id>.json``, where
+``$HF_LEROBOT_CALIBRATION/robots/<folder>/<robot_id>.json``, where
 ``HF_LEROBOT_CALIBRATION`` defaults to ``$HF_LEROBOT_HOME/calibration``, ``HF_LEROBOT_HOME``
-to ``$HF_HOME/lerobot`` and ``HF_HOME`` to ``$XDG_CACHE_HOME/huggingface`` (``~/.cache``):
-so by default ``~/.cache/huggingface/lerobot/calibration/robots/so101_follower/<id>.json``::
+to ``$HF_HOME/lerobot`` and ``HF_HOME`` to ``$XDG_CACHE_HOME/huggingface`` (``~/.cache``).
+The folder is the LeRobot robot class's `name`: LeRobot 0.4 to 0.6 drive SO-100 and SO-101
+with one class named ``so_follower``, so by default
+``~/.cache/huggingface/lerobot/calibration/robots/so_follower/<id>.json``; LeRobot before 0.4
+wrote ``so100_follower/`` or ``so101_follower/``, read when the newer file is absent::
 
     {"shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470,
                       "range_min": 758, "range_max": 3292}, ...}
@@ -59,15 +62,38 @@ def lerobot_calibration_root() -> Path:
     return Path(hf_home).expanduser() / "lerobot" / "calibration"
 
 
-def calibration_path(robot_type: str, robot_id: str, calibration_dir: str | None = None) -> Path:
-    """Where the file for this robot lives: `calibration_dir/<id>.json` when given, else
-    LeRobot's default `…/calibration/robots/<robot_type>/<id>.json`."""
-    directory = (
-        Path(calibration_dir).expanduser()
-        if calibration_dir
-        else lerobot_calibration_root() / "robots" / robot_type
-    )
-    return directory / f"{robot_id}.json"
+# Folders under `…/calibration/robots/` to look in, newest LeRobot first. LeRobot ≥ 0.4 names
+# the folder after its one SO class (`so_follower`) whatever the type; older LeRobot used the
+# type. A type not listed has one folder, its own name.
+CALIBRATION_FOLDERS = {
+    "so100_follower": ("so_follower", "so100_follower"),
+    "so101_follower": ("so_follower", "so101_follower"),
+}
+
+
+def calibration_candidates(
+    robot_type: str, robot_id: str | None, calibration_dir: str | None = None
+) -> list[Path]:
+    """The files that may hold this robot's calibration, in the order they are tried:
+    `calibration_dir/<id>.json` alone when given, else LeRobot's default folders.
+
+    A robot id of None is the file `None.json`: LeRobot formats its default id (None) into
+    the name, so that is where `lerobot-calibrate` without `--robot.id` writes.
+    """
+    name = f"{robot_id}.json"
+    if calibration_dir:
+        return [Path(calibration_dir).expanduser() / name]
+    root = lerobot_calibration_root() / "robots"
+    return [root / folder / name for folder in CALIBRATION_FOLDERS.get(robot_type, (robot_type,))]
+
+
+def calibration_path(
+    robot_type: str, robot_id: str | None, calibration_dir: str | None = None
+) -> Path:
+    """The file to read for this robot: the first candidate that exists, else the first one
+    (where current LeRobot would write it)."""
+    candidates = calibration_candidates(robot_type, robot_id, calibration_dir)
+    return next((p for p in candidates if p.is_file()), candidates[0])
 
 
 def load_calibration(path: Path) -> dict[str, MotorCalibration]:

@@ -7,6 +7,22 @@ torque is on (lazily, from the monotonic clock, so no ticking thread), honours t
 limits and homing offset, and answers bad commands with the instruction error bit.
 Packets with a bad checksum get no reply, as on the real bus (the id itself may be garbled).
 
+Three behaviours LeRobot's Feetech driver relies on, as the STS3215 does them:
+
+- Present_Position is the 12-bit magnetic encoder minus Homing_Offset, modulo one turn: it
+  stays in 0..4095 in position mode (it never goes negative below the offset). LeRobot's
+  `set_half_turn_homings` and range recording assume that.
+- With torque off, Goal_Position follows Present_Position, so enabling torque holds the arm
+  where it stands. LeRobot's SO follower enables torque without writing a goal first; a goal
+  left from before the arm was moved by hand would otherwise make it jump there.
+- A READ the servo refuses (a range past its control table) is answered with the bytes asked
+  for (past the table they read 0) and the instruction error bit, so a driver that takes
+  `length` data bytes from every read reply (LeRobot's scservo_sdk indexes them) sees the
+  error instead of a short packet. Why not byte-exact: Feetech does not document what the
+  STS3215 answers here; the length is what both drivers need, the error bit keeps the refusal
+  visible. A READ without its two parameters (or asking more than a reply holds) has no length
+  to honour, and keeps a status with no data.
+
 Fault injection (`Faults`) drops replies, garbles them (one byte flipped), prefixes them
 with noise, or removes servos, by count or by probability, so tests and `asyncinf robot
 emulate` can exercise every error path of the driver.
@@ -40,6 +56,7 @@ from asyncinf.robots.feetech.registers import (
 
 log = logging.getLogger(__name__)
 
+STEPS_PER_TURN = 4096  # the STS3215's 12-bit magnetic encoder
 # The servos' receive state machine resets after this much silence inside a frame.
 INTER_BYTE_TIMEOUT_S = 0.01
 DEFAULT_SPEED_STEPS_S = 3000.0  # ≈ 264°/s: an STS3215 at 12 V, no load
@@ -116,8 +133,8 @@ class EmulatorStats:
 class Servo:
     """One emulated STS3215: control-table memory plus a position that moves toward the goal.
 
-    `position` is in the Present_Position frame (actual − Homing_Offset), as a float so slow
-    motion accumulates; the registers hold it rounded.
+    `position` is in the Present_Position frame (encoder − Homing_Offset, modulo a turn), as
+    a float so slow motion accumulates; the registers hold it rounded.
     """
 
     def __init__(
@@ -136,9 +153,8 @@ class Servo:
         self._t_ns = clock_ns()
         self._pending: tuple[int, bytes] | None = None  # REG_WRITE awaiting ACTION
         self.reset()
-        self.position = float(position)
-        self.set("Goal_Position", round(position))  # power-on: goal = where it stands
-        self._sync_present(0.0)
+        self.position = float(position) % STEPS_PER_TURN
+        self._sync_present(0.0)  # torque is off at power-on: the goal is where it stands
 
     def reset(self) -> None:
         """Factory values (the RESET instruction); keeps the id."""
@@ -180,17 +196,18 @@ class Servo:
         self._sync_present(velocity)
 
     def _sync_present(self, velocity: float) -> None:
-        present = round(self.position)
-        self.set("Present_Position", max(-32767, min(32767, present)))
+        present = round(self.position) % STEPS_PER_TURN
+        self.set("Present_Position", present)
         self.set("Present_Velocity", max(-32767, min(32767, round(velocity))))
+        if not self.torque_enabled:
+            self.set("Goal_Position", present)  # the STS3215's goal tracks a free joint
         moving = abs(self.get("Goal_Position") - present) > 1 and self.torque_enabled
         self.set("Moving", int(moving))
 
-    def read(self, address: int, length: int) -> bytes | None:
-        """Memory bytes, or None when the range is outside the table."""
-        if length < 1 or address + length > TABLE_END:
-            return None
-        return bytes(self.mem[address : address + length])
+    def read(self, address: int, length: int) -> tuple[bool, bytes]:
+        """(in the table, `length` bytes): bytes past the table read 0."""
+        data = bytes(self.mem[address : address + length])
+        return length > 0 and address + length <= TABLE_END, data.ljust(length, b"\0")
 
     def write(self, address: int, data: bytes) -> bool:
         """Store `data` at `address`; False (nothing written) if any byte is read-only."""
@@ -201,7 +218,9 @@ class Servo:
         self.mem[address:end] = data
         if _overlaps(address, end, STS3215["Homing_Offset"]):
             # The encoder did not move: the present frame shifts by the offset change.
-            self.position -= self.get("Homing_Offset") - old_offset
+            self.position = (self.position - (self.get("Homing_Offset") - old_offset)) % (
+                STEPS_PER_TURN
+            )
             self._sync_present(0.0)
         if _overlaps(address, end, STS3215["ID"]):
             self.id = self.mem[STS3215["ID"].address]
@@ -405,10 +424,10 @@ class FeetechEmulator:
         if instr == Instruction.PING:
             return 0, b""
         if instr == Instruction.READ:
-            if len(params) != 2:
-                return refused
-            data = servo.read(params[0], params[1])
-            return (0, data) if data is not None else refused
+            if len(params) != 2 or params[1] > protocol.MAX_PARAMS:
+                return refused  # no length to honour, or more than a reply can carry
+            ok, data = servo.read(params[0], params[1])
+            return (0 if ok else ErrorBit.INSTRUCTION), data
         if instr in (Instruction.WRITE, Instruction.REG_WRITE):
             if len(params) < 2:
                 return refused
@@ -430,16 +449,15 @@ class FeetechEmulator:
         if target != protocol.BROADCAST_ID or len(params) < 3:
             return b""
         address, length = params[0], params[1]
+        if length > protocol.MAX_PARAMS:
+            return b""  # no servo can answer it: every one ignores it
         out = bytearray()
         for motor_id in params[2:]:
             if motor_id > protocol.MAX_ID:
                 continue  # only real ids are listed; a broadcast id answers nothing
             for servo in self._addressed(motor_id):
-                data = servo.read(address, length)
-                if data is None:
-                    out += self._reply(servo, ErrorBit.INSTRUCTION, b"")
-                else:
-                    out += self._reply(servo, 0, data)
+                ok, data = servo.read(address, length)
+                out += self._reply(servo, 0 if ok else ErrorBit.INSTRUCTION, data)
         return bytes(out)
 
     def _sync_write(self, target: int, params: bytes) -> None:

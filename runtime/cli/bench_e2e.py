@@ -47,6 +47,7 @@ def e2e(
     is also timed in this process, the floor for the server's inference time.
     """
     from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
+    from asyncinf.runtime.supervise.worker import leave_a_core_for_the_client  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
 
     err = Console(stderr=True)
@@ -82,6 +83,8 @@ def e2e(
         floor = None
         if policy is not None:
             err.print("timing the same model call in this process")
+            if server is None:  # the up --local server's thread cap, for a like-for-like floor
+                leave_a_core_for_the_client()
             floor = inprocess_inference(rows[0]["options"])
     except (RuntimeError, PolicyError) as exc:
         err.print(f"[red]error:[/red] {exc}")

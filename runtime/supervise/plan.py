@@ -22,7 +22,6 @@ from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
 from asyncinf.transports.factory import TransportSpec
 
 DEFAULTS: dict[str, Any] = {"robot": {"type": "sim"}, "policy": {"type": "scripted"}}
-_POLICY_FIELDS = ("type", "path", "device")
 # Read from the top level by the server for its preload, beside ServerConfig's own fields.
 _PRELOAD_OPTIONS = {"fps", "actions_per_chunk", "task"}
 
@@ -71,12 +70,7 @@ def robot_spec(options: dict[str, Any]) -> RobotSpec:
 
 
 def policy_spec(options: dict[str, Any]) -> PolicySpec:
-    policy = dict(options.get("policy") or {})
-    return PolicySpec(
-        **{k: str(policy.pop(k)) for k in _POLICY_FIELDS if k in policy},
-        actions_per_chunk=int(options.get("actions_per_chunk") or 0),
-        options=policy,
-    )
+    return PolicySpec.from_flags(options.get("policy") or {}, options.get("actions_per_chunk"))
 
 
 def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: str) -> Handshake:

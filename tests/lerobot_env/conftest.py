@@ -9,8 +9,15 @@ No hub: HF_HUB_OFFLINE is set for this process and every child it starts.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# LeRobot reads its calibration root once, at import, and its robots create their folder in
+# it: keep both out of the home folder, for this process and its children (removed after).
+os.environ["HF_LEROBOT_CALIBRATION"] = f"{tempfile.gettempdir()}/asyncinf-lerobot-cal-{os.getpid()}"
 
 import lerobot.policies  # noqa: F401  (fails collection where LeRobot is missing)
 import pytest
@@ -30,3 +37,34 @@ def checkpoints(tmp_path_factory) -> dict:
     return {
         kind: make_tiny_checkpoint(kind, root / kind) for kind in ("act", "diffusion", "smolvla")
     }
+
+
+PLUGIN = "lerobot_robot_tinyarm"
+CALIBRATION_ROOT = Path(os.environ["HF_LEROBOT_CALIBRATION"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tinyarm_plugin(tmp_path_factory) -> Path:
+    """`lerobot_robot_tinyarm` installed for this session and its children: the module and
+    its `.dist-info` in a folder on sys.path and PYTHONPATH, where `importlib.metadata`
+    finds installed distributions (so LeRobot's plugin discovery does). Session-wide and
+    first: LeRobot's registries are read once per process. Removed after."""
+    root = tmp_path_factory.mktemp("site")
+    package = root / PLUGIN
+    package.mkdir()
+    shutil.copy(Path(__file__).with_name("tinyarm_plugin.py"), package / "__init__.py")
+    info = root / f"{PLUGIN}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {PLUGIN}\nVersion: 0.1.0\n")
+    (info / "top_level.txt").write_text(PLUGIN + "\n")
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), old_path) if p)
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+    if old_path is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = old_path
+    shutil.rmtree(root)
+    shutil.rmtree(CALIBRATION_ROOT, ignore_errors=True)  # absent when no test made it

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from joints import JOINTS
 
+from asyncinf.policies.lerobot.tiny import make_tiny_checkpoint
 from asyncinf.policies.policy import make_policy
 from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
@@ -59,6 +60,18 @@ def test_each_kind_loads_warms_up_and_answers_at_its_own_length(checkpoints, kin
     assert np.isfinite(actions).all()
 
 
+@pytest.mark.parametrize(("kind", "returns"), [("vqbet", 4), ("tdmpc", 1)])
+def test_history_policies_lerobots_async_server_cannot_run(tmp_path, kind, returns):
+    """VQ-BeT and TDMPC keep observation queues too; TDMPC reads its one camera as
+    `observation.image`, which the rename map provides."""
+    path = make_tiny_checkpoint(kind, tmp_path / kind, cameras={"front": (64, 64)})
+    options = {"rename_map": {"observation.images.front": "observation.image"}}
+    policy = load(hello(path, kind, **(options if kind == "tdmpc" else {})))
+    assert policy.chunk_size == returns
+    for t in range(3):
+        assert infer(policy, observation(t, (64, 64, 3))).shape == (returns, len(JOINTS))
+
+
 def test_a_shorter_chunk_is_the_first_actions_of_the_call(checkpoints):
     full = load(hello(checkpoints["act"]))
     short = load(hello(checkpoints["act"], chunk=20))
@@ -95,6 +108,7 @@ def test_missing_camera_suggests_the_rename_map_and_the_rename_map_fixes_it(chec
     with pytest.raises(PolicyError, match=r"needs camera\(s\) \['observation.images.front'\]") as e:
         load(hello(checkpoints["act"], cameras=cams))
     assert 'rename_map=\'{"observation.images.top": "observation.images.front"}\'' in str(e.value)
+    assert "the robot's cameras give ['observation.images.top']" in str(e.value)
     policy = load(
         hello(
             checkpoints["act"],

@@ -11,6 +11,7 @@ import pytest
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
     NormMode,
+    calibration_candidates,
     calibration_from_dict,
     calibration_path,
     lerobot_calibration_root,
@@ -54,9 +55,33 @@ def clean_env(monkeypatch, tmp_path):
 def test_default_location_is_lerobots(clean_env, tmp_path):
     home = tmp_path / "home"
     assert lerobot_calibration_root() == home / ".cache/huggingface/lerobot/calibration"
+    # LeRobot 0.4-0.6 keep both SO arms under one folder, named for their one class.
     assert calibration_path("so101_follower", "arm1") == (
-        home / ".cache/huggingface/lerobot/calibration/robots/so101_follower/arm1.json"
+        home / ".cache/huggingface/lerobot/calibration/robots/so_follower/arm1.json"
     )
+
+
+@pytest.mark.parametrize("robot_type", ["so100_follower", "so101_follower"])
+def test_so_follower_folder_first_then_the_older_one(clean_env, tmp_path, robot_type):
+    clean_env.setenv("HF_LEROBOT_CALIBRATION", str(tmp_path / "cal"))
+    robots = tmp_path / "cal" / "robots"
+    assert calibration_candidates(robot_type, "a") == [
+        robots / "so_follower" / "a.json",
+        robots / robot_type / "a.json",
+    ]
+    older = robots / robot_type / "a.json"
+    save_calibration(older, {"gripper": MotorCalibration(6, 0, 0, 1, 2)})
+    assert calibration_path(robot_type, "a") == older  # only the pre-0.4 file exists
+    newer = robots / "so_follower" / "a.json"
+    save_calibration(newer, {"gripper": MotorCalibration(6, 0, 0, 1, 2)})
+    assert calibration_path(robot_type, "a") == newer  # both: LeRobot 0.4+'s wins
+
+
+def test_no_id_is_lerobots_none_file(clean_env, tmp_path):
+    # LeRobot formats its default id None into the name; lerobot-calibrate without --robot.id
+    # writes there.
+    clean_env.setenv("HF_LEROBOT_CALIBRATION", str(tmp_path))
+    assert calibration_path("so101_follower", None) == tmp_path / "robots/so_follower/None.json"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +97,7 @@ def test_environment_overrides_in_lerobots_order(clean_env, env, root):
     for name, value in env.items():
         clean_env.setenv(name, value)
     assert str(lerobot_calibration_root()) == root
-    assert str(calibration_path("so100_follower", "a")) == f"{root}/robots/so100_follower/a.json"
+    assert str(calibration_path("so100_follower", "a")) == f"{root}/robots/so_follower/a.json"
 
 
 def test_calibration_dir_flag_wins(clean_env, tmp_path):

@@ -55,6 +55,8 @@ def test_sync_read_matches_the_servos_memory(emulator, bus):
 def test_sync_write_sets_every_goal_and_the_arm_moves_there(emulator, bus):
     goals = {m: 2000 + 10 * i for i, m in enumerate(SO_FOLLOWER_MOTORS)}
     goals["gripper"] = 2500
+    # Torque first: with torque off an STS3215's goal follows its present position.
+    bus.sync_write("Torque_Enable", dict.fromkeys(SO_FOLLOWER_MOTORS, 1))
     bus.sync_write("Goal_Position", goals)  # no reply: wait for the servos to have it
     wait_until(
         lambda: all(
@@ -62,7 +64,6 @@ def test_sync_write_sets_every_goal_and_the_arm_moves_there(emulator, bus):
             for m, i in SO_FOLLOWER_MOTORS.items()
         )
     )
-    bus.sync_write("Torque_Enable", dict.fromkeys(SO_FOLLOWER_MOTORS, 1))
     wait_until(lambda: bus.sync_read("Present_Position") == goals)
 
 

@@ -1,6 +1,7 @@
 """SO-101 follower on the emulated bus (real pty, real pyserial), checked in the servos' memory."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -81,14 +82,19 @@ def test_connect_configures_like_lerobot_and_holds_where_it_stands(emulator, mak
     assert servo_values(emulator, "Present_Position") == before
 
 
-def test_read_state_normalises_like_lerobot(emulator, make):
-    robot = make()
+@pytest.mark.parametrize(
+    ("options", "body"),
+    [({}, NormMode.DEGREES), ({"use_degrees": False}, NormMode.RANGE_M100_100)],
+)
+def test_read_state_normalises_like_lerobot(emulator, make, options, body):
+    # Degrees by default, as LeRobot >= 0.4; -100..100 (LeRobot < 0.4) when asked.
+    robot = make(**options)
     robot.connect()
     state = robot.read_state()
     assert state.dtype == np.float32 and state.shape == (6,)
     for k, (motor, motor_id) in enumerate(MOTORS.items()):
         raw = emulator.servo(motor_id).get("Present_Position")
-        mode = NormMode.RANGE_0_100 if motor == "gripper" else NormMode.RANGE_M100_100
+        mode = NormMode.RANGE_0_100 if motor == "gripper" else body
         expected = normalize(raw, DEFAULT_SO_CALIBRATION[motor], mode, STS3215_RESOLUTION)
         assert state[k] == pytest.approx(expected, abs=1e-4)
     assert robot.state_dict(state)["gripper.pos"] == pytest.approx(state[5])
@@ -174,8 +180,10 @@ def test_bad_actions_are_rejected(make):
         robot.send_action(np.zeros(5, np.float32))
 
 
-def test_degrees_mode(emulator, make):
-    robot = make(use_degrees=True)
+def test_degrees_is_the_default(emulator, make):
+    robot = make()
+    assert robot.config.use_degrees and robot.config.id == "arm"
+    assert make_robot("so101_follower", {"port": emulator.port}).config.id is None
     robot.connect()
     state = robot.read_state()
     cal = DEFAULT_SO_CALIBRATION["shoulder_pan"]
@@ -196,13 +204,28 @@ def test_a_calibration_file_that_disagrees_is_written_to_the_motors(emulator, ma
     assert servo.torque_enabled
 
 
-def test_the_default_lerobot_location_is_read(emulator, make, tmp_path, monkeypatch):
+@pytest.mark.parametrize("folder", ["so_follower", "so100_follower"])
+def test_the_default_lerobot_location_is_read(emulator, make, tmp_path, monkeypatch, folder,
+                                              caplog):  # fmt: skip
+    # so_follower/ is LeRobot 0.4-0.6's folder; so100_follower/ the one LeRobot < 0.4 wrote.
+    caplog.set_level(logging.INFO, "asyncinf.robots.so_follower")
     monkeypatch.setenv("HF_LEROBOT_CALIBRATION", str(tmp_path / "cal"))
-    path = tmp_path / "cal" / "robots" / "so100_follower" / "mine.json"
+    path = tmp_path / "cal" / "robots" / folder / "mine.json"
     save_calibration(path, DEFAULT_SO_CALIBRATION)
     robot = make("so100_follower", id="mine", calibration_dir=None)
     assert isinstance(robot, SO100Follower)
     assert robot.calibration_fpath == path and robot.calibration is not None
+    assert f"calibration read from {path}" in caplog.text
+
+
+def test_probe_warns_on_servos_at_factory_limits(tmp_path, caplog):
+    with FeetechEmulator([Servo(i) for i in MOTORS.values()]) as emu:
+        robot = make_robot("so101_follower", {"port": emu.port, "calibration_dir": str(tmp_path)})
+        report = robot.probe(camera_frames=0)
+    assert report.ok  # every servo answered; the warning is about their calibration
+    assert "factory limits (uncalibrated)" in report.calibration
+    assert "'shoulder_pan'" in report.calibration and "wrist_roll" not in report.calibration
+    assert "factory limits" in caplog.text
 
 
 def test_an_uncalibrated_arm_says_how_to_calibrate(tmp_path):

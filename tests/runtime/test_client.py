@@ -42,22 +42,30 @@ class ScriptedServer:
                 lease.release()
 
 
-def make_client(chunk_size, g, robot=None, **cfg):
-    robot = robot or FakeRobot()
+def attach(robot, reply, **cfg):
+    """A client on `robot`, attached over the in-process transport to a server that answers
+    its handshake with `reply`; returns (client, the server's end)."""
     robot.connect()
-    config = ClientConfig(actions_per_chunk=chunk_size, chunk_size_threshold=g, **cfg)
-    client = RobotClient(robot, config, PolicySpec(actions_per_chunk=chunk_size))
+    client = RobotClient(robot, ClientConfig(**cfg), PolicySpec())
     client_end, server_end = InProcChannel().ends()
 
     def answer():
         server_end.accept(5)
-        server_end.reply(HandshakeReply(accepted=True, action_names=robot.joint_names))
+        server_end.reply(reply)
 
     t = threading.Thread(target=answer)
     t.start()
-    client.attach(client_end)
-    t.join()
+    try:
+        client.attach(client_end)
+    finally:
+        t.join()
     return client, server_end
+
+
+def make_client(chunk_size, g, robot=None, **cfg):
+    robot = robot or FakeRobot()
+    reply = HandshakeReply(accepted=True, action_names=robot.joint_names)
+    return attach(robot, reply, actions_per_chunk=chunk_size, chunk_size_threshold=g, **cfg)
 
 
 def run(client, server, ticks):
@@ -193,59 +201,41 @@ def test_server_loss_clears_the_queue_and_holds():
     assert client.stats.server_lost == 1
 
 
-def _attach(robot, reply, **cfg):
-    """A client attached over the in-process transport to a server that answers `reply`."""
-    client = RobotClient(robot, ClientConfig(**cfg), PolicySpec())
-    client_end, server_end = InProcChannel().ends()
+def vga_robot():
+    return FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
 
-    def answer():
-        server_end.accept(5)
-        server_end.reply(reply)
 
-    t = threading.Thread(target=answer)
-    t.start()
+def sent_frame_shape(client, server):
+    """The shape of the frame one tick hands to the transport."""
+    client.tick()
+    lease = server.next_observation(5)
     try:
-        client.attach(client_end)
+        return lease.observation.images["front"].shape
     finally:
-        t.join()
-    return client, server_end
+        lease.release()
 
 
 def test_frames_are_fitted_to_the_policy_shape_before_sending():
-    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
-    robot.connect()
     reply = HandshakeReply(True, image_shapes={"front": (96, 128, 3)}, actions_per_chunk=10)
-    client, server = _attach(robot, reply)
+    client, server = attach(vga_robot(), reply)
     assert client.chunk_size == 10  # the server's length: --actions_per_chunk was not given
-    client.tick()
-    lease = server.next_observation(5)
-    assert lease.observation.images["front"].shape == (96, 128, 3)
-    lease.release()
+    assert sent_frame_shape(client, server) == (96, 128, 3)
 
 
 def test_another_aspect_ratio_is_refused_unless_a_fit_is_chosen():
-    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
-    robot.connect()
     reply = HandshakeReply(True, image_shapes={"front": (224, 224, 3)}, actions_per_chunk=10)
     with pytest.raises(HandshakeError, match="image_fit=center_crop or letterbox"):
-        _attach(robot, reply)
-    client, server = _attach(robot, reply, image_fit="center_crop")
-    client.tick()
-    lease = server.next_observation(5)
-    assert lease.observation.images["front"].shape == (224, 224, 3)
-    lease.release()
+        attach(vga_robot(), reply)
+    client, server = attach(vga_robot(), reply, image_fit="center_crop")
+    assert sent_frame_shape(client, server) == (224, 224, 3)
 
 
 def test_a_camera_the_policy_needs_but_the_robot_lacks_is_refused():
-    robot = FakeRobot(FakeRobotConfig(image_shape=(480, 640, 3)))
-    robot.connect()
     reply = HandshakeReply(True, image_shapes={"wrist": (96, 128, 3)}, actions_per_chunk=10)
     with pytest.raises(HandshakeError, match=r"needs camera\(s\) \['wrist'\]"):
-        _attach(robot, reply)
+        attach(vga_robot(), reply)
 
 
 def test_a_chunk_length_other_than_the_one_asked_for_is_refused():
-    robot = FakeRobot()
-    robot.connect()
     with pytest.raises(HandshakeError, match="actions_per_chunk=20"):
-        _attach(robot, HandshakeReply(True, actions_per_chunk=8), actions_per_chunk=20)
+        attach(FakeRobot(), HandshakeReply(True, actions_per_chunk=8), actions_per_chunk=20)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from asyncinf.robots.feetech.bus import FeetechBus
 from asyncinf.robots.feetech.calibration import MotorCalibration, save_calibration
-from asyncinf.robots.feetech.emulator import DEFAULT_SO_CALIBRATION, FeetechEmulator
+from asyncinf.robots.feetech.emulator import DEFAULT_SO_CALIBRATION, FeetechEmulator, Servo
 from asyncinf.robots.so_follower import MOTORS
 from asyncinf.runtime.cli.robot import robot_app
 from asyncinf.runtime.supervise.exitcodes import ExitCode
@@ -66,6 +66,16 @@ def test_check_pings_every_motor_and_prints_positions(emulator, tmp_path):
         assert motor in result.output
     assert "777" in result.output and "all answered" in result.output
     assert not any(s.torque_enabled for s in emulator.servos.values())
+
+
+def test_check_warns_on_servos_at_factory_limits(tmp_path):
+    # Never calibrated, no file: `up` refuses this arm, so `check` says so before it does.
+    with FeetechEmulator([Servo(i) for i in MOTORS.values()]) as emu:
+        result = check("--robot.type=so101_follower", f"--robot.port={emu.port}",
+                       f"--robot.calibration_dir={tmp_path}")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "factory limits (uncalibrated)" in flat and "lerobot-calibrate" in flat
 
 
 def test_check_reports_a_missing_motor_with_the_robot_error_code(emulator, tmp_path):
