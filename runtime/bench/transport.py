@@ -43,6 +43,7 @@ from asyncinf.runtime.messages import (
 )
 from asyncinf.runtime.rate import Rate
 from asyncinf.runtime.stats import percentiles
+from asyncinf.transports.base import ClientTransport
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,18 @@ def _await_chunk(receive: Callable[[float], Any], timestep: int) -> None:
         raise RuntimeError(f"echo server answered with {msg}")
 
 
+def _echo_roundtrip(client: ClientTransport) -> RoundTrip:
+    """Handshake with an echo server; each call then sends one observation and waits for the
+    chunk that answers it."""
+    client.handshake(hello(), 60.0)
+
+    def roundtrip(obs: Observation) -> None:
+        client.send_observation(obs)
+        _await_chunk(client.receive, obs.timestep)
+
+    return roundtrip
+
+
 @contextlib.contextmanager
 def shm_row() -> Iterator[RoundTrip]:
     """The asyncinf shared-memory transport; the echo server runs in a spawned child."""
@@ -184,13 +197,7 @@ def shm_row() -> Iterator[RoundTrip]:
         child.start()
         try:
             with ShmClientTransport.attach(session.name) as client:
-                client.handshake(hello(), 60.0)
-
-                def roundtrip(obs: Observation) -> None:
-                    client.send_observation(obs)
-                    _await_chunk(client.receive, obs.timestep)
-
-                yield roundtrip
+                yield _echo_roundtrip(client)
         finally:
             _stop_child(child)
 
@@ -266,13 +273,7 @@ def grpc_row() -> Iterator[RoundTrip]:
     try:
         port = ports.get(timeout=60.0)
         with open_client({"target": f"127.0.0.1:{port}", "reconnect": False}) as client:
-            client.handshake(hello(), 60.0)
-
-            def roundtrip(obs: Observation) -> None:
-                client.send_observation(obs)
-                _await_chunk(client.receive, obs.timestep)
-
-            yield roundtrip
+            yield _echo_roundtrip(client)
     finally:
         _stop_child(child)
 
