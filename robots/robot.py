@@ -128,6 +128,12 @@ class Robot(abc.ABC):
     def disconnect(self) -> None:
         """Apply `config.disable_torque_on_exit`, then close. Safe to call twice."""
 
+    def probe(self, camera_frames: int = 30) -> Any | None:
+        """Check the hardware without enabling torque, for `asyncinf robot check`: a report
+        with `ok`, or None where the robot has no such check (the command then connects,
+        reads once and disconnects). Needs the robot disconnected."""
+        return None
+
     def connect_cameras(self) -> None:
         """Connect every camera, or none: a failure disconnects those already connected and
         raises RobotError naming the camera. For `connect()`, at the point its hardware

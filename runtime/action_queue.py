@@ -24,11 +24,6 @@ class ActionQueue:
     def __len__(self) -> int:
         return self._len
 
-    @property
-    def end(self) -> int:
-        """One past the last queued timestep."""
-        return self.next_timestep + self._len
-
     def merge(self, t0: int, actions: np.ndarray) -> None:
         """Fold in a chunk whose first action is for timestep `t0`."""
         skip = self.next_timestep - t0

@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from asyncinf.runtime.status import StatusFileError, read_status
+from asyncinf.runtime.supervise.status_file import StatusFileError, read_status_file
 
 
 def wait_status(path: Path, predicate, timeout_s: float = 30.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            s = read_status(path)
+            s = read_status_file(path)
             if predicate(s):
                 return s
         except StatusFileError:

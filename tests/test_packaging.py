@@ -35,7 +35,8 @@ def test_the_wheel_holds_only_the_asyncinf_package(tmp_path):
 def test_the_robot_side_imports_without_torch_grpc_or_opencv():
     code = (
         "import sys\n"
-        "import asyncinf.runtime.client, asyncinf.runtime.worker, asyncinf.runtime.supervisor\n"
+        "import asyncinf.runtime.client, asyncinf.runtime.supervise.worker\n"
+        "import asyncinf.runtime.supervise.supervisor\n"
         "import asyncinf.transports.shm, asyncinf.transports.factory\n"
         "import asyncinf.robots.so_follower, asyncinf.robots.sim.robot, asyncinf.runtime.cli\n"
         "print(sorted(m for m in ('torch', 'grpc', 'cv2') if m in sys.modules))\n"

@@ -22,6 +22,7 @@ Decoding checks every count against the buffer before touching it and raises `Co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Callable
@@ -71,17 +72,35 @@ def _align(n: int) -> int:
 
 
 # --- per-message mapping: message <-> (kind, scalar fields, arrays) ------------------------
+#
+# The scalar fields of every message are read from its dataclass, so a field added to a
+# message travels without a change here; each field's annotation picks its reader below (a
+# type without one fails at import). Only the arrays are named here: they travel outside the
+# msgpack header.
+
+ARRAY_FIELDS: dict[type, tuple[str, ...]] = {
+    Observation: ("state", "images"),
+    ActionChunk: ("actions",),
+}
+
+
+def _scalars(m: Any) -> dict[str, Any]:
+    """A message's scalar fields as msgpack data (nested dataclasses as maps)."""
+    out = {}
+    for name, _ in _READERS_OF[type(m)]:
+        value = getattr(m, name)
+        out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def _build(cls: type, f: dict[str, Any], arrays: dict[str, Any] | None = None) -> Any:
+    """`cls` from its received scalar fields (each checked by its reader) and `arrays`."""
+    values = {name: read(f, name) for name, read in _READERS_OF[cls]}
+    return cls(**values, **(arrays or {}))
 
 
 def _obs_parts(m: Observation) -> tuple[dict[str, Any], Arrays]:
-    fields = {
-        "timestep": m.timestep,
-        "capture_ns": m.capture_ns,
-        "task": m.task,
-        "must_go": m.must_go,
-        "sent_ns": m.sent_ns,
-    }
-    return fields, [("state", m.state), *((f"image/{k}", v) for k, v in m.images.items())]
+    return _scalars(m), [("state", m.state), *((f"image/{k}", v) for k, v in m.images.items())]
 
 
 def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
@@ -90,127 +109,29 @@ def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
     for name, arr in a.items():
         if name.startswith("image/"):
             images[name[6:]] = _check_array(name, arr, ndim=3, dtype=np.uint8)
-    return Observation(
-        timestep=_int(f, "timestep"),
-        capture_ns=_int(f, "capture_ns"),
-        state=state,
-        images=images,
-        task=_str(f, "task"),
-        must_go=bool(f.get("must_go", False)),
-        sent_ns=_int(f, "sent_ns"),
-    )
-
-
-_CHUNK_INTS = ("obs_sent_ns", "queue_wait_ns", "preprocess_ns", "inference_ns", "postprocess_ns")
+    return _build(Observation, f, {"state": state, "images": images})
 
 
 def _chunk_parts(m: ActionChunk) -> tuple[dict[str, Any], Arrays]:
-    fields = {"timestep": m.timestep, **{k: getattr(m, k) for k in _CHUNK_INTS}}
-    return fields, [("actions", m.actions)]
+    return _scalars(m), [("actions", m.actions)]
 
 
 def _chunk_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> ActionChunk:
-    actions = _array(a, "actions", ndim=2, dtype=np.float32)
-    return ActionChunk(
-        timestep=_int(f, "timestep"),
-        actions=actions,
-        **{k: _int(f, k) for k in _CHUNK_INTS},
-    )
+    return _build(ActionChunk, f, {"actions": _array(a, "actions", ndim=2, dtype=np.float32)})
 
 
-def _hello_parts(m: Handshake) -> tuple[dict[str, Any], Arrays]:
-    p = m.policy
-    fields = {
-        "schema_version": m.schema_version,
-        "joint_names": list(m.joint_names),
-        "cameras": {k: list(v) for k, v in m.cameras.items()},
-        "policy": {
-            "type": p.type,
-            "path": p.path,
-            "device": p.device,
-            "actions_per_chunk": p.actions_per_chunk,
-            "options": p.options,
-        },
-        "fps": float(m.fps),
-        "task": m.task,
-        "robot_type": m.robot_type,
-    }
-    return fields, []
-
-
-def _hello_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> Handshake:
-    p = f.get("policy")
-    if not isinstance(p, dict):
-        raise CodecError("handshake field 'policy' must be a map")
-    return Handshake(
-        schema_version=_int(f, "schema_version"),
-        joint_names=_str_list(f, "joint_names"),
-        cameras=_shapes(f, "cameras"),
-        policy=PolicySpec(
-            type=_str(p, "type"),
-            path=_str(p, "path"),
-            device=_str(p, "device"),
-            actions_per_chunk=_int(p, "actions_per_chunk"),
-            options=dict(p.get("options") or {}),
-        ),
-        fps=float(f.get("fps", 0.0)),
-        task=_str(f, "task"),
-        robot_type=_str(f, "robot_type"),
-    )
-
-
-def _reply_parts(m: HandshakeReply) -> tuple[dict[str, Any], Arrays]:
-    fields = {
-        "accepted": m.accepted,
-        "image_shapes": {k: list(v) for k, v in m.image_shapes.items()},
-        "action_names": list(m.action_names),
-        "actions_per_chunk": m.actions_per_chunk,
-        "message": m.message,
-        "schema_version": m.schema_version,
-    }
-    return fields, []
-
-
-def _reply_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> HandshakeReply:
-    return HandshakeReply(
-        accepted=bool(f.get("accepted", False)),
-        image_shapes=_shapes(f, "image_shapes"),
-        action_names=_str_list(f, "action_names"),
-        actions_per_chunk=_int(f, "actions_per_chunk"),
-        message=_str(f, "message"),
-        schema_version=_int(f, "schema_version"),
-    )
-
-
-def _error_parts(m: ErrorMessage) -> tuple[dict[str, Any], Arrays]:
-    return {"code": m.code, "message": m.message, "timestep": m.timestep, "fatal": m.fatal}, []
-
-
-def _error_build(f: dict[str, Any], _a: dict[str, np.ndarray]) -> ErrorMessage:
-    return ErrorMessage(
-        code=_str(f, "code"),
-        message=_str(f, "message"),
-        timestep=_int(f, "timestep", -1),
-        fatal=bool(f.get("fatal", False)),
-    )
+def _scalar_kind(cls: type) -> tuple[type, Callable[..., Any], Callable[..., Any]]:
+    return (cls, lambda m: (_scalars(m), []), lambda f, _a: _build(cls, f))
 
 
 _KINDS: dict[str, tuple[type, Callable[..., Any], Callable[..., Any]]] = {
     "obs": (Observation, _obs_parts, _obs_build),
     "chunk": (ActionChunk, _chunk_parts, _chunk_build),
-    "hello": (Handshake, _hello_parts, _hello_build),
-    "reply": (HandshakeReply, _reply_parts, _reply_build),
-    "error": (ErrorMessage, _error_parts, _error_build),
-    "heartbeat": (
-        Heartbeat,
-        lambda m: ({"seq": m.seq, "sent_ns": m.sent_ns}, []),
-        lambda f, _a: Heartbeat(seq=_int(f, "seq"), sent_ns=_int(f, "sent_ns")),
-    ),
-    "goodbye": (
-        Goodbye,
-        lambda m: ({"reason": m.reason}, []),
-        lambda f, _a: Goodbye(reason=_str(f, "reason")),
-    ),
+    "hello": _scalar_kind(Handshake),
+    "reply": _scalar_kind(HandshakeReply),
+    "error": _scalar_kind(ErrorMessage),
+    "heartbeat": _scalar_kind(Heartbeat),
+    "goodbye": _scalar_kind(Goodbye),
 }
 _KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
 
@@ -218,8 +139,8 @@ _KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
 # --- field validation helpers --------------------------------------------------------------
 
 
-def _int(f: dict[str, Any], name: str, default: int = 0) -> int:
-    v = f.get(name, default)
+def _int(f: dict[str, Any], name: str) -> int:
+    v = f.get(name, 0)
     if not isinstance(v, int) or isinstance(v, bool):
         raise CodecError(f"field {name!r} must be an integer, got {type(v).__name__}")
     return v
@@ -267,10 +188,64 @@ def _array(a: dict[str, np.ndarray], name: str, *, ndim: int, dtype: type) -> np
     return _check_array(name, a[name], ndim=ndim, dtype=dtype)
 
 
+def _bool(f: dict[str, Any], name: str) -> bool:
+    return bool(f.get(name, False))
+
+
+def _float(f: dict[str, Any], name: str) -> float:
+    return float(f.get(name, 0.0))
+
+
+def _map(f: dict[str, Any], name: str) -> dict[str, Any]:
+    v = f.get(name)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise CodecError(f"field {name!r} must be a map")
+    return dict(v)
+
+
+def _policy(f: dict[str, Any], name: str) -> PolicySpec:
+    p = f.get(name)
+    if not isinstance(p, dict):
+        raise CodecError(f"handshake field {name!r} must be a map")
+    return _build(PolicySpec, p)
+
+
+# Each field's annotation, as written in runtime/messages.py -> its reader. A field a peer
+# leaves out reads as its type's zero (0, "", False, empty), as in proto3.
+_READERS: dict[str, Callable[..., Any]] = {
+    "int": _int,
+    "str": _str,
+    "bool": _bool,
+    "float": _float,
+    "list[str]": _str_list,
+    "dict[str, tuple[int, int, int]]": _shapes,
+    "dict[str, Any]": _map,
+    "PolicySpec": _policy,
+}
+
+
+def _readers(cls: type) -> tuple[tuple[str, Callable[..., Any]], ...]:
+    """(name, reader) per scalar field of `cls`."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in ARRAY_FIELDS.get(cls, ()):
+            continue
+        read = _READERS.get(str(f.type))
+        if read is None:
+            raise TypeError(f"codec: no reader for {cls.__name__}.{f.name}: {f.type}")
+        out.append((f.name, read))
+    return tuple(out)
+
+
+_READERS_OF = {cls: _readers(cls) for cls in (*_KIND_OF, PolicySpec)}
+
+
 # --- encode --------------------------------------------------------------------------------
 
 
-class Plan:
+class FrameWriter:
     """An encoded header and where each array goes: sized before anything is written."""
 
     __slots__ = ("arrays", "data_start", "header", "nbytes")
@@ -321,9 +296,9 @@ class Plan:
 
 def encode(msg: Message) -> bytes:
     """Encode `msg` into a new bytes object."""
-    plan = Plan(msg)
-    out = bytearray(plan.nbytes)
-    plan.write(out)
+    writer = FrameWriter(msg)
+    out = bytearray(writer.nbytes)
+    writer.write(out)
     return bytes(out)
 
 

@@ -1,18 +1,28 @@
-"""Opening a transport end from a plain spec map (what the supervisor hands its children).
+"""Opening a transport end from a `TransportSpec`, and the IPC objects a supervisor owns.
 
-`{"kind": "shm", "name": ...}` or `{"kind": "grpc", ...GrpcClientConfig fields}`; each kind's
-module is imported only when used, so the robot side never imports grpc unless asked to.
+A spec is a kind and that kind's options: `shm` takes the session `name`; `grpc` takes
+`GrpcClientConfig` or `GrpcServerConfig` fields, checked by those classes when the end opens.
+Each kind's module is imported only when used, so the robot side never imports grpc unless
+asked to.
+
+`LocalSessions` is the owner's side of the co-located case: the supervisor asks it for a
+fresh shared-memory session per server generation and to remove them, and never builds one
+itself.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.transports.base import ClientTransport, ServerTransport
 
-# (kind, end) -> (module, function taking the spec without "kind")
+if TYPE_CHECKING:
+    from asyncinf.transports.shm.session import ShmSession
+
+# (kind, end) -> (module, function taking the spec's options)
 _OPENERS = {
     ("shm", "client"): ("asyncinf.transports.shm", "open_client"),
     ("shm", "server"): ("asyncinf.transports.shm", "open_server"),
@@ -21,18 +31,69 @@ _OPENERS = {
 }
 
 
-def _open(spec: dict[str, Any], end: str) -> Any:
-    kind = spec.get("kind")
-    if (kind, end) not in _OPENERS:
-        raise ConfigError(f"transport kind {kind!r} is not known; choose 'shm' or 'grpc'")
-    module, function = _OPENERS[kind, end]
-    opener = getattr(importlib.import_module(module), function)
-    return opener({k: v for k, v in spec.items() if k != "kind"})
+@dataclass(frozen=True)
+class TransportSpec:
+    kind: str  # "shm" or "grpc"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat map `{"kind": ..., **options}` that travels to a child."""
+        return {"kind": self.kind, **self.options}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TransportSpec:
+        options = dict(data)
+        return cls(str(options.pop("kind", "")), options)
 
 
-def open_client(spec: dict[str, Any]) -> ClientTransport:
+def _open(spec: TransportSpec, end: str) -> Any:
+    if (spec.kind, end) not in _OPENERS:
+        raise ConfigError(f"transport kind {spec.kind!r} is not known; choose 'shm' or 'grpc'")
+    module, function = _OPENERS[spec.kind, end]
+    return getattr(importlib.import_module(module), function)(spec.options)
+
+
+def open_client(spec: TransportSpec) -> ClientTransport:
     return _open(spec, "client")
 
 
-def open_server(spec: dict[str, Any]) -> ServerTransport:
+def open_server(spec: TransportSpec) -> ServerTransport:
     return _open(spec, "server")
+
+
+class LocalSessions:
+    """One supervised run's shared-memory sessions: `create()` makes the next generation's
+    objects and returns the spec both children attach to; `unlink()` removes the current
+    ones (safe when there are none). The run id carries this process's pid, which is how
+    `clean_stale` later tells a dead run's objects from a live one's."""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        from asyncinf.transports.shm.names import make_run_id  # noqa: PLC0415
+
+        self.run_id = make_run_id()
+        self._options = dict(options or {})  # ShmConfig fields
+        self._generation = 0
+        self._session: ShmSession | None = None
+
+    def create(self) -> TransportSpec:
+        from asyncinf.transports.shm import ShmConfig, ShmSession  # noqa: PLC0415
+
+        self.unlink()
+        self._session = ShmSession.create(self.run_id, self._generation, ShmConfig(**self._options))
+        self._generation += 1
+        return TransportSpec("shm", {"name": self._session.name})
+
+    def unlink(self) -> bool:
+        """Remove the current session's objects; False when there were none."""
+        session, self._session = self._session, None
+        if session is None:
+            return False
+        session.unlink()  # children keep their mappings until they close them
+        return True
+
+
+def clean_stale() -> list[str]:
+    """Remove the IPC objects that dead runs left behind; returns their names."""
+    from asyncinf.transports.shm.names import clean_stale as clean  # noqa: PLC0415
+
+    return clean()

@@ -1,4 +1,4 @@
-"""A policy server that only echoes, over any transport: for tests and benchmarks.
+"""Helpers for tests and benchmarks of transports: an echo server and camera-like frames.
 
 `EchoServer` serves sessions one after another, as the real server loop does, and answers
 each observation with a fixed chunk (or what `answer` returns), so a transport or a client
@@ -18,6 +18,18 @@ from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply,
 from asyncinf.transports.base import ServerTransport
 
 CHUNK_SHAPE = (50, 14)  # actions per chunk x joints of the default answer
+
+
+def synthetic_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A camera-like RGB frame: smooth shapes plus sensor noise (JPEG sizes are realistic;
+    an all-zero frame would compress a thousandfold and flatter the codec)."""
+    import cv2  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(2, height // 40), max(2, width // 40), 3), np.uint8)
+    img = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    img += rng.normal(0, 3, img.shape).astype(np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 class EchoServer:

@@ -7,7 +7,7 @@ import pytest
 
 from asyncinf.runtime.errors import HandshakeError
 from asyncinf.runtime.images import fit_image, plan_fit
-from asyncinf.transports.grpc.bench import synthetic_frame
+from asyncinf.transports.testing import synthetic_frame
 
 
 def test_same_shape_is_untouched() -> None:

@@ -114,10 +114,10 @@ def test_decoded_arrays_are_zero_copy_views_of_the_buffer() -> None:
 def test_a_plan_writes_in_place_and_refuses_a_small_buffer() -> None:
     msg = observation()
     buf = bytearray(1 << 16)
-    n = codec.Plan(msg).write(memoryview(buf))
+    n = codec.FrameWriter(msg).write(memoryview(buf))
     assert bytes(buf[:n]) == codec.encode(msg)
     with pytest.raises(PayloadTooLarge, match=f"frame of {n} B"):
-        codec.Plan(msg).write(bytearray(n - 1))
+        codec.FrameWriter(msg).write(bytearray(n - 1))
 
 
 def test_big_endian_input_is_sent_little_endian() -> None:

@@ -131,7 +131,7 @@ def test_raw_observation_fast_path_is_standard_protobuf() -> None:
 
 
 def test_jpeg_observation_round_trip() -> None:
-    from asyncinf.transports.grpc.bench import synthetic_frame
+    from asyncinf.transports.testing import synthetic_frame
 
     frame = synthetic_frame(96, 128)
     raw = convert.observation_to_up(_obs({"front": frame}), image_codec="jpeg", jpeg_quality=90)

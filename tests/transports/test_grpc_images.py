@@ -6,7 +6,7 @@ import pytest
 from asyncinf.runtime.errors import CodecError
 from asyncinf.runtime.images import fit_image
 from asyncinf.transports.grpc import images
-from asyncinf.transports.grpc.bench import synthetic_frame
+from asyncinf.transports.testing import synthetic_frame
 
 
 def test_jpeg_round_trip_keeps_rgb_order() -> None:

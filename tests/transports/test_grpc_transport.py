@@ -37,15 +37,14 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.base import WhenFull
-from asyncinf.transports.factory import open_client, open_server
+from asyncinf.transports.factory import TransportSpec, open_client, open_server
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, server_info
-from asyncinf.transports.grpc.bench import synthetic_frame
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
 from asyncinf.transports.grpc.server import GrpcServerTransport
 from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SESSION_METHOD
-from asyncinf.transports.testing import EchoServer
+from asyncinf.transports.testing import EchoServer, synthetic_frame
 
 FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
 
@@ -123,12 +122,12 @@ def test_round_trip_and_counters(echo, client) -> None:
 
 
 def test_factory_opens_both_ends() -> None:
-    srv = open_server({"kind": "grpc", "port": 0})
+    srv = open_server(TransportSpec("grpc", {"port": 0}))
     try:
-        cli = open_client({"kind": "grpc", "target": f"127.0.0.1:{srv.port}"})
+        cli = open_client(TransportSpec("grpc", {"target": f"127.0.0.1:{srv.port}"}))
         cli.close()
         with pytest.raises(ConfigError, match="colour is not an option"):
-            open_client({"kind": "grpc", "target": "127.0.0.1:1", "colour": "red"})
+            open_client(TransportSpec("grpc", {"target": "127.0.0.1:1", "colour": "red"}))
     finally:
         srv.close()
 

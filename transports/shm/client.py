@@ -103,8 +103,8 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         the server (only for the up-lock, held by anyone for microseconds)."""
         self._check_open()
         observation.sent_ns = time.monotonic_ns()
-        plan = codec.Plan(observation)
-        nbytes = plan.nbytes
+        frame = codec.FrameWriter(observation)
+        nbytes = frame.nbytes
         if nbytes > self._obs_slot_bytes:
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
@@ -114,7 +114,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             slot = self._obs.pick()
         finally:
             lock.release()
-        plan.write(self._obs.views[slot])  # outside the lock: the server will not read it
+        frame.write(self._obs.views[slot])  # outside the lock: the server will not read it
         self._acquire(lock)
         try:
             self._obs.publish(slot, nbytes, observation.sent_ns)

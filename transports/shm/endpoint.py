@@ -52,7 +52,7 @@ from asyncinf.transports.shm.layout import (
     Layout,
     release_views,
 )
-from asyncinf.transports.shm.peer import WORDS, Heartbeat
+from asyncinf.transports.shm.peer import WORDS, HeartbeatStamper
 from asyncinf.transports.shm.ring import Ring
 from asyncinf.transports.shm.segment import Segment
 from asyncinf.transports.shm.slots import ObsSlots
@@ -101,7 +101,7 @@ class ShmEnd:
         self._peer_timeout_ns = round(cfg.peer_timeout_s * 1e9)
         self._peer_pid_w, self._peer_hb_w = WORDS[self.PEER]
         self._own_pid_w = WORDS[self.SIDE][0]
-        self._heartbeat = Heartbeat(self._w, self.SIDE, cfg.heartbeat_interval_s)
+        self._heartbeat = HeartbeatStamper(self._w, self.SIDE, cfg.heartbeat_interval_s)
         self._next_peer_check_ns = 0
         self._peer_closed: str | None = None  # the peer's goodbye, once seen
         self._peer_gone: str | None = None  # why the peer was declared gone, once it was

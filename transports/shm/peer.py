@@ -28,7 +28,7 @@ class PeerStatus:
     alive: bool  # attached, pid exists, and the beat is younger than peer_timeout_s
 
 
-def read_status(words: memoryview, side: str, peer_timeout_ns: int) -> PeerStatus:
+def read_peer_status(words: memoryview, side: str, peer_timeout_ns: int) -> PeerStatus:
     pid_w, hb_w = WORDS[side]
     pid, beat = words[pid_w], words[hb_w]
     age_ns = time.monotonic_ns() - beat
@@ -36,7 +36,7 @@ def read_status(words: memoryview, side: str, peer_timeout_ns: int) -> PeerStatu
     return PeerStatus(side, pid, beat, age_ns / 1e9 if beat else float("inf"), alive)
 
 
-class Heartbeat:
+class HeartbeatStamper:
     """A daemon thread stamping `side`'s heartbeat word every `interval_s`."""
 
     def __init__(self, words: memoryview, side: str, interval_s: float) -> None:

@@ -181,15 +181,15 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         """Append a chunk to the FIFO. When it is full: wait up to `timeout_s` for the client
         (WhenFull.BLOCK) or not at all (WhenFull.ERROR), then raise queue.Full."""
         self._check_closed()
-        plan = codec.Plan(chunk)
-        nbytes = plan.nbytes
+        frame = codec.FrameWriter(chunk)
+        nbytes = frame.nbytes
         if nbytes > self._chunk_slot_bytes:
             raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
         self._take_space(timeout_s)
         ring = self._chunks
         slot = self._chunk_head % ring.slots
         try:
-            plan.write(ring.views[slot])  # free: we hold its space token
+            frame.write(ring.views[slot])  # free: we hold its space token
         except BaseException:
             self._space.release()
             raise

@@ -11,7 +11,7 @@ from asyncinf.runtime.errors import TransportError
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.config import ShmConfig
 from asyncinf.transports.shm.layout import Layout
-from asyncinf.transports.shm.peer import PeerStatus, read_status
+from asyncinf.transports.shm.peer import PeerStatus, read_peer_status
 from asyncinf.transports.shm.segment import Segment, create_objects
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ class ShmSession:
         if seg is None or seg.words is None:
             raise TransportError(f"session {self.name} is closed")
         timeout_ns = round(self.config.peer_timeout_s * 1e9)
-        return {side: read_status(seg.words, side, timeout_ns) for side in ("client", "server")}
+        return {
+            side: read_peer_status(seg.words, side, timeout_ns) for side in ("client", "server")
+        }
 
     def close(self) -> None:
         """Unmap this process's view of the header; the objects stay (see `unlink`)."""

@@ -1,0 +1,152 @@
+"""`asyncinf bench e2e`: the real supervised processes, sim robot, a policy.
+
+The policy is `scripted` at a latency by default, or any policy given as `--policy.*` (a
+LeRobot checkpoint, say). One run per chunk-size threshold g (0 = synchronous). Each row
+reports idle frames, actions per second, control-period error, round trip and the overhead
+the runtime adds (round trip minus the server's queue wait and compute), the server's time
+per stage, and the server process's peak resident memory, from the client's own summary.
+`inprocess_inference` times the same policy's model call in this process, as the floor the
+server's inference time is compared with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from asyncinf.runtime.stats import percentiles
+from asyncinf.runtime.supervise.plan import build_plan, policy_spec, preload_handshake, robot_spec
+from asyncinf.runtime.supervise.supervisor import Supervisor, SupervisorConfig
+from asyncinf.transports.factory import TransportSpec
+
+
+def e2e_options(
+    *,
+    g: float,
+    latency_ms: float,
+    fps: float,
+    chunk: int | None,
+    width: int,
+    height: int,
+    policy: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "fps": fps,
+        "actions_per_chunk": chunk,
+        "chunk_size_threshold": g,
+        "robot": {
+            "type": "sim",
+            "cameras": {"front": {"type": "sim", "width": width, "height": height}},
+        },
+        "policy": policy or {"type": "scripted", "latency_ms": latency_ms},
+    }
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a live process, from /proc (0 where there is none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_one(
+    options: dict[str, Any],
+    duration_s: float,
+    remote: TransportSpec | None = None,
+    log_level: str = "WARNING",
+) -> dict:
+    """One supervised run; the client's summary plus `server_rss_mb` (raises if it failed).
+    `log_level`: the children's (the table is the output; warnings still show)."""
+    plan = build_plan({k: v for k, v in options.items() if v is not None}, remote=remote)
+    peak = [0.0]
+
+    def sample(sup: Supervisor) -> None:
+        if sup.server is not None and sup.server.ready:
+            peak[0] = max(peak[0], _rss_mb(sup.server.pid))
+
+    config = SupervisorConfig(duration_s=duration_s, start_timeout_s=300, log_level=log_level)
+    sup = Supervisor(plan, config, on_beat=sample)
+    code = sup.run()
+    if code != 0 or sup.summary is None:
+        raise RuntimeError(f"e2e run failed with exit code {code}: {options}")
+    return {**sup.summary, "server_rss_mb": peak[0]}
+
+
+def inprocess_inference(options: dict[str, Any], calls: int = 30) -> dict[str, float]:
+    """The policy's `predict_chunk` timed here, on its warm-up input: the floor for the
+    server's inference time (same model, same machine, no runtime around it)."""
+    from asyncinf.policies.policy import make_policy  # noqa: PLC0415
+
+    hello = preload_handshake(robot_spec(options), policy_spec(options), options["fps"], "")
+    policy = make_policy(hello.policy, hello)
+    policy.warmup()
+    inputs = policy.preprocess(policy.blank_observation())
+    samples = []
+    for _ in range(calls):
+        t0 = time.monotonic_ns()
+        policy.predict_chunk(inputs)
+        samples.append(time.monotonic_ns() - t0)
+    return percentiles(samples, 1e-6)
+
+
+def run_e2e(
+    gs: list[float],
+    *,
+    latency_ms: float,
+    duration_s: float,
+    fps: float = 30.0,
+    chunk: int | None = 50,
+    width: int = 640,
+    height: int = 480,
+    remote: TransportSpec | None = None,
+    policy: dict[str, Any] | None = None,
+    log_level: str = "WARNING",
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for g in gs:
+        progress(f"g = {g:g}: running {duration_s:g} s")
+        options = e2e_options(
+            g=g,
+            latency_ms=latency_ms,
+            fps=fps,
+            chunk=chunk,
+            width=width,
+            height=height,
+            policy=policy,
+        )
+        s = run_one(options, duration_s, remote, log_level)
+        ticks = max(1, s["ticks"])
+        extra = {k: s["transport"][k] for k in ("bytes_per_observation",) if k in s["transport"]}
+        rows.append(
+            {
+                "transport": "grpc" if remote else "shm",
+                "g": g,
+                "policy": options["policy"],
+                "options": options,
+                "fps": fps,
+                "chunk": s["actions_per_chunk"],
+                "ticks": s["ticks"],
+                "idle_pct": 100.0 * s["idle_frames"] / ticks,
+                "idle_frames_after_first_chunk": s["idle_frames_after_first_chunk"],
+                "actions_per_s": s["actions_executed"] / duration_s,
+                "chunks": s["chunks_received"],
+                "errors": s["errors"],
+                "period_error_ms": s["period_error_ms"],
+                "roundtrip_ms": s["roundtrip_ms"],
+                "overhead_ms": s["overhead_ms"],
+                "server_compute_ms": s["server_compute_ms"],
+                "server_preprocess_ms": s["server_preprocess_ms"],
+                "server_inference_ms": s["server_inference_ms"],
+                "server_postprocess_ms": s["server_postprocess_ms"],
+                "server_rss_mb": s["server_rss_mb"],
+                **extra,
+            }
+        )
+    return rows

@@ -1,0 +1,412 @@
+"""`asyncinf bench transport`: observation → chunk round trips between two processes.
+
+One round trip = an observation of S payload bytes to an echo server in a child process,
+and a 50×14 float32 action chunk back, measured on the sender from handing the observation
+over to holding the chunk. Rows:
+
+- `memcpy`: an in-process copy of the same payload bytes, the floor no transport beats;
+- `shm`: the full asyncinf path (encode into a slot, server lease + zero-copy decode, chunk
+  encoded into the ring, client receive and decode);
+- `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
+
+Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
+frames, or one square-ish image) beside a 14-float state, and `payload_bytes` counts the
+images. Modes: `backtoback` (the next round trip starts when the last ends) and `paced`
+(one every 10 ms on absolute monotonic deadlines, as a control loop sends: caches and
+wake-up paths are cold again each time).
+
+A row is a context manager that starts its echo peer and yields a `RoundTrip` callable;
+another transport adds itself with `ROWS["name"] = factory`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from asyncinf.runtime.messages import (
+    ActionChunk,
+    Handshake,
+    HandshakeReply,
+    Observation,
+    PolicySpec,
+)
+from asyncinf.runtime.rate import Rate
+from asyncinf.runtime.stats import percentiles
+from asyncinf.transports.base import ClientTransport
+
+log = logging.getLogger(__name__)
+
+SIZES = (64, 3_072, 921_600, 3_686_400)
+MODES = ("backtoback", "paced")
+CHUNK_SHAPE = (50, 14)
+PACED_HZ = 100.0  # one round trip every 10 ms
+FRAME = (480, 640, 3)
+STATE_DIM = CHUNK_SHAPE[1]
+JSON_SCHEMA = 1
+TIMEOUT_S = 10.0  # a round trip that takes this long means the peer is stuck
+
+
+class RoundTrip(Protocol):
+    def __call__(self, obs: Observation) -> None:
+        """Send `obs` and return once the chunk answering it has arrived."""
+
+
+Row = Callable[[], contextlib.AbstractContextManager[RoundTrip]]
+
+
+@dataclass
+class BenchConfig:
+    sizes: tuple[int, ...] = SIZES
+    modes: tuple[str, ...] = MODES
+    rows: tuple[str, ...] = ("memcpy", "shm", "mp_queue", "grpc", "grpc_floor")
+    iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
+    warmup: int = 20
+
+    @classmethod
+    def quick(cls, **kw: Any) -> BenchConfig:
+        return cls(iterations={"backtoback": 200, "paced": 100}, warmup=10, **kw)
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+def payload_arrays(payload_bytes: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """State and images whose array bytes (images, or the state alone) total `payload_bytes`."""
+    frame_bytes = math.prod(FRAME)
+    rng = np.random.default_rng(payload_bytes)
+    if payload_bytes % 3:
+        if payload_bytes % 4:
+            raise ValueError(f"payload {payload_bytes} B is neither RGB pixels nor float32s")
+        return rng.random(payload_bytes // 4, np.float32), {}
+    if payload_bytes % frame_bytes == 0:
+        shapes = [FRAME] * (payload_bytes // frame_bytes)
+    else:
+        pixels = payload_bytes // 3
+        h = max(d for d in range(1, math.isqrt(pixels) + 1) if pixels % d == 0)
+        shapes = [(h, pixels // h, 3)]
+    images = {f"cam{i}": rng.integers(0, 256, shape, np.uint8) for i, shape in enumerate(shapes)}
+    return rng.random(STATE_DIM, np.float32), images
+
+
+def hello(images: dict[str, np.ndarray] | None = None) -> Handshake:
+    return Handshake(
+        joint_names=[f"j{i}" for i in range(STATE_DIM)],
+        cameras={k: v.shape for k, v in (images or {}).items()},
+        policy=PolicySpec(type="echo", actions_per_chunk=CHUNK_SHAPE[0]),
+        fps=PACED_HZ,
+    )
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def memcpy_row() -> Iterator[RoundTrip]:
+    """The floor: copy the observation's arrays into a preallocated buffer, in process."""
+    dst = np.empty(max(SIZES) + 4096, np.uint8)
+
+    def roundtrip(obs: Observation) -> None:
+        offset = 0
+        arrays = list(obs.images.values()) or [obs.state]
+        for arr in arrays:
+            n = arr.nbytes
+            np.copyto(dst[offset : offset + n], arr.reshape(-1).view(np.uint8))
+            offset += n
+
+    yield roundtrip
+
+
+def _echo_session(server: Any) -> None:
+    """Child side of a transport row: one session, each observation answered by a chunk."""
+    from asyncinf.runtime.errors import PeerClosed, PeerGone  # noqa: PLC0415
+
+    actions = np.zeros(CHUNK_SHAPE, np.float32)
+    if server.accept(60.0) is None:
+        return
+    server.reply(HandshakeReply(True, actions_per_chunk=CHUNK_SHAPE[0]))
+    try:
+        while True:
+            lease = server.next_observation(1.0)
+            if lease is None:
+                continue
+            with lease:
+                obs = lease.observation
+                chunk = ActionChunk(obs.timestep, actions, obs_sent_ns=obs.sent_ns)
+            server.publish_chunk(chunk, TIMEOUT_S)
+    except (PeerClosed, PeerGone):
+        return
+
+
+def _shm_echo(name: str) -> None:
+    from asyncinf.transports.shm import ShmServerTransport  # noqa: PLC0415
+
+    with ShmServerTransport.attach(name) as server:
+        _echo_session(server)
+
+
+def _await_chunk(receive: Callable[[float], Any], timestep: int) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        msg = receive(max(0.0, deadline - time.monotonic()))
+        if msg is None:
+            raise TimeoutError(f"no chunk for observation {timestep} within {TIMEOUT_S} s")
+        if isinstance(msg, ActionChunk):
+            if msg.timestep == timestep:
+                return
+            continue
+        raise RuntimeError(f"echo server answered with {msg}")
+
+
+def _echo_roundtrip(client: ClientTransport) -> RoundTrip:
+    """Handshake with an echo server; each call then sends one observation and waits for the
+    chunk that answers it."""
+    client.handshake(hello(), 60.0)
+
+    def roundtrip(obs: Observation) -> None:
+        client.send_observation(obs)
+        _await_chunk(client.receive, obs.timestep)
+
+    return roundtrip
+
+
+@contextlib.contextmanager
+def shm_row() -> Iterator[RoundTrip]:
+    """The asyncinf shared-memory transport; the echo server runs in a spawned child."""
+    from asyncinf.transports.shm import (  # noqa: PLC0415
+        ShmClientTransport,
+        ShmConfig,
+        ShmSession,
+        make_run_id,
+    )
+
+    with ShmSession.create(make_run_id(), 0, ShmConfig()) as session:
+        child = mp.get_context("spawn").Process(
+            target=_shm_echo, args=(session.name,), name="shm-echo", daemon=True
+        )
+        child.start()
+        try:
+            with ShmClientTransport.attach(session.name) as client:
+                yield _echo_roundtrip(client)
+        finally:
+            _stop_child(child)
+
+
+def _mp_echo(up: mp.Queue, down: mp.Queue, parent: int) -> None:
+    """Child: mp.Queue echo; leaves when told (None) or when its parent is gone."""
+    actions = np.zeros(CHUNK_SHAPE, np.float32)
+    while os.getppid() == parent:
+        try:
+            obs = up.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if obs is None:
+            return
+        down.put(ActionChunk(obs.timestep, actions, obs_sent_ns=obs.sent_ns))
+
+
+@contextlib.contextmanager
+def mp_queue_row() -> Iterator[RoundTrip]:
+    """multiprocessing.Queue both ways: what a first attempt at two processes looks like."""
+    ctx = mp.get_context("spawn")
+    up, down = ctx.Queue(), ctx.Queue()
+    child = ctx.Process(target=_mp_echo, args=(up, down, os.getpid()), name="mp-echo", daemon=True)
+    child.start()
+    try:
+
+        def roundtrip(obs: Observation) -> None:
+            obs.sent_ns = time.monotonic_ns()
+            up.put(obs)
+            _await_chunk(lambda t: _get(down, t), obs.timestep)
+
+        yield roundtrip
+        up.put(None)
+    finally:
+        _stop_child(child)
+        for q in (up, down):
+            q.close()
+            q.join_thread()
+
+
+def _get(q: mp.Queue, timeout_s: float) -> Any:
+    try:
+        return q.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
+
+
+def _stop_child(child: mp.process.BaseProcess) -> None:
+    child.join(5.0)
+    if child.is_alive():
+        log.warning("%s did not stop: terminating it", child.name)
+        child.terminate()
+        child.join(5.0)
+
+
+def _grpc_echo(ports: mp.Queue) -> None:
+    from asyncinf.transports.grpc import open_server  # noqa: PLC0415
+
+    with open_server({"port": 0}) as server:
+        ports.put(server.port)
+        _echo_session(server)
+
+
+@contextlib.contextmanager
+def grpc_row() -> Iterator[RoundTrip]:
+    """The asyncinf gRPC transport on loopback; the echo server runs in a spawned child."""
+    from asyncinf.transports.grpc import open_client  # noqa: PLC0415
+
+    ctx = mp.get_context("spawn")
+    ports = ctx.Queue()
+    child = ctx.Process(target=_grpc_echo, args=(ports,), name="grpc-echo", daemon=True)
+    child.start()
+    try:
+        port = ports.get(timeout=60.0)
+        with open_client({"target": f"127.0.0.1:{port}", "reconnect": False}) as client:
+            yield _echo_roundtrip(client)
+    finally:
+        _stop_child(child)
+
+
+def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
+    from asyncinf.runtime.bench.grpc_floor import floor_server  # noqa: PLC0415
+
+    server, port = floor_server()
+    ports.put(port)
+    stop.wait(3600.0)
+    server.stop(None)
+
+
+@contextlib.contextmanager
+def grpc_floor_row() -> Iterator[RoundTrip]:
+    """The floor for gRPC: a bare bidi stream echoing raw bytes of the observation's size."""
+    from asyncinf.runtime.bench.grpc_floor import FloorStream  # noqa: PLC0415
+
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_grpc_floor_echo, args=(ports, stop), name="grpc-floor", daemon=True)
+    child.start()
+    stream = None
+    try:
+        stream = FloorStream(ports.get(timeout=60.0), TIMEOUT_S)
+        payloads: dict[int, bytes] = {}
+
+        def roundtrip(obs: Observation) -> None:
+            n = sum(a.nbytes for a in obs.images.values()) or obs.state.nbytes
+            stream.roundtrip(payloads.setdefault(n, bytes(n)))
+
+        yield roundtrip
+    finally:
+        if stream is not None:
+            stream.close()
+        stop.set()
+        _stop_child(child)
+
+
+ROWS: dict[str, Row] = {
+    "memcpy": memcpy_row,
+    "shm": shm_row,
+    "mp_queue": mp_queue_row,
+    "grpc": grpc_row,
+    "grpc_floor": grpc_floor_row,
+}
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def measure(
+    roundtrip: RoundTrip,
+    payload_bytes: int,
+    mode: str,
+    *,
+    n: int,
+    warmup: int,
+    advance: Callable[[], None] = lambda: None,
+) -> list[int]:
+    """`warmup` + `n` round trips; returns the last `n` durations in ns."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: choose one of {MODES}")
+    state, images = payload_arrays(payload_bytes)
+    rate = Rate(PACED_HZ) if mode == "paced" else None
+    samples = []
+    for i in range(warmup + n):
+        if rate is not None:
+            rate.sleep()
+        obs = Observation(i, time.monotonic_ns(), state, images)
+        t0 = time.perf_counter_ns()
+        roundtrip(obs)
+        elapsed = time.perf_counter_ns() - t0
+        if i >= warmup:
+            samples.append(elapsed)
+            advance()
+    return samples
+
+
+def summarize(samples_ns: list[int]) -> dict[str, float]:
+    """p50/p90/p99/max in microseconds."""
+    stats = percentiles(samples_ns, 1e-3, keys=("p50", "p90", "p99", "max"))
+    return {f"{k}_us": round(v, 2) for k, v in stats.items()}
+
+
+def run(config: BenchConfig, progress: Callable[[str, int], Callable[[], None]] | None = None):
+    """Every row × size × mode; returns result dicts in the JSON schema's shape.
+
+    `progress(description, total)` is called before each measurement and returns a
+    callable invoked after each sample.
+    """
+    unknown = [r for r in config.rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; known: {sorted(ROWS)}")
+    results = []
+    for row in config.rows:
+        with ROWS[row]() as roundtrip:
+            for size in config.sizes:
+                for mode in config.modes:
+                    n = config.iterations[mode]
+                    advance = progress(f"{row} {size:,} B {mode}", n) if progress else None
+                    samples = measure(
+                        roundtrip, size, mode, n=n, warmup=config.warmup,
+                        advance=advance or (lambda: None),
+                    )  # fmt: skip
+                    results.append(
+                        {
+                            "transport": row,
+                            "mode": mode,
+                            "payload_bytes": size,
+                            "n": len(samples),
+                            **summarize(samples),
+                        }
+                    )
+    return results
+
+
+# Each row is judged against the floor measured beside it in the same run.
+FLOOR_OF = {"grpc": "grpc_floor"}  # every other row: memcpy
+
+
+def ratios_to_floor(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], float]:
+    """p50 of each row over its floor's p50 at the same mode and size (when the floor ran)."""
+    p50 = {(r["transport"], r["mode"], r["payload_bytes"]): r["p50_us"] for r in results}
+    out = {}
+    for r in results:
+        floor = FLOOR_OF.get(r["transport"], "memcpy")
+        base = p50.get((floor, r["mode"], r["payload_bytes"]))
+        if base:
+            out[(r["transport"], r["mode"], r["payload_bytes"])] = r["p50_us"] / base
+    return out
+
+
+def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The `--json` document."""
+    return {"schema": JSON_SCHEMA, "mode": mode, "results": results}

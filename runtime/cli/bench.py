@@ -1,0 +1,144 @@
+"""`asyncinf bench …`: benchmarks that print a table and can write JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from asyncinf.runtime.bench import transport as bt
+from asyncinf.runtime.supervise.exitcodes import ExitCode
+
+Opt = typer.Option
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks: each prints a table and writes JSON with --json.",
+    no_args_is_help=True,
+)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v.replace("_", "")) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+@bench_app.command("transport")
+def transport(
+    quick: Annotated[
+        bool,
+        Opt("--quick", help="Fewer round trips (200 back-to-back, 100 paced): under a minute."),
+    ] = False,
+    json_path: Annotated[
+        Path | None, Opt("--json", metavar="PATH", help="Also write the results as JSON here.")
+    ] = None,
+    sizes: Annotated[
+        str,
+        Opt("--sizes", help="Observation payload sizes in bytes, comma-separated."),
+    ] = ",".join(str(s) for s in bt.SIZES),
+    mode: Annotated[
+        str, Opt("--mode", help="backtoback, paced (one round trip every 10 ms), or both.")
+    ] = "both",
+    transports: Annotated[
+        str, Opt("--transports", help=f"Rows to run, comma-separated, from {sorted(bt.ROWS)}.")
+    ] = ",".join(bt.ROWS),
+    iterations: Annotated[
+        int | None, Opt("--iterations", "-n", min=1, help="Round trips per row, size and mode.")
+    ] = None,
+) -> None:
+    """Round trips between two processes: an observation of S bytes out, a 50×14 float32
+    chunk back.
+
+    Rows: `memcpy` (in-process copy of the same payload: the floor), `shm` (the asyncinf
+    shared-memory transport, encode and decode included), `mp_queue` (multiprocessing.Queue
+    both ways: the naive baseline), `grpc` (the asyncinf gRPC transport on loopback) and
+    `grpc_floor` (a bare gRPC stream echoing raw bytes of the same size: grpc's floor).
+    Prints p50/p90/p99/max in µs and each row's p50 as a multiple of its floor's.
+    """
+    modes = bt.MODES if mode == "both" else (mode,)
+    if any(m not in bt.MODES for m in modes):
+        raise typer.BadParameter(f"--mode {mode!r}: choose backtoback, paced or both")
+    rows = tuple(r.strip() for r in transports.split(",") if r.strip())
+    unknown = [r for r in rows if r not in bt.ROWS]
+    if unknown or not rows:
+        raise typer.BadParameter(f"--transports: unknown {unknown}; known: {sorted(bt.ROWS)}")
+    config = (bt.BenchConfig.quick if quick else bt.BenchConfig)(
+        sizes=_ints(sizes, "--sizes"), modes=modes, rows=rows
+    )
+    if iterations is not None:
+        config.iterations = dict.fromkeys(config.iterations, iterations)
+    for size in config.sizes:
+        try:
+            bt.payload_arrays(size)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--sizes: {exc}") from None
+    err = Console(stderr=True)
+    # Per-connection logs of the gRPC rows would interleave with the progress bars.
+    logging.getLogger("asyncinf.transports").setLevel(logging.WARNING)
+    started = time.monotonic()
+    with Progress(
+        TextColumn("{task.description:<32}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+
+        def track(description: str, total: int) -> Callable[[], None]:
+            task = progress.add_task(description, total=total)
+            return lambda: progress.advance(task)
+
+        try:
+            results = bt.run(config, progress=track)
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
+    out = Console()
+    out.width = max(out.width, 110)  # the table's ten columns, also when piped
+    out.print(_table(results))
+    err.print(f"done in {time.monotonic() - started:.0f} s")
+    if json_path is not None:
+        doc = bt.report(results, mode)
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        err.print(f"wrote {json_path}")
+
+
+def _table(results: list[dict[str, Any]]) -> Table:
+    ratios = bt.ratios_to_floor(results)
+    table = Table(
+        title="observation → chunk round trip (µs)",
+        caption="× floor: p50 over memcpy's, or over grpc_floor's for grpc (same run)",
+    )
+    for col in ("transport", "mode", "payload B", "n", "p50", "p90", "p99", "max", "× floor"):
+        table.add_column(col, justify="left" if col in ("transport", "mode") else "right")
+    order = sorted(results, key=lambda r: (r["mode"], r["payload_bytes"]))
+    last = None
+    for r in order:
+        key = (r["mode"], r["payload_bytes"])
+        if last is not None and key != last:
+            table.add_section()
+        last = key
+        ratio = ratios.get((r["transport"], r["mode"], r["payload_bytes"]))
+        table.add_row(
+            r["transport"],
+            r["mode"],
+            f"{r['payload_bytes']:,}",
+            str(r["n"]),
+            *(f"{r[k]:,.1f}" for k in ("p50_us", "p90_us", "p99_us", "max_us")),
+            "" if ratio is None else f"{ratio:,.1f}",
+        )
+    return table

@@ -1,0 +1,149 @@
+"""`asyncinf bench e2e`: the whole runtime, supervised, per chunk-size threshold g."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from asyncinf.runtime.config import parse_dotted_args, parse_value
+from asyncinf.runtime.errors import ConfigError, PolicyError
+from asyncinf.runtime.supervise.exitcodes import ExitCode
+
+Opt = typer.Option
+
+
+# fmt: off
+def e2e(
+    ctx: typer.Context,
+    latency_ms: Annotated[float, Opt("--latency_ms", help="The scripted policy's emulated inference time.")] = 100.0,
+    thresholds: Annotated[str, Opt("--g", help="Chunk-size thresholds to run, comma-separated (0 = synchronous).")] = "0,0.5,0.7,1.0",
+    duration: Annotated[float, Opt("--duration", help="Seconds per run.")] = 20.0,
+    fps: Annotated[float, Opt("--fps", help="Control-loop rate.")] = 30.0,
+    chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (T; default 50, or all a --policy.* returns per call).")] = None,
+    width: Annotated[int, Opt("--width", help="Sim camera width.")] = 640,
+    height: Annotated[int, Opt("--height", help="Sim camera height.")] = 480,
+    transport: Annotated[str, Opt("--transport", help="shm (up --local) or grpc (up --remote against a loopback asyncinf serve).")] = "shm",
+    json_path: Annotated[Path | None, Opt("--json", metavar="PATH", help="Also write the rows as JSON here.")] = None,
+) -> None:
+    # fmt: on
+    """Idle frames, actions/s, round trip, overhead and period error of real runs.
+
+    Each g runs the sim arm with one camera and the `scripted` policy at --latency_ms (or the
+    policy given as --policy.type/--policy.path/--policy.device/--policy.*, e.g. a LeRobot
+    checkpoint) under the supervisor, exactly as `asyncinf up` does, and reads the client's
+    summary. Overhead is round trip minus the server's queue wait and compute: what the
+    runtime and the transport cost in both directions. With --policy.*, the same model call
+    is also timed in this process, the floor for the server's inference time.
+    """
+    from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
+    from asyncinf.runtime.supervise.worker import leave_a_core_for_the_client  # noqa: PLC0415
+    from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
+
+    err = Console(stderr=True)
+    # The table is the output: children log warnings only, unless `asyncinf -v`.
+    log_level = "DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "WARNING"
+    try:
+        dotted = parse_dotted_args(ctx.args)
+        policy = {k: parse_value(v) for k, v in dotted.pop("policy", {}).items()} or None
+        if dotted:
+            others = [a for a in ctx.args if not a.startswith("--policy.")]
+            raise ConfigError(f"bench e2e takes --policy.* flags only, not {others}")
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+    if chunk is None and policy is None:
+        chunk = 50
+    # The table is the output; per-run lifecycle logs would bury it (warnings still show).
+    logging.getLogger("asyncinf.runtime.supervise.supervisor").setLevel(logging.WARNING)
+    try:
+        gs = [float(g) for g in thresholds.split(",") if g.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--g must be comma-separated numbers, got {thresholds!r}") from None
+    if transport not in ("shm", "grpc"):
+        raise typer.BadParameter(f"--transport={transport!r}: choose shm or grpc")
+    server = _start_serve() if transport == "grpc" else None
+    try:
+        remote = None if server is None else TransportSpec("grpc", {"target": f"127.0.0.1:{server[1]}"})
+        rows = run_e2e(
+            gs, latency_ms=latency_ms, duration_s=duration, fps=fps, chunk=chunk,
+            width=width, height=height, remote=remote, progress=err.print, policy=policy,
+            log_level=log_level,
+        )  # fmt: skip
+        floor = None
+        if policy is not None:
+            err.print("timing the same model call in this process")
+            if server is None:  # the up --local server's thread cap, for a like-for-like floor
+                leave_a_core_for_the_client()
+            floor = inprocess_inference(rows[0]["options"])
+    except (RuntimeError, PolicyError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
+    finally:
+        if server is not None:
+            server[0].send_signal(signal.SIGTERM)
+            server[0].wait(20)
+    out = Console()
+    out.width = max(out.width, 120)
+    out.print(_table(rows))
+    if floor is not None:
+        out.print(
+            f"in-process predict_chunk (same model, this process): p50 {floor['p50']:.2f} ms, "
+            f"p99 {floor['p99']:.2f} ms"
+        )
+    if json_path is not None:
+        doc = {"schema": 1, "results": rows, "inprocess_inference_ms": floor}
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        err.print(f"wrote {json_path}")
+
+
+def _start_serve() -> tuple[subprocess.Popen, int]:
+    """A loopback `asyncinf serve` on a free port, for --transport grpc."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "serve", "--port=0"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if "serving on " in line:
+            _drain(proc)
+            return proc, int(line.rsplit(":", 1)[1])
+    proc.kill()
+    raise RuntimeError("asyncinf serve did not start")
+
+
+def _drain(proc: subprocess.Popen) -> None:
+    """Keep reading the server's log so its pipe never fills and stalls it."""
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    policy = rows[0]["policy"]["type"] if rows else "scripted"
+    t = Table(title=f"end to end: sim arm + {policy} policy (ms)")
+    cols = ("transport", "g", "T", "idle %", "idle after 1st", "actions/s", "rtt p50", "rtt p99",
+            "overhead p50", "overhead p99", "infer p50", "server MB", "period err p99")  # fmt: skip
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(
+            r["transport"], f"{r['g']:g}", str(r["chunk"]), f"{r['idle_pct']:.1f}",
+            str(r["idle_frames_after_first_chunk"]), f"{r['actions_per_s']:.1f}",
+            f"{r['roundtrip_ms']['p50']:.2f}", f"{r['roundtrip_ms']['p99']:.2f}",
+            f"{r['overhead_ms']['p50']:.3f}", f"{r['overhead_ms']['p99']:.3f}",
+            f"{r['server_inference_ms']['p50']:.2f}", f"{r['server_rss_mb']:.0f}",
+            f"{r['period_error_ms']['p99']:.3f}",
+        )  # fmt: skip
+    return t

@@ -1,0 +1,98 @@
+"""`asyncinf serve`: the policy server for clients on other machines, over gRPC."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from asyncinf.runtime.config import build, parse_dotted_args, parse_value
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.supervise.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.supervise.specs import ServerSpec
+
+log = logging.getLogger(__name__)
+Opt = typer.Option
+
+
+# fmt: off
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, Opt("--host", help="Address to bind; non-loopback needs --tls-cert/--token-file to be safe.")] = "127.0.0.1",
+    port: Annotated[int, Opt("--port", help="TCP port (0 picks a free one and logs it).")] = 8080,
+    tls_cert: Annotated[Path | None, Opt("--tls-cert", help="PEM certificate chain of this server.")] = None,
+    tls_key: Annotated[Path | None, Opt("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    token_file: Annotated[Path | None, Opt("--token-file", help="File holding the bearer token every call must carry.")] = None,
+) -> None:
+    # fmt: on
+    """Serve a policy to robot clients (`asyncinf up --remote HOST:PORT`) until SIGTERM/Ctrl-C.
+
+    The policy is loaded once per (type, path, device) and kept across client sessions:
+    either now, from --policy.type/--policy.path/--policy.device plus the robot it will
+    drive (--robot.type and its options, used only for joint and camera names; the robot
+    is not connected), or when the first client's handshake asks for it.
+
+    Server options as `up --local` takes them, e.g. --similarity_atol=0.5; --fps and
+    --actions_per_chunk shape the preload. One client at a time: a second concurrent client
+    is refused (RESOURCE_EXHAUSTED) with the active session named. Any GrpcServerConfig
+    field is accepted as --grpc.NAME=VALUE.
+    """
+    from asyncinf.runtime.supervise.plan import build_server_spec  # noqa: PLC0415
+    from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
+    from asyncinf.transports.grpc import GrpcServerConfig  # noqa: PLC0415
+
+    try:
+        dotted = parse_dotted_args(ctx.args)
+        grpc_opts = {
+            "host": host, "port": port, "tls_cert": tls_cert and str(tls_cert),
+            "tls_key": tls_key and str(tls_key), "token_file": token_file and str(token_file),
+            **dotted.pop("grpc", {}),
+        }  # fmt: skip
+        build(GrpcServerConfig, grpc_opts, prefix="grpc.")  # validate before binding
+        options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
+        for group in ("robot", "policy"):
+            options[group] = {k: parse_value(v) for k, v in dotted.pop(group, {}).items()}
+        if dotted:
+            raise ConfigError(f"--{next(iter(dotted))}.* options are not known to serve")
+        spec = dataclasses.replace(
+            build_server_spec(options), transport=TransportSpec("grpc", grpc_opts)
+        )
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+    raise typer.Exit(run_server(spec))
+
+
+def run_server(spec: ServerSpec) -> int:
+    from asyncinf.runtime.supervise import sdnotify  # noqa: PLC0415
+    from asyncinf.runtime.supervise.serving import serve_policy  # noqa: PLC0415
+
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+
+    def ready(transport: Any, _cache: object) -> None:
+        log.info("serving on %s:%d", spec.transport.options["host"], transport.port)
+        sdnotify.notify("READY=1", f"STATUS=serving on port {transport.port}")
+
+    def fail(code: ExitCode, message: str) -> int:  # a boot error: no restart loop
+        typer.echo(f"error: {message}", err=True)
+        return int(code)
+
+    code = serve_policy(
+        spec,
+        on_ready=ready,
+        on_beat=lambda _server: sdnotify.watchdog_ping(),
+        should_stop=lambda: bool(stop),
+        fail=fail,
+    )
+    if code != ExitCode.OK:
+        return code
+    sdnotify.notify("STOPPING=1")
+    return int(ExitCode.INTERRUPTED if signal.SIGINT in stop else ExitCode.OK)

@@ -1,0 +1,168 @@
+"""`asyncinf up`: run the robot client and (with --local) the policy server, supervised."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.supervise.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.supervise.plan import RunPlan
+
+log = logging.getLogger(__name__)
+
+# Robot and policy options arrive as LeRobot-style --robot.x / --policy.y extra arguments.
+DOTTED_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+Opt = typer.Option
+
+
+# fmt: off
+def up(
+    ctx: typer.Context,
+    local: Annotated[bool, Opt("--local", help="Run the policy server here, over shared memory.")] = False,
+    remote: Annotated[str | None, Opt("--remote", metavar="HOST:PORT", help="Use the policy server at HOST:PORT over gRPC.")] = None,
+    config: Annotated[Path | None, Opt("--config", help="YAML or TOML file of options; flags override it.")] = None,
+    fps: Annotated[float | None, Opt("--fps", help="Control-loop rate (default 30).")] = None,
+    actions_per_chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (default: all the policy returns per call; 50 for the built-in ones).")] = None,
+    chunk_size_threshold: Annotated[float | None, Opt("--chunk_size_threshold", help="Send an observation when queue/chunk <= this; 0 = synchronous (default 0.5).")] = None,
+    aggregate_fn_name: Annotated[str | None, Opt("--aggregate_fn_name", help="weighted_average (default), latest_only, average, conservative, or module:function.")] = None,
+    task: Annotated[str | None, Opt("--task", help="Language instruction for the policy.")] = None,
+    duration: Annotated[float | None, Opt("--duration", help="Stop after this many seconds (default until Ctrl-C).")] = None,
+    summary_json: Annotated[Path | None, Opt("--summary-json", help="Write the end-of-run summary here.")] = None,
+    metrics: Annotated[Path | None, Opt("--metrics", help="Write one JSON line per control tick here.")] = None,
+    plot: Annotated[Path | None, Opt("--plot", help="Draw queue size over time into this PNG.")] = None,
+    start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
+    stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
+    hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
+    max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
+    restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
+    status_json: Annotated[Path | None, Opt("--status-json", help="Keep this JSON status file current (read it with `asyncinf status`).")] = None,
+    token_file: Annotated[Path | None, Opt("--token-file", help="--remote: file holding the server's bearer token.")] = None,
+    tls_ca: Annotated[Path | None, Opt("--tls-ca", help="--remote: PEM CA that signed the server's certificate (turns TLS on).")] = None,
+    image_codec: Annotated[str | None, Opt("--image_codec", help="--remote: raw or jpeg (default raw).")] = None,
+    jpeg_quality: Annotated[int | None, Opt("--jpeg_quality", help="--remote: JPEG quality 1-100 (default 90).")] = None,
+) -> None:
+    # fmt: on
+    """Run a policy on a robot asynchronously, until --duration or Ctrl-C.
+
+    Robot options use LeRobot's flags: --robot.type=sim (the default) or so101_follower,
+    with --robot.port, --robot.id and --robot.cameras='{front: {type: opencv, index_or_path: 0}}'.
+
+    Policy options: --policy.type=scripted (the default), tiny_torch, or any LeRobot type
+    (act, diffusion, smolvla, pi0, …) with --policy.path=CHECKPOINT_DIR_OR_HUB_ID;
+    --policy.device (cpu, cuda, cuda:N, mps, xpu), and any option of the policy, e.g.
+    --policy.latency_ms=100 or --policy.rename_map='{"observation.images.front": ...}'.
+
+    Any other client or server option as --name=value, e.g. --max_consecutive_errors=5,
+    --resend_after_s=3, --similarity_atol=0.5, --image_fit=center_crop (frames of another
+    aspect ratio than the policy's). Shared-memory sizes: --shm.obs_slot_mb.
+    Exit codes are listed in the README.
+    """
+    from asyncinf.runtime.supervise.plan import build_plan, merge  # noqa: PLC0415
+    from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
+    from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
+
+    try:
+        if local == (remote is not None):
+            raise ConfigError("choose exactly one of --local or --remote HOST:PORT")
+        options: dict[str, Any] = load_file(str(config)) if config else {}
+        flags = {
+            "fps": fps,
+            "actions_per_chunk": actions_per_chunk,
+            "chunk_size_threshold": chunk_size_threshold,
+            "aggregate_fn_name": aggregate_fn_name,
+            "task": task,
+        }
+        dotted = {
+            g: {k: parse_value(v) for k, v in kv.items()}
+            for g, kv in parse_dotted_args(ctx.args).items()
+        }
+        extra = dotted.pop("", {})
+        grpc_opts = dotted.pop("grpc", {})
+        options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
+        options = merge(options, dotted)
+        transport = None
+        if remote is not None:
+            given = {"token_file": token_file, "tls_ca": tls_ca, "image_codec": image_codec,
+                     "jpeg_quality": jpeg_quality}  # fmt: skip
+            grpc_opts = {"target": remote, **grpc_opts}
+            grpc_opts.update({k: str(v) if isinstance(v, Path) else v
+                              for k, v in given.items() if v is not None})  # fmt: skip
+            _check_grpc_options(grpc_opts)
+            transport = TransportSpec("grpc", grpc_opts)
+        plan = build_plan(options, remote=transport)
+        sup_config = SupervisorConfig(
+            start_timeout_s=start_timeout,
+            stop_timeout_s=stop_timeout,
+            hang_timeout_s=hang_timeout,
+            max_restarts=max_restarts,
+            restart_backoff_s=restart_backoff,
+            duration_s=duration,
+            status_json=str(status_json) if status_json else None,
+        )
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+    raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
+
+
+def _check_grpc_options(options: dict[str, Any]) -> None:
+    """Validate the gRPC client options here, before any process starts."""
+    from asyncinf.runtime.config import build  # noqa: PLC0415
+    from asyncinf.transports.grpc import GrpcClientConfig  # noqa: PLC0415
+
+    build(GrpcClientConfig, options, prefix="grpc.")
+
+
+def run_supervised(plan: RunPlan, sup_config, summary_json, metrics, plot) -> int:
+    """Run the plan under a supervisor; print and write what was asked for; return the code."""
+    from asyncinf.runtime.cli import report  # noqa: PLC0415
+    from asyncinf.runtime.supervise.status_file import State  # noqa: PLC0415
+    from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
+
+    tmp = None
+    if plot and not metrics:
+        tmp = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False)  # noqa: SIM115
+        metrics = Path(tmp.name)
+    if metrics:
+        plan = dataclasses.replace(
+            plan, client=dataclasses.replace(plan.client, metrics_path=str(metrics))
+        )
+    transport = (
+        "shared memory (local)" if plan.server else f"gRPC {plan.remote.options['target']}"
+    )
+
+    def on_state(state: State, sup: Supervisor) -> None:
+        if state is State.RUNNING and sup.restarts == 0:
+            pids = {c.role.value: c.pid for c in (sup.server, sup.client) if c is not None}
+            report.start_screen(plan.client, transport, pids, sup.client.ready_event)
+
+    def on_beat(sup: Supervisor) -> None:
+        if sup.client and sup.client.beat and sup.state is State.RUNNING:
+            report.live_line(sup.client.beat)
+
+    supervisor = Supervisor(plan, sup_config, on_state=on_state, on_beat=on_beat)
+    code = supervisor.run()
+    if supervisor.summary is not None:
+        report.summary_table(supervisor.summary)
+        if summary_json:
+            summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")
+    if plot and metrics and metrics.exists():
+        from asyncinf.runtime.cli.metrics import plot_queue  # noqa: PLC0415
+
+        ready = supervisor.client.ready_event if supervisor.client else None
+        chunk = (ready.actions_per_chunk if ready else 0) or plan.client.client.actions_per_chunk
+        if chunk:  # unknown when the client never got through its handshake
+            plot_queue(metrics, plot, plan.client.client, chunk)
+    if tmp is not None:
+        Path(tmp.name).unlink(missing_ok=True)
+    return code

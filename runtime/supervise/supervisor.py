@@ -1,0 +1,469 @@
+"""The supervisor: starts, watches and stops the server and the client, in that order.
+
+Modelled on gunicorn's arbiter. Signal handlers only record the signal (and wake the loop
+through `signal.set_wakeup_fd`); the main loop dispatches. Start: clean stale IPC objects of
+dead runs → create this run's shared memory → server → wait for READY (policy loaded and
+warmed up) → client → wait for READY (robot connected, handshake done). Watch: children's
+exits are decoded and logged; a child that stops beating for `hang_timeout_s` gets SIGABRT
+(its faulthandler prints every stack) then SIGKILL. A server that dies after it was ready
+is restarted with backoff on a new shared-memory generation while the client holds the
+robot; the client is told to attach and is not restarted. Stop (signal, --duration, a
+failure): client first, then server, then unlink every IPC object; a second Ctrl-C forces.
+
+A child that fails to boot stops the whole run with its exit code: no restart loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.supervise import protocol, sdnotify
+from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.plan import RunPlan
+from asyncinf.runtime.supervise.protocol import Command, Role
+from asyncinf.runtime.supervise.specs import ClientSpec, ServerSpec
+from asyncinf.runtime.supervise.status_file import (
+    ChildStatus,
+    RunStatus,
+    ServerStatus,
+    State,
+    StatusWriter,
+)
+from asyncinf.transports.factory import LocalSessions, TransportSpec, clean_stale
+
+log = logging.getLogger(__name__)
+
+SIGNAL_KILL_GRACE_S = 2.0  # between SIGABRT/SIGTERM and SIGKILL for a child that won't go
+
+
+@dataclass
+class SupervisorConfig:
+    start_timeout_s: float = 300.0  # per child: a large model can take minutes to load
+    stop_timeout_s: float = 10.0  # the whole client-first stop
+    hang_timeout_s: float = 10.0  # no heartbeat for this long = hung
+    max_restarts: int = 3  # server restarts after it was ready, per run
+    restart_backoff_s: float = 1.0  # doubled after each restart
+    duration_s: float | None = None
+    status_json: str | None = None  # keep this JSON file current (asyncinf status reads it)
+    log_level: str | None = None  # the children's; None: this process's root logger level
+
+    def __post_init__(self) -> None:
+        for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s"):
+            if getattr(self, name) <= 0:
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
+                raise ConfigError(f"{flag}={getattr(self, name)}: must be > 0 seconds")
+        if self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts={self.max_restarts}: must be >= 0")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(f"--duration={self.duration_s}: must be > 0 seconds (or omitted)")
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        try:
+            return f"exit code {returncode} ({ExitCode(returncode).name})"
+        except ValueError:
+            return f"exit code {returncode}"
+    name = signal.Signals(-returncode).name
+    hint = " (perhaps out of memory)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
+
+
+class Child:
+    """One worker process and its two pipes."""
+
+    def __init__(self, role: Role, spec: ClientSpec | ServerSpec, log_level: str) -> None:
+        self.role = role
+        read_fd, write_fd = os.pipe()
+        # Only the supervisor talks to systemd (NotifyAccess=main).
+        env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENV_VARS}
+        self.proc = subprocess.Popen(
+            protocol.worker_argv(role, spec.to_json(), write_fd, log_level),
+            env=env,
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            # Own session: a terminal's Ctrl-C reaches only the supervisor, which decides order.
+            start_new_session=True,
+        )
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.events_fd = read_fd
+        self._partial = b""
+        self.ready = False
+        self.state = State.STARTING
+        self.failure: protocol.Failed | None = None
+        self.last_beat = time.monotonic()
+        self.beat: protocol.ClientBeat | protocol.ServerBeat | None = None
+        # What it said when ready: the client's chunk length, the server's policy info.
+        self.ready_event: protocol.ClientReady | protocol.ServerReady | None = None
+        log.info("%s started (pid %d)", role.value, self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, cmd: Command, transport: TransportSpec | None = None) -> None:
+        try:
+            self.proc.stdin.write(protocol.encode_command(cmd, transport))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # already gone; its exit is handled by the watch loop
+
+    def read_events(self) -> list[protocol.Event]:
+        if self.events_fd < 0:
+            return []
+        try:
+            data = os.read(self.events_fd, 65536)
+        except BlockingIOError:
+            return []
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            try:
+                events.append(protocol.decode_event(self.role, line))
+            except ValueError as exc:
+                log.warning("%s sent a malformed event %r: %s", self.role.value, line[:200], exc)
+        return events
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            log.info("sending %s to %s (pid %d)", sig.name, self.role.value, self.pid)
+            self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        if self.events_fd >= 0:
+            os.close(self.events_fd)
+            self.events_fd = -1
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: RunPlan,
+        config: SupervisorConfig,
+        on_state: Callable[[State, Supervisor], None] = lambda _state, _sup: None,
+        on_beat: Callable[[Supervisor], None] = lambda _sup: None,
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.state = State.STARTING
+        self.server: Child | None = None
+        self.client: Child | None = None
+        self.restarts = 0
+        self.summary: dict[str, Any] | None = None  # the client's, from its Summary event
+        self.holding: protocol.Holding | None = None
+        self._on_state = on_state
+        self._on_beat = on_beat
+        self._signals: list[int] = []
+        self._sessions = LocalSessions(plan.shm)  # this run's shared memory, per generation
+        self._server_transport: TransportSpec | None = None
+        self._log_level = config.log_level or logging.getLevelName(
+            logging.getLogger().getEffectiveLevel()
+        )
+        self._exit: ExitCode | None = None  # set when a stop is decided
+        self._wake_r, self._wake_w = os.pipe()
+        self._status = StatusWriter(config.status_json) if config.status_json else None
+
+    # --- signals: record only ------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        # A child's exit only needs to wake the loop (its byte lands on the wakeup fd): the
+        # loop's poll() then sees it at once instead of at its next 100 ms turn.
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        log.info("state: %s", state.value)
+        if state is State.RUNNING and self.restarts == 0:
+            sdnotify.ready("running")
+        elif state is State.STOPPING:
+            sdnotify.stopping("stopping: client first")
+        else:
+            sdnotify.status(state.value)
+        self._publish()
+        self._on_state(state, self)
+
+    def _child_state(self, child: Child | None, state: State) -> None:
+        if child is not None:
+            child.state = state
+            self._publish()
+
+    def _publish(self) -> None:
+        """Rewrite the status file (pids and states) for monitoring and for tests."""
+        if self._status is None:
+            return
+        server, client = self.server, self.client
+        self._status.status = RunStatus(
+            state=self.state,
+            server=None if self.plan.server is None else ServerStatus(
+                server.pid if server else None,
+                server.state if server else State.RESTARTING,
+                self.restarts,
+                server.ready_event.policy if server and server.ready_event else {},
+            ),
+            client=ChildStatus(client.pid, client.state) if client else ChildStatus(),
+        )  # fmt: skip
+        self._status.write()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._start()
+            if self._exit is None:
+                self._set_state(State.RUNNING)
+                self._watch()
+        finally:
+            self._stop()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return int(self._exit)
+
+    def _pump(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for anything, then dispatch all of it once."""
+        children = [c for c in (self.server, self.client) if c is not None and c.events_fd >= 0]
+        fds = [self._wake_r] + [c.events_fd for c in children]
+        ready, _, _ = select.select(fds, [], [], max(0.0, timeout_s))
+        sdnotify.watchdog_ping()  # every state, restarts included: the loop itself is alive
+        if self._wake_r in ready:
+            while True:
+                try:
+                    if not os.read(self._wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        for child in children:
+            self._drain_events(child)
+        while self._signals:
+            self._handle_signal(self._signals.pop(0))
+
+    def _drain_events(self, child: Child) -> None:
+        """Dispatch whatever the child has written, e.g. its last words before exiting."""
+        for event in child.read_events():
+            self._dispatch(child, event)
+
+    def _dispatch(self, child: Child, event: protocol.Event) -> None:
+        child.last_beat = time.monotonic()
+        if isinstance(event, protocol.ClientReady | protocol.ServerReady):
+            child.ready = True
+            child.ready_event = event
+            log.info("%s ready (pid %d)", child.role.value, child.pid)
+            self._child_state(child, State.RUNNING)
+        elif isinstance(event, protocol.ClientBeat | protocol.ServerBeat):
+            child.beat = event
+            self._on_beat(self)
+        elif isinstance(event, protocol.Failed):
+            child.failure = event
+        elif isinstance(event, protocol.Holding):
+            self.holding = event
+            log.info("client holding at %s", event.target)
+        elif isinstance(event, protocol.Summary):
+            self.summary = event.summary
+
+    def _handle_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._exit is not None:
+            log.warning("%s again while stopping: forcing", name)
+            self._force_kill()
+            return
+        log.info("%s received: stopping, client first", name)
+        self._exit = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.OK
+
+    # --- start -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        for name in clean_stale():
+            log.info("removed stale IPC object %s of a dead run", name)
+        if self.plan.server is not None:
+            if not self._start_server():
+                return
+            transport = self._server_transport
+        else:
+            transport = self.plan.remote
+        spec = dataclasses.replace(self.plan.client, transport=transport)
+        self.client = Child(Role.CLIENT, spec, self._log_level)
+        self._publish()
+        self._await_ready(self.client)
+
+    def _start_server(self) -> bool:
+        self._server_transport = self._sessions.create()
+        spec = dataclasses.replace(self.plan.server, transport=self._server_transport)
+        self.server = Child(Role.SERVER, spec, self._log_level)
+        self._publish()
+        return self._await_ready(self.server)
+
+    def _await_ready(self, child: Child) -> bool:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while not child.ready and self._exit is None:
+            if child.proc.poll() is not None:
+                self._boot_failed(child)
+                return False
+            if time.monotonic() > deadline:
+                log.error(
+                    "%s not ready within --start-timeout=%g s", child.role.value,
+                    self.config.start_timeout_s,
+                )  # fmt: skip
+                self._exit = ExitCode.RUNTIME_FAILURE
+                return False
+            self._pump(0.1)
+        return child.ready
+
+    def _boot_failed(self, child: Child) -> None:
+        self._drain_events(child)
+        rc = child.proc.returncode
+        why = child.failure.message if child.failure else describe_exit(rc)
+        log.error("%s failed to start: %s", child.role.value, why)
+        boot_error = rc in {int(c) for c in BOOT_ERRORS}
+        self._exit = ExitCode(rc) if boot_error else ExitCode.RUNTIME_FAILURE
+
+    # --- watch -----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        end = None if self.config.duration_s is None else time.monotonic() + self.config.duration_s
+        while self._exit is None:
+            self._pump(0.1)
+            now = time.monotonic()
+            if end is not None and now >= end:
+                log.info("--duration reached: stopping, client first")
+                self._exit = ExitCode.OK
+                break
+            if self.client.proc.poll() is not None:
+                self._client_lost()
+                break
+            if now - self.client.last_beat > self.config.hang_timeout_s:
+                log.error("client sent no heartbeat for %.1f s: hung", now - self.client.last_beat)
+                self._abort(self.client)
+                continue
+            if self.server is not None:
+                self._check_server(now)
+
+    def _check_server(self, now: float) -> None:
+        server = self.server
+        hung = server.proc.poll() is None
+        if hung:
+            if now - server.last_beat <= self.config.hang_timeout_s:
+                return
+            log.error("server sent no heartbeat for %.1f s: hung", now - server.last_beat)
+        # The client would see the loss itself within the transport's peer timeout; told
+        # now, before a hung server's SIGABRT grace, it stops executing the dead server's
+        # chunks within a tick or two.
+        self.client.send(Command.DETACH)
+        if hung:
+            self._abort(server)
+        log.error("server lost: %s; client holding", describe_exit(server.proc.returncode))
+        self._restart_server()
+
+    def _client_lost(self) -> None:
+        self._drain_events(self.client)
+        rc = self.client.proc.returncode
+        if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
+            log.error("client stopped: %s", self.client.failure.message)
+            self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        last = self.holding.target if self.holding else None
+        log.error("client lost: %s; the robot was last commanded to %s", describe_exit(rc), last)
+        self._exit = ExitCode.CLIENT_LOST
+
+    def _abort(self, child: Child) -> None:
+        """A hung child: SIGABRT for a stack dump, then SIGKILL."""
+        child.signal(signal.SIGABRT)
+        child.signal(signal.SIGCONT)  # a stopped process can only act on SIGABRT once resumed
+        if not self._wait_exit(child, SIGNAL_KILL_GRACE_S):
+            child.signal(signal.SIGKILL)
+            child.proc.wait()
+
+    def _restart_server(self) -> None:
+        if self.restarts >= self.config.max_restarts:
+            log.error("server restarted %d times (--max-restarts): giving up", self.restarts)
+            self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        self._set_state(State.RESTARTING)
+        backoff = self.config.restart_backoff_s * 2**self.restarts
+        self.restarts += 1
+        self.server.close()
+        self.server = None
+        self._child_state(self.client, State.RESTARTING)  # it holds the robot meanwhile
+        self._sessions.unlink()  # the client keeps its mapping until it attaches anew
+        log.info("restarting the server in %.1f s (restart %d)", backoff, self.restarts)
+        deadline = time.monotonic() + backoff
+        while self._exit is None and time.monotonic() < deadline:
+            self._pump(deadline - time.monotonic())
+        if self._exit is not None or not self._start_server():
+            if self._exit is None:
+                self._exit = ExitCode.RUNTIME_FAILURE
+            return
+        self.client.send(Command.ATTACH, self._server_transport)
+        self.client.state = State.RUNNING
+        self._set_state(State.RUNNING)
+
+    # --- stop ------------------------------------------------------------------------------
+
+    def _wait_exit(self, child: Child, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while child.proc.poll() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._pump(min(0.05, remaining))
+        return True
+
+    def _stop_child(self, child: Child | None, deadline: float) -> None:
+        if child is None:
+            return
+        if child.proc.poll() is None:
+            log.info("stopping %s (pid %d)", child.role.value, child.pid)
+            self._child_state(child, State.STOPPING)
+            child.send(Command.STOP)
+            if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
+                log.error("%s did not stop in time: SIGKILL", child.role.value)
+                child.signal(signal.SIGKILL)
+                child.proc.wait()
+        self._drain_events(child)
+        rc = child.proc.returncode
+        log.info("%s stopped: %s", child.role.value, describe_exit(rc))
+        self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)
+        child.close()
+
+    def _stop(self) -> None:
+        if self._exit is None:
+            self._exit = ExitCode.RUNTIME_FAILURE
+        self._set_state(State.STOPPING)
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        # Client first: the robot is brought to a hold before its action source goes away.
+        self._stop_child(self.client, deadline)
+        self._stop_child(self.server, deadline)
+        if self._sessions.unlink():
+            log.info("removed this run's IPC objects")
+        failed = self._exit not in (ExitCode.OK, ExitCode.INTERRUPTED)
+        self._set_state(State.FAILED if failed else State.STOPPED)
+
+    def _force_kill(self) -> None:
+        for child in (self.client, self.server):
+            if child is not None:
+                child.signal(signal.SIGKILL)

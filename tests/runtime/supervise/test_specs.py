@@ -1,0 +1,102 @@
+"""What the supervisor hands its children: specs and the pipe vocabulary, round-tripped."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from asyncinf.runtime.cli import app
+from asyncinf.runtime.client import ClientConfig
+from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.messages import PolicySpec
+from asyncinf.runtime.server import ServerConfig
+from asyncinf.runtime.supervise import protocol
+from asyncinf.runtime.supervise.plan import build_plan, build_server_spec
+from asyncinf.runtime.supervise.protocol import Command, Role
+from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
+from asyncinf.runtime.testing import hello
+from asyncinf.transports.factory import TransportSpec
+
+GRPC = TransportSpec("grpc", {"target": "gpu-host:8080", "image_codec": "jpeg"})
+
+
+def test_a_client_spec_survives_its_json_round_trip():
+    spec = ClientSpec(
+        RobotSpec("so101_follower", {"port": "/dev/ttyACM0", "id": "left"}),
+        ClientConfig(fps=15.0, actions_per_chunk=20, chunk_size_threshold=0.7, task="stack"),
+        PolicySpec("act", "/ckpt", "cuda:0", 20, {"temporal_ensemble": 0.01}),
+        GRPC,
+        metrics_path="/tmp/m.jsonl",
+    )
+    assert ClientSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("preload", [None, hello({"front": (480, 640, 3)}, task="stack")])
+def test_a_server_spec_survives_its_json_round_trip(preload):
+    spec = ServerSpec(
+        ServerConfig(similarity_atol=0.5), preload, TransportSpec("shm", {"name": "x"})
+    )
+    assert ServerSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_child_rebuilds_and_rechecks_the_configs():
+    text = json.loads(ServerSpec(ServerConfig(), None).to_json())
+    text["server"]["similarity_atol"] = -1
+    with pytest.raises(ConfigError, match="similarity_atol"):
+        ServerSpec.from_json(json.dumps(text))
+
+
+def test_the_plan_builds_typed_specs_and_leaves_the_transport_to_the_supervisor():
+    plan = build_plan({"fps": 20, "robot": {"type": "sim"}, "similarity_atol": 0.1})
+    assert plan.client.client.fps == 20 and plan.client.transport is None
+    assert plan.server.server.similarity_atol == 0.1
+    assert plan.server.preload.fps == 20 and plan.server.preload.robot_type == "sim"
+    remote = build_plan({}, remote=GRPC)
+    assert remote.server is None and remote.remote == GRPC
+
+
+def test_serve_and_up_share_the_server_options_and_the_refusals():
+    spec = build_server_spec({"similarity_atol": 0.5, "robot": {}, "policy": {}})
+    assert spec.server.similarity_atol == 0.5 and spec.preload is None
+    with pytest.raises(ConfigError, match="--colour is not an option"):
+        build_server_spec({"colour": "red"})
+    runner = CliRunner()
+    for args, expected in (
+        (["serve", "--colour=red"], "--colour is not an option"),
+        (["serve", "--similarity_atol=-1"], "--similarity_atol=-1"),
+        (["serve", "--policy.type=fake"], "without --robot.type"),
+        (["serve", "--camera.x=1"], "--camera.* options are not known to serve"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 78, (args, result.output)
+        assert expected in result.output
+
+
+def test_commands_and_events_round_trip_and_bad_lines_are_refused():
+    for cmd, transport in ((Command.STOP, None), (Command.DETACH, None), (Command.ATTACH, GRPC)):
+        assert protocol.decode_command(protocol.encode_command(cmd, transport).decode()) == (
+            cmd,
+            transport,
+        )
+    events = [
+        (Role.CLIENT, protocol.ClientReady(50, ["a.pos"], {"front": [224, 224, 3]})),
+        (Role.SERVER, protocol.ServerReady({"act /ckpt cpu": {"chunk": 50}})),
+        (Role.CLIENT, protocol.ClientBeat(1, 2, 3, 4, 5, 6, attached=False, roundtrip_ms=None)),
+        (Role.SERVER, protocol.ServerBeat(chunks=7)),
+        (Role.SERVER, protocol.Failed(3, "policy load failed")),
+        (Role.CLIENT, protocol.Holding([0.5, 1.0], ["a.pos", "b.pos"])),
+        (Role.CLIENT, protocol.Summary({"ticks": 10})),
+    ]
+    for role, event in events:
+        assert protocol.decode_event(role, protocol.encode_event(event, pid=42)) == event
+    for line in (b"[]", b'{"event": "holding", "target": null}', b'{"event": "nope"}'):
+        with pytest.raises(ValueError):
+            protocol.decode_event(Role.CLIENT, line)
+    with pytest.raises(ValueError, match="server sends no 'holding'"):
+        protocol.decode_event(Role.SERVER, protocol.encode_event(events[5][1], pid=1))
+
+
+def test_the_log_level_travels_on_the_worker_command_line():
+    argv = protocol.worker_argv(Role.SERVER, "{}", 7, "DEBUG")
+    assert argv[1:3] == ["-m", protocol.WORKER_MODULE]
+    assert argv[-2:] == ["--log-level", "DEBUG"]
