@@ -187,6 +187,14 @@ ROBOTS: Registry[Robot] = Registry(
 )
 
 
+def policy_robot_type(robot_type: str) -> str:
+    """The robot type policies are told (LeRobot's sync path passes it): `--robot.type` without
+    the `lerobot:` prefix that only picks LeRobot's driver over ours."""
+    from asyncinf.robots.lerobot import PREFIX  # noqa: PLC0415  (light: no LeRobot import)
+
+    return robot_type.removeprefix(PREFIX)
+
+
 def make_robot(robot_type: str, options: dict[str, Any]) -> Robot:
     """Build (not connect) the robot registered as `robot_type` from flag/file options."""
     return ROBOTS.load(robot_type).from_options(robot_type, options)

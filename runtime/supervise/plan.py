@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncinf.robots.robot import make_robot
+from asyncinf.robots.robot import make_robot, policy_robot_type
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import ConfigError
@@ -83,7 +83,7 @@ def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: st
         policy,
         float(fps),
         task=task,
-        robot_type=robot.type,
+        robot_type=policy_robot_type(robot.type),
     )
 
 

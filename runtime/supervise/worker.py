@@ -92,7 +92,7 @@ def _fail(link: SupervisorLink, code: ExitCode, message: str) -> int:
 
 
 def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
-    from asyncinf.robots.robot import make_robot  # noqa: PLC0415
+    from asyncinf.robots.robot import make_robot, policy_robot_type  # noqa: PLC0415
     from asyncinf.runtime.client import ClientFailure, RobotClient  # noqa: PLC0415
     from asyncinf.transports.factory import open_client  # noqa: PLC0415
 
@@ -102,7 +102,9 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
     metrics = open(spec.metrics_path, "w") if spec.metrics_path else None  # noqa: PTH123, SIM115
     on_tick = (lambda rec: metrics.write(json.dumps(rec) + "\n")) if metrics else None
-    client = RobotClient(robot, spec.client, spec.policy, on_tick, robot_type=spec.robot.type)
+    client = RobotClient(
+        robot, spec.client, spec.policy, on_tick, robot_type=policy_robot_type(spec.robot.type)
+    )
     try:
         robot.connect()
     except (RobotError, OSError) as exc:
