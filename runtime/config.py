@@ -7,6 +7,7 @@ Values given as strings on the command line are parsed as YAML scalars or flow m
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, TypeVar
@@ -46,6 +47,16 @@ def _coerce(value: Any, annotation: Any, flag: str) -> Any:
     if target is tuple and isinstance(value, list):
         return tuple(value)
     return value
+
+
+def refuse_unknown(
+    given: dict[str, Any], known: set[str], error: type[ConfigError] = ConfigError
+) -> None:
+    """Raise `error` for the first name of `given` that is not `known`, with the closest."""
+    for name in sorted(set(given) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean --{close[0]}?" if close else f"; known: {sorted(known)}"
+        raise error(f"--{name} is not an option{hint}")
 
 
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:

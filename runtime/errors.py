@@ -11,6 +11,10 @@ class ConfigError(AsyncinfError, ValueError):
     """A configuration value is invalid; the message names the field, the value and the fix."""
 
 
+class FlagError(ConfigError):
+    """A bad command line (an unknown flag, two flags that disagree): exit code 2, not 78."""
+
+
 class CodecError(AsyncinfError, ValueError):
     """A frame could not be encoded or decoded (malformed, truncated, bad dtype or shape)."""
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from asyncinf.runtime.config import build, parse_dotted_args, parse_value
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.cli.lerobot_flags import SERVER_FLAGS, take_server_flags
+from asyncinf.runtime.config import build, parse_dotted_args, parse_value, refuse_unknown
+from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -41,9 +42,10 @@ def serve(
     Server options as `up --local` takes them, e.g. --similarity_atol=0.5; --fps and
     --actions_per_chunk shape the preload. One client at a time: a second concurrent client
     is refused (RESOURCE_EXHAUSTED) with the active session named. Any GrpcServerConfig
-    field is accepted as --grpc.NAME=VALUE.
+    field is accepted as --grpc.NAME=VALUE. LeRobot's policy_server flags work as they are
+    (--inference_latency and --obs_queue_timeout are noted and not needed).
     """
-    from asyncinf.runtime.supervise.plan import build_server_spec  # noqa: PLC0415
+    from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcServerConfig  # noqa: PLC0415
 
@@ -56,16 +58,19 @@ def serve(
         }  # fmt: skip
         build(GrpcServerConfig, grpc_opts, prefix="grpc.")  # validate before binding
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
+        take_server_flags(options)  # policy_server's names, e.g. --inference_latency
+        refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
         for group in ("robot", "policy"):
             options[group] = {k: parse_value(v) for k, v in dotted.pop(group, {}).items()}
         if dotted:
-            raise ConfigError(f"--{next(iter(dotted))}.* options are not known to serve")
+            raise FlagError(f"--{next(iter(dotted))}.* options are not known to serve")
         spec = dataclasses.replace(
             build_server_spec(options), transport=TransportSpec("grpc", grpc_opts)
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+        bad_line = isinstance(exc, FlagError)
+        raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
     raise typer.Exit(run_server(spec))
 
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.cli.lerobot_flags import CLIENT_FLAGS, take_client_flags
+from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value, refuse_unknown
+from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -65,15 +66,29 @@ def up(
     Any other client or server option as --name=value, e.g. --max_consecutive_errors=5,
     --resend_after_s=3, --similarity_atol=0.5, --image_fit=center_crop (frames of another
     aspect ratio than the policy's). Shared-memory sizes: --shm.obs_slot_mb.
+
+    LeRobot's robot_client flags work as they are: --server_address (= --remote),
+    --policy_type, --pretrained_name_or_path, --policy_device, --debug_visualize_queue_size.
     Exit codes are listed in the README.
     """
-    from asyncinf.runtime.supervise.plan import build_plan, merge  # noqa: PLC0415
+    from asyncinf.runtime.supervise.plan import build_plan, merge, up_options  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
 
     try:
+        dotted = {
+            g: {k: parse_value(v) for k, v in kv.items()}
+            for g, kv in parse_dotted_args(ctx.args).items()
+        }
+        extra = dotted.pop("", {})
+        lerobot = take_client_flags(extra, dotted)  # robot_client's names, e.g. --server_address
+        refuse_unknown(extra, up_options() | CLIENT_FLAGS, FlagError)
+        if remote is not None and lerobot.get("remote", remote) != remote:
+            raise FlagError(f"--remote={remote} and --server_address={lerobot['remote']} disagree")
+        remote = remote or lerobot.get("remote")
+        plot = plot or (Path(lerobot["plot"]) if "plot" in lerobot else None)
         if local == (remote is not None):
-            raise ConfigError("choose exactly one of --local or --remote HOST:PORT")
+            raise FlagError("choose exactly one of --local or --remote HOST:PORT")
         options: dict[str, Any] = load_file(str(config)) if config else {}
         flags = {
             "fps": fps,
@@ -82,11 +97,6 @@ def up(
             "aggregate_fn_name": aggregate_fn_name,
             "task": task,
         }
-        dotted = {
-            g: {k: parse_value(v) for k, v in kv.items()}
-            for g, kv in parse_dotted_args(ctx.args).items()
-        }
-        extra = dotted.pop("", {})
         grpc_opts = dotted.pop("grpc", {})
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
@@ -111,7 +121,8 @@ def up(
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
+        bad_line = isinstance(exc, FlagError)
+        raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
     raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from asyncinf.robots.robot import make_robot, policy_robot_type
 from asyncinf.runtime.client import ClientConfig
-from asyncinf.runtime.config import build
+from asyncinf.runtime.config import build, refuse_unknown
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.messages import Handshake, PolicySpec
 from asyncinf.runtime.server import ServerConfig
@@ -56,10 +56,14 @@ def _own(cls: type, options: dict[str, Any]) -> Any:
     return build(cls, {k: v for k, v in options.items() if k in _fields(cls)})
 
 
-def _refuse_unknown(options: dict[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"--{unknown[0]} is not an option; known: {sorted(known)}")
+def server_options() -> set[str]:
+    """The top-level options `serve` takes (and `up --local`'s server)."""
+    return _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy"}
+
+
+def up_options() -> set[str]:
+    """The top-level options `up` takes: the client's, the server's, shared memory's."""
+    return server_options() | _fields(ClientConfig) | {"shm"}
 
 
 def robot_spec(options: dict[str, Any]) -> RobotSpec:
@@ -90,9 +94,7 @@ def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: st
 def build_server_spec(options: dict[str, Any], *, others: set[str] | None = None) -> ServerSpec:
     """The policy server's spec; `others`: top-level options another part reads (the
     client's, under `up`). Preloads when --policy.* is given."""
-    _refuse_unknown(
-        options, _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy"} | (others or set())
-    )
+    refuse_unknown(options, server_options() | (others or set()))
     server = _own(ServerConfig, options)
     preload = None
     if options.get("policy"):

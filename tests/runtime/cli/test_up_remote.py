@@ -141,3 +141,23 @@ def test_wrong_token_is_refused_as_a_configuration_error(serve, tmp_path):
     r, s = up_remote(server.port, tmp_path, f"--token-file={good}", duration=2)
     assert s["chunks_received"] > 0
     assert r.returncode == 0, r.stderr
+
+
+def test_lerobots_own_command_lines_run(serve, tmp_path):
+    """The robot_client and policy_server flags of LeRobot's docs, robot and policy aside."""
+    server = serve("--fps=30", "--inference_latency=0.033", "--obs_queue_timeout=2")
+    assert "--inference_latency=0.033 accepted and not needed" in server.log
+    summary = tmp_path / "summary.json"
+    r = subprocess.run(
+        [*CLI, "up", f"--server_address=127.0.0.1:{server.port}", "--robot.type=sim",
+         "--policy_type=fake", "--policy_device=cpu", "--client_device=cpu",
+         "--chunk_size_threshold=0.6", "--aggregate_fn_name=weighted_average",
+         "--task=Fold my T-shirt", "--debug_visualize_queue_size=true", "--duration=3",
+         f"--summary-json={summary}"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(summary.read_text())["chunks_received"] > 3
+    assert "--client_device=cpu accepted and not needed" in r.stderr
+    assert (tmp_path / "queue_size.png").stat().st_size > 0
+    assert server.stop() == 0  # stopped after the client, as LeRobot's docs say

@@ -61,14 +61,16 @@ def test_serve_and_up_share_the_server_options_and_the_refusals():
     with pytest.raises(ConfigError, match="--colour is not an option"):
         build_server_spec({"colour": "red"})
     runner = CliRunner()
-    for args, expected in (
-        (["serve", "--colour=red"], "--colour is not an option"),
-        (["serve", "--similarity_atol=-1"], "--similarity_atol=-1"),
-        (["serve", "--policy.type=fake"], "without --robot.type"),
-        (["serve", "--camera.x=1"], "--camera.* options are not known to serve"),
+    # An unknown flag is a bad command line (2, issue 12); a bad value a bad configuration (78).
+    for args, code, expected in (
+        (["serve", "--colour=red"], 2, "--colour is not an option"),
+        (["serve", "--similarity_atl=1"], 2, "did you mean --similarity_atol?"),
+        (["serve", "--similarity_atol=-1"], 78, "--similarity_atol=-1"),
+        (["serve", "--policy.type=fake"], 78, "without --robot.type"),
+        (["serve", "--camera.x=1"], 2, "--camera.* options are not known to serve"),
     ):
         result = runner.invoke(app, args)
-        assert result.exit_code == 78, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert expected in result.output
 
 
