@@ -21,7 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOTS = ("runtime", "transports", "robots", "policies")
 VOCABULARY = {
     f"asyncinf.runtime.{name}"
-    for name in ("messages", "errors", "registry", "config", "rate", "stats", "images", "testing")
+    for name in (
+        "messages",
+        "errors",
+        "registry",
+        "config",
+        "rate",
+        "stats",
+        "images",
+        "testing",
+        "lerobot",
+    )
 }
 UPPER = ("asyncinf.runtime.supervise", "asyncinf.runtime.cli", "asyncinf.runtime.bench")
 

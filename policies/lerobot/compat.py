@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from asyncinf.runtime import lerobot as installation
 from asyncinf.runtime.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,12 @@ def _first(*candidates: tuple[str, str]) -> Any:
 @cache
 def load() -> LeRobot:
     """Import LeRobot's policy stack (6–9 s the first time) and its plugins."""
-    if importlib.util.find_spec("lerobot") is None:
+    if not installation.installed():
         raise PolicyError(
             "LeRobot policy types need LeRobot installed in the server's environment; "
             + INSTALL_HINT
         )
-    version = importlib.metadata.version("lerobot")
+    version = installation.version()
     log.info("importing LeRobot %s (the first import takes several seconds)", version)
     t0 = time.monotonic()
     try:
@@ -66,11 +67,7 @@ def load() -> LeRobot:
         from lerobot.utils.constants import OBS_IMAGES  # noqa: PLC0415
     except ImportError as exc:
         raise PolicyError(f"LeRobot {version} does not import: {exc}; " + INSTALL_HINT) from None
-    register_plugins = _first(
-        ("lerobot.utils.import_utils", "register_third_party_plugins"),
-        ("lerobot.utils.import_utils", "register_third_party_devices"),
-    )
-    register_plugins()  # policy plugins (lerobot_policy_*) register their config classes
+    installation.register_plugins()  # lerobot_policy_* plugins register their config classes
     log.info("LeRobot %s imported in %.1f s", version, time.monotonic() - t0)
     return LeRobot(
         version=version,
@@ -95,7 +92,7 @@ def _builtins() -> list[str]:
 
 def require(name: str) -> None:
     """Raise PolicyError, without importing it, where LeRobot is not installed."""
-    if importlib.util.find_spec("lerobot") is None:
+    if not installation.installed():
         raise PolicyError(
             f"--policy.type={name!r} is not a built-in policy ({_builtins()}); LeRobot "
             "types (act, diffusion, smolvla, pi0, pi05, …) need LeRobot installed in the "

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from asyncinf.runtime import lerobot as installation
 from asyncinf.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "see the README's 'A LeRobot robot or camera' (scripts/lerobot_env.sh builds one)"
-# Plugin registration was renamed in LeRobot 0.4; the older name registered devices only.
-_REGISTER_PLUGINS = ("register_third_party_plugins", "register_third_party_devices")
 
 
 @dataclass(frozen=True)
@@ -54,22 +53,12 @@ def _import_subpackages(package: str) -> None:
             log.debug("LeRobot's %s.%s does not import: %s", package, info.name, exc)
 
 
-def _register_plugins() -> None:
-    module = importlib.import_module("lerobot.utils.import_utils")
-    for name in _REGISTER_PLUGINS:
-        register = getattr(module, name, None)
-        if register is not None:
-            register()
-            return
-    raise ConfigError(f"this LeRobot has none of {_REGISTER_PLUGINS}: an unsupported version")
-
-
 @cache
 def load() -> LeRobotDevices:
     """Import LeRobot's robots, cameras and device plugins (seconds: it imports torch)."""
-    if importlib.util.find_spec("lerobot") is None:
+    if not installation.installed():
         raise ConfigError("LeRobot robot and camera types need LeRobot installed; " + INSTALL_HINT)
-    version = importlib.metadata.version("lerobot")
+    version = installation.version()
     log.info("importing LeRobot %s's robots and cameras", version)
     t0 = time.monotonic()
     try:
@@ -81,7 +70,7 @@ def load() -> LeRobotDevices:
         _import_subpackages("lerobot.cameras")
     except ImportError as exc:
         raise ConfigError(f"LeRobot {version} does not import: {exc}; " + INSTALL_HINT) from None
-    _register_plugins()
+    installation.register_plugins()
     log.info("LeRobot %s's devices imported in %.1f s", version, time.monotonic() - t0)
     return LeRobotDevices(
         version=version,
@@ -94,7 +83,7 @@ def load() -> LeRobotDevices:
 
 
 def _check(kind: str, name: str, builtins: list[str], registry: str, examples: str) -> None:
-    if importlib.util.find_spec("lerobot") is None:
+    if not installation.installed():
         raise ConfigError(
             f"--{kind}.type={name!r} is not a built-in {kind} ({builtins}); LeRobot's {kind} "
             f"types ({examples}, plugins) need LeRobot installed in the client's environment; "
