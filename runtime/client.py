@@ -33,7 +33,7 @@ import numpy as np
 from asyncinf.robots.robot import Robot
 from asyncinf.runtime.action_queue import ActionQueue
 from asyncinf.runtime.aggregate import get_aggregate
-from asyncinf.runtime.errors import ConfigError, HandshakeError, TransportError
+from asyncinf.runtime.errors import ConfigError, HandshakeError, SegmentCorrupt, TransportError
 from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -113,6 +113,7 @@ class ClientStats:
     rejected_chunks: int = 0  # NaN/inf or wrong shape: not executed
     observations_sent: int = 0
     server_lost: int = 0
+    sessions_corrupted: int = 0  # of server_lost: shared memory found overwritten
     overruns: int = 0
     period_error_ns: list[int] = field(default_factory=list)
     roundtrip_ns: list[int] = field(default_factory=list)
@@ -141,6 +142,7 @@ class ClientStats:
             "rejected_chunks": self.rejected_chunks,
             "observations_sent": self.observations_sent,
             "server_lost": self.server_lost,
+            "sessions_corrupted": self.sessions_corrupted,
             "overruns": self.overruns,
             "period_error_ms": percentiles(self.period_error_ns, 1e-6),
             "roundtrip_ms": percentiles(self.roundtrip_ns, 1e-6),
@@ -247,12 +249,15 @@ class RobotClient:
             import_cv2()  # fail at handshake, not on the first frame
         return fit
 
-    def detach(self, reason: str) -> None:
-        """Forget the transport (the server is gone): clear the queue and hold."""
+    def detach(self, reason: str | TransportError) -> None:
+        """Forget the transport (the server is gone, or its link is corrupt): clear the
+        queue and hold."""
         if self.transport is None:
             return
         log.warning("server lost (%s): holding the robot at its last commanded position", reason)
         self.stats.server_lost += 1
+        if isinstance(reason, SegmentCorrupt):
+            self.stats.sessions_corrupted += 1
         self.queue.clear()
         transport, self.transport = self.transport, None
         self._inflight_ns = 0
@@ -284,7 +289,7 @@ class RobotClient:
         try:
             msg = self.transport.receive(timeout_s)
         except TransportError as exc:
-            self.detach(str(exc))
+            self.detach(exc)
             return
         self._handle(msg)
 
@@ -337,7 +342,7 @@ class RobotClient:
         try:
             self.transport.send_observation(obs)
         except TransportError as exc:
-            self.detach(str(exc))
+            self.detach(exc)
             return
         self._inflight_ns = capture_ns
         self.stats.observations_sent += 1
@@ -366,7 +371,7 @@ class RobotClient:
             try:
                 msg = self.transport.receive(0.0)
             except TransportError as exc:
-                self.detach(str(exc))
+                self.detach(exc)
                 return
             if msg is None:
                 return

@@ -56,6 +56,11 @@ class Unauthenticated(HandshakeError):
     """The server refused this client's credentials (missing or wrong token)."""
 
 
+class SegmentCorrupt(TransportError):
+    """Shared memory was overwritten by something other than its two ends (a checksum, an
+    index or a pid word out of range): the session is over; the next one needs a new segment."""
+
+
 class LayoutError(TransportError):
     """A shared-memory segment's header does not match what this build expects."""
 

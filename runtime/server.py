@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from asyncinf.policies.policy import Policy, make_policy
-from asyncinf.runtime.errors import ConfigError, PeerClosed, PolicyError, TransportError
+from asyncinf.runtime.errors import (
+    ConfigError,
+    PeerClosed,
+    PolicyError,
+    SegmentCorrupt,
+    TransportError,
+)
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -111,6 +117,7 @@ class PolicyServer:
         self._on_beat = on_beat  # called from the loop itself, so a hung loop stops beating
         self.chunks_published = 0
         self.errors_sent = 0
+        self.sessions_corrupted = 0  # ended because the transport found its memory overwritten
 
     def serve(self, transport: ServerTransport, should_stop: Callable[[], bool]) -> None:
         """Serve sessions one after another until `should_stop()`."""
@@ -126,6 +133,11 @@ class PolicyServer:
                 self._session(transport, policy, should_stop)
             except PeerClosed:
                 log.info("client said goodbye")
+            except SegmentCorrupt as exc:
+                self.sessions_corrupted += 1
+                log.error(
+                    "session ended (%d so far by corruption): %s", self.sessions_corrupted, exc
+                )
             except TransportError as exc:
                 log.warning("session ended: %s", exc)
 

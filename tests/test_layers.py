@@ -31,6 +31,7 @@ VOCABULARY = {
         "images",
         "testing",
         "lerobot",
+        "logs",
     )
 }
 UPPER = ("asyncinf.runtime.supervise", "asyncinf.runtime.cli", "asyncinf.runtime.bench")

@@ -248,7 +248,7 @@ _READERS_OF = {cls: _readers(cls) for cls in (*_KIND_OF, PolicySpec)}
 class FrameWriter:
     """An encoded header and where each array goes: sized before anything is written."""
 
-    __slots__ = ("arrays", "data_start", "header", "nbytes")
+    __slots__ = ("arrays", "data_start", "header", "lead_bytes", "nbytes")
 
     def __init__(self, msg: Message) -> None:
         try:
@@ -277,6 +277,8 @@ class FrameWriter:
         self.data_start = _align(_PREFIX.size + len(self.header))
         self.arrays = placed
         self.nbytes = self.data_start + (table[-1][3] + table[-1][4] if table else 0)
+        # Up to the end of the first array: an observation's header and state, no images.
+        self.lead_bytes = self.data_start + (table[0][3] + table[0][4] if table else 0)
 
     def write(self, buf: memoryview | bytearray) -> int:
         """Write the frame at the start of `buf`; returns its length."""

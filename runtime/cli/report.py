@@ -55,7 +55,7 @@ def summary_table(summary: dict[str, Any]) -> None:
     for key in (
         "fps", "ticks", "actions_executed", "idle_frames", "idle_frames_after_first_chunk",
         "chunks_received", "errors", "rejected_chunks", "observations_sent", "server_lost",
-        "overruns",
+        "sessions_corrupted", "overruns",
     ):  # fmt: skip
         if key in summary:
             counts.add_row(key, f"{summary[key]:g}" if isinstance(summary[key], float)

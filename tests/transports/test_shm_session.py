@@ -112,7 +112,7 @@ def _poke(session: ShmSession, word: int | None = None, value: int = 0, raw: byt
     ("poke", "field", "expected", "got"),
     [
         (dict(raw=b"notasync"), "magic", "b'asyncinf'", "b'notasync'"),
-        (dict(word=L.W_VERSION, value=99), "layout_version", "1", "99"),
+        (dict(word=L.W_VERSION, value=99), "layout_version", "2", "99"),
         (dict(word=L.W_GENERATION, value=5), "generation", "0", "5"),
         (dict(word=L.W_CHUNK_SLOTS, value=9), "segment_bytes", None, None),
         (dict(word=L.W_OBS_SLOTS, value=400), "header_bytes", None, None),

@@ -26,6 +26,7 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
+from asyncinf.transports.shm.integrity import Checksum, crc32
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         # A new session: whatever an earlier one left on the way down is not for us.
         self._acquire(self._down_lock)
         try:
+            self._guard.check()  # a segment found corrupt serves no session again
             freed = self._chunks.discard_all()
             self._dnctl.discard_all()
         finally:
@@ -111,13 +113,19 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         lock = self._up_lock
         self._acquire(lock)
         try:
+            self._guard.check()
             slot = self._obs.pick()
         finally:
             lock.release()
-        frame.write(self._obs.views[slot])  # outside the lock: the server will not read it
+        view = self._obs.views[slot]
+        frame.write(view)  # outside the lock: the server will not read it
+        crc = crc_bytes = 0
+        if self._checksum is not Checksum.NONE:
+            crc_bytes = nbytes if self._checksum is Checksum.ALL else frame.lead_bytes
+            crc = crc32(view[:crc_bytes])
         self._acquire(lock)
         try:
-            self._obs.publish(slot, nbytes, observation.sent_ns)
+            self._obs.publish(slot, nbytes, observation.sent_ns, crc, crc_bytes)
         finally:
             lock.release()
         self._up_bell.release()
@@ -149,6 +157,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             lock = self._down_lock
             self._acquire(lock)
             try:
+                self._guard.check()
                 chunk_seq = self._chunks.peek_seq()
                 ctl_seq = self._dnctl.peek_seq()
                 if chunk_seq < 0 and ctl_seq < 0:
@@ -160,7 +169,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 lock.release()
             if from_chunks:
                 self._space.release()
-            msg = self._decode(frame)
+            msg = self._decode(frame, (self._chunks if from_chunks else self._dnctl).region)
             if isinstance(msg, ActionChunk | ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
@@ -170,7 +179,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 return msg
             log.debug("%s: ignored %s", self.name, type(msg).__name__)
 
-    def _decode(self, frame: bytearray) -> object:
+    def _decode(self, frame: bytearray, region: str) -> object:
         try:
             return codec.decode(frame)
         except SchemaVersionError as exc:
@@ -178,9 +187,9 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 f"server speaks schema version {exc.theirs}, this client speaks {exc.ours}"
             ) from None
         except CodecError as exc:
-            raise TransportError(f"undecodable frame from the server of {self.name}: {exc}") from (
-                exc
-            )
+            # Its CRC matched, so the server wrote it so, or something wrote before the CRC
+            # was taken: either way no frame of this segment is to be trusted.
+            self._guard.fail(region, f"undecodable frame: {exc}")
 
     # --- rest --------------------------------------------------------------------------------
 
@@ -191,6 +200,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             "bytes_per_observation": self.observation_bytes / sent if sent else 0.0,
             "chunks_received": self.chunks_received,
             "errors_received": self.errors_received,
+            "corruption_found": self._guard.found,
         }
 
     def _check_open(self) -> None:

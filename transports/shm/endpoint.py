@@ -36,13 +36,16 @@ from asyncinf.runtime.errors import (
     SessionBusy,
     TransportError,
 )
+from asyncinf.runtime.logs import Throttle
 from asyncinf.runtime.messages import Message
 from asyncinf.transports import codec
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.config import MiB, ShmConfig, option
+from asyncinf.transports.shm.integrity import Checksum, Guard
 from asyncinf.transports.shm.layout import (
     W_CHUNK_HEAD,
     W_CHUNK_TAIL,
+    W_CORRUPT,
     W_DNCTL_DROPPED,
     W_DNCTL_HEAD,
     W_DNCTL_TAIL,
@@ -58,6 +61,7 @@ from asyncinf.transports.shm.segment import Segment
 from asyncinf.transports.shm.slots import ObsSlots
 
 log = logging.getLogger(__name__)
+_throttled = Throttle(log)
 
 T = TypeVar("T")
 E = TypeVar("E", bound="ShmEnd")
@@ -81,15 +85,23 @@ class ShmEnd:
         cfg = self.layout.config
         w = self._w = segment.words
         raw, lay = segment.raw, self.layout
+        self._guard = Guard(w, W_CORRUPT, segment.name, self.SIDE)
+        g, checked = self._guard, cfg.checksum is not Checksum.NONE
+        self._checksum = cfg.checksum
         # Both ends see all four areas alike; what each side may do with them is its own.
-        self._obs = ObsSlots(w, raw, lay.obs)
-        self._chunks = Ring(w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL)
+        self._obs = ObsSlots(w, raw, lay.obs, g)
+        self._chunks = Ring(
+            w, raw, lay.chunks, head=W_CHUNK_HEAD, tail=W_CHUNK_TAIL, guard=g,
+            region="chunk ring", frame_region="chunk frame", checked=checked,
+        )  # fmt: skip
         self._upctl = Ring(
-            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED
-        )
+            w, raw, lay.upctl, head=W_UPCTL_HEAD, tail=W_UPCTL_TAIL, dropped=W_UPCTL_DROPPED,
+            guard=g, region="client→server control ring", checked=checked,
+        )  # fmt: skip
         self._dnctl = Ring(
-            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED
-        )
+            w, raw, lay.dnctl, head=W_DNCTL_HEAD, tail=W_DNCTL_TAIL, dropped=W_DNCTL_DROPPED,
+            guard=g, region="server→client control ring", checked=checked,
+        )  # fmt: skip
         s = segment.sems
         self._up_lock = s[names.UP_LOCK]
         self._up_bell = s[names.UP_BELL]
@@ -103,6 +115,7 @@ class ShmEnd:
         self._own_pid_w = WORDS[self.SIDE][0]
         self._heartbeat = HeartbeatStamper(self._w, self.SIDE, cfg.heartbeat_interval_s)
         self._next_peer_check_ns = 0
+        self._down_seq = 0  # down_seq's lowest possible value (the server is its only writer)
         self._peer_closed: str | None = None  # the peer's goodbye, once seen
         self._peer_gone: str | None = None  # why the peer was declared gone, once it was
         self._had_peer = False  # a session was established: a detached peer means closed
@@ -132,7 +145,7 @@ class ShmEnd:
         self._acquire(lock)
         try:
             w = self._w
-            pid = w[self._own_pid_w]
+            pid = self._pid(self._own_pid_w, self.SIDE)
             if pid not in (0, os.getpid()) and names.pid_alive(pid):
                 raise SessionBusy(f"session {self.name} already has a {self.SIDE} (pid {pid})")
             w[self._own_pid_w] = os.getpid()
@@ -149,6 +162,10 @@ class ShmEnd:
 
     # --- peer --------------------------------------------------------------------------------
 
+    def _pid(self, word: int, side: str) -> int:
+        """A pid word, range-checked: 0 (none) or a possible Linux pid."""
+        return self._guard.index("pid word", f"{side}_pid", self._w[word], 0, names.PID_MAX)
+
     def _check_peer(self) -> None:
         """Raise PeerGone/PeerClosed when the peer has exited, hung, or detached."""
         if self._closed:
@@ -157,8 +174,9 @@ class ShmEnd:
             raise PeerClosed(f"{self.PEER} said goodbye: {self._peer_closed}")
         if self._peer_gone is not None:
             raise PeerGone(self._peer_gone)
+        self._guard.check()
         w = self._w
-        pid = w[self._peer_pid_w]
+        pid = self._pid(self._peer_pid_w, self.PEER)
         if pid == 0:
             if self._had_peer:
                 raise PeerClosed(f"{self.PEER} detached from {self.name}")
@@ -199,7 +217,7 @@ class ShmEnd:
             except _BusyError:
                 if self._closed:
                     raise TransportError(f"{self.SIDE} end of {self.name} is closed") from None
-                pid = self._w[self._peer_pid_w]
+                pid = self._pid(self._peer_pid_w, self.PEER)
                 if pid and not names.pid_alive(pid):
                     self._peer_gone = f"{self.PEER} (pid {pid}) exited holding a lock"
                     raise PeerGone(self._peer_gone) from None
@@ -292,24 +310,30 @@ class ShmEnd:
         frame = codec.encode(msg)
         if len(frame) > ring.area.slot_bytes:
             raise_too_large("control", len(frame), ring.area.slot_bytes, "control_slot_bytes")
+        crc = ring.crc(frame)
         self._acquire(lock)
         try:
+            self._guard.check()
             if ring.count() >= ring.slots:
                 ring.drop_oldest()
-                log.warning(
+                _throttled.warning(
                     "%s: control ring full (%d): dropped the oldest message", self.name, ring.slots
                 )
-            w = self._w
-            seq = 0
-            if seq_word is not None:
-                seq = w[seq_word]
-                w[seq_word] = seq + 1
-            slot = ring.head() % ring.slots
-            ring.views[slot][: len(frame)] = frame
-            ring.publish(slot, len(frame), seq)
+            seq = 0 if seq_word is None else self._next_seq(seq_word)
+            pos = ring.head()
+            ring.views[pos % ring.slots][: len(frame)] = frame
+            ring.publish(pos, len(frame), seq, crc)
         finally:
             lock.release()
         bell.release()
+
+    def _next_seq(self, word: int) -> int:
+        """Take the next value of a sequence word only this end writes, checked never to go
+        back (a stray write would misorder chunks and errors). Under its direction's lock."""
+        w = self._w
+        seq = self._guard.index("header index", "down_seq", w[word], self._down_seq, 1 << 62)
+        w[word] = self._down_seq = seq + 1
+        return seq
 
     # --- close -------------------------------------------------------------------------------
 

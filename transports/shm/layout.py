@@ -1,9 +1,9 @@
 """The binary layout of a session's segment: written once here, checked on every attach.
 
-Segment `/dev/shm/asyncinf.<run>.g<gen>.seg`, LAYOUT_VERSION 1.
+Segment `/dev/shm/asyncinf.<run>.g<gen>.seg`, LAYOUT_VERSION 2.
 Every field is a little-endian signed 64-bit word ("i64") at an 8-aligned offset; -1 means
 "none". Aligned 8-byte loads and stores are single instructions on x86-64 and aarch64, so
-the two unlocked words (pid, heartbeat) are never torn, only possibly a little stale.
+the unlocked words (heartbeats, corrupt) are never torn, only possibly a little stale.
 
     offset  field                 meaning                                     written
     ------  --------------------  ------------------------------------------  ---------------
@@ -40,17 +40,25 @@ the two unlocked words (pid, heartbeat) are never torn, only possibly a little s
        344  dnctl_head            control frames pushed server→client         under down-lock
        352  dnctl_tail            control frames taken by the client          under down-lock
        360  dnctl_dropped         oldest frames overwritten when full         under down-lock
-       384  obs table             N_o × 4 i64: frame_bytes, sent_ns, seq, 0   under up-lock
-         …  chunk table           N_c × 2 i64: frame_bytes, seq               under down-lock
-         …  upctl table           N_k × 2 i64: frame_bytes, seq               under up-lock
-         …  dnctl table           N_k × 2 i64: frame_bytes, seq               under down-lock
+       368  checksum              0 none, 1 frames, 2 all (integrity.py)      creator, once
+       376  corrupt               0, or where an end found the segment        first finder, no
+                                  corrupt (integrity.REGIONS + 16 × side)     lock
+       384  obs table             N_o × 5 i64: frame_bytes, sent_ns, seq,     under up-lock
+                                  crc, crc_bytes (the CRC covers the frame's
+                                  first crc_bytes)
+         …  chunk table           N_c × 4 i64: frame_bytes, seq, pos, crc     under down-lock
+         …  upctl table           N_k × 4 i64: frame_bytes, seq, pos, crc     under up-lock
+         …  dnctl table           N_k × 4 i64: frame_bytes, seq, pos, crc     under down-lock
          H  obs slots             N_o × align4096(S_o) bytes of frames
          …  chunk slots           N_c × align4096(S_c)
          …  upctl slots           N_k × align4096(S_k)
          …  dnctl slots           N_k × align4096(S_k)
        end  = segment_bytes
 
-    H = align4096(384 + 8 × (4·N_o + 2·N_c + 4·N_k)); slot i of a ring is entry (count % N).
+    H = align4096(384 + 8 × (5·N_o + 4·N_c + 8·N_k)); slot i of a ring is entry (count % N).
+    `pos` is the head count the frame was published at: a reader at tail t expects pos = t,
+    so a head or tail moved by a stray write never replays an old frame. `crc` is zlib's
+    CRC-32 of the frame (0 when checksum is none).
 
 Frames in slots are `asyncinf.transports.codec` frames. Heads, tails and seqs only grow.
 Ordering: payload bytes are written outside the lock, then published (table entry, index)
@@ -66,9 +74,10 @@ from dataclasses import dataclass
 from asyncinf.runtime.errors import LayoutError
 from asyncinf.transports.base import WhenFull
 from asyncinf.transports.shm.config import ShmConfig
+from asyncinf.transports.shm.integrity import CHECKSUM_CODES
 
 MAGIC = b"asyncinf"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 PAGE = 4096
 NONE = -1
 
@@ -106,10 +115,12 @@ W_CHUNK_TAIL = 42
 W_DNCTL_HEAD = 43
 W_DNCTL_TAIL = 44
 W_DNCTL_DROPPED = 45
+W_CHECKSUM = 46
+W_CORRUPT = 47
 W_TABLES = 48  # byte offset 384
 
-OBS_ENTRY_WORDS = 4  # frame_bytes, sent_ns, seq, reserved
-RING_ENTRY_WORDS = 2  # frame_bytes, seq
+OBS_ENTRY_WORDS = 5  # frame_bytes, sent_ns, seq, crc, crc_bytes
+RING_ENTRY_WORDS = 4  # frame_bytes, seq, pos, crc
 
 _WHEN_FULL_CODES = {WhenFull.BLOCK: 0, WhenFull.ERROR: 1}
 
@@ -205,6 +216,7 @@ class Layout:
             W_HEARTBEAT_INTERVAL_NS: round(c.heartbeat_interval_s * 1e9),
             W_PEER_TIMEOUT_NS: round(c.peer_timeout_s * 1e9),
             W_SPIN_NS: c.spin_us * 1000,
+            W_CHECKSUM: CHECKSUM_CODES[c.checksum],
             W_CREATOR_PID: creator_pid,
             W_CLIENT_PID: 0,
             W_SERVER_PID: 0,
@@ -263,6 +275,9 @@ def read_layout(
     codes = {v: k for k, v in _WHEN_FULL_CODES.items()}
     if words[W_WHEN_FULL] not in codes:
         raise fail("when_full", sorted(codes), words[W_WHEN_FULL])
+    checksums = {v: k for k, v in CHECKSUM_CODES.items()}
+    if words[W_CHECKSUM] not in checksums:
+        raise fail("checksum", sorted(checksums), words[W_CHECKSUM])
     sizes = {field: words[w] for field, w in _SIZE_FIELDS}
     if expected is not None:
         for field, got in sizes.items():
@@ -275,6 +290,7 @@ def read_layout(
             heartbeat_interval_s=words[W_HEARTBEAT_INTERVAL_NS] / 1e9,
             peer_timeout_s=words[W_PEER_TIMEOUT_NS] / 1e9,
             spin_us=words[W_SPIN_NS] // 1000,
+            checksum=checksums[words[W_CHECKSUM]],
         )
     except ValueError as exc:  # ConfigError: a size out of range
         raise LayoutError(f"shared-memory segment {name}: {exc}") from None

@@ -147,9 +147,16 @@ def list_objects(shm_dir: Path = SHM_DIR) -> list[ObjectName]:
     return sorted((o for o in found if o is not None), key=lambda o: (o.name, o.semaphore))
 
 
+# Linux's PID_MAX_LIMIT on 64-bit: no pid is larger, whatever kernel.pid_max says.
+PID_MAX = 1 << 22
+
+
 def pid_alive(pid: int) -> bool:
-    """True if a process `pid` exists (a zombie counts: its parent has not reaped it yet)."""
-    if pid <= 0:
+    """True if a process `pid` exists (a zombie counts: its parent has not reaped it yet).
+
+    A number no pid can be (a stray write into a pid word) is no process, and never reaches
+    os.kill, which would raise OverflowError past a C int."""
+    if not 0 < pid <= PID_MAX:
         return False
     try:
         os.kill(pid, 0)

@@ -3,15 +3,36 @@
 Index bookkeeping only: every method here must be called with the direction's lock held,
 which is what orders the payload bytes before the index that publishes them. Heads and
 tails are counts that only grow; slot i of the ring is count % slots.
+
+Nothing read back from the segment is trusted: the indexes are range-checked on every read,
+each entry must carry the position the reader expects, and a frame's CRC is checked on the
+reader's private copy before it is decoded (integrity.py). A failure raises SegmentCorrupt.
 """
 
 from __future__ import annotations
 
+from asyncinf.transports.shm.integrity import Guard, crc32
 from asyncinf.transports.shm.layout import Area
+
+# The smallest frame: the codec's 8-byte prefix.
+MIN_FRAME_BYTES = 8
 
 
 class Ring:
-    __slots__ = ("_dropped", "_head", "_tail", "_words", "area", "slots", "views")
+    __slots__ = (
+        "_checked",
+        "_dropped",
+        "_frame_region",
+        "_guard",
+        "_head",
+        "_seen",
+        "_tail",
+        "_words",
+        "area",
+        "region",
+        "slots",
+        "views",
+    )
 
     def __init__(
         self,
@@ -21,44 +42,85 @@ class Ring:
         *,
         head: int,
         tail: int,
+        guard: Guard,
+        region: str,
+        checked: bool,
+        frame_region: str | None = None,
         dropped: int | None = None,
     ) -> None:
         self._words = words
         self._head, self._tail, self._dropped = head, tail, dropped
+        self._guard = guard
+        self.region = region
+        self._frame_region = frame_region or region  # a bad CRC's region
+        self._checked = checked  # CRC on (the segment's checksum is not none)
+        self._seen = (0, 0)  # the highest (head, tail) this end has read: they only grow
         self.area = area
         self.slots = area.slots
         self.views = area.views(raw)
 
+    def _indexes(self) -> tuple[int, int]:
+        """(head, tail), checked: neither went back, and tail <= head <= tail + slots."""
+        w, g = self._words, self._guard
+        seen_head, seen_tail = self._seen
+        tail = w[self._tail]
+        if tail < seen_tail:
+            g.fail(self.region, f"tail = {tail} went back (it was {seen_tail})")
+        head = g.index(self.region, "head", w[self._head], max(tail, seen_head), tail + self.slots)
+        self._seen = head, tail
+        return head, tail
+
     def head(self) -> int:
-        return self._words[self._head]
+        return self._indexes()[0]
 
     def count(self) -> int:
-        w = self._words
-        return w[self._head] - w[self._tail]
+        head, tail = self._indexes()
+        return head - tail
+
+    def _entry(self, tail: int) -> int:
+        """Word index of the oldest frame's entry, checked to be the one published at `tail`."""
+        entry = self.area.entry(tail % self.slots)
+        pos = self._words[entry + 2]
+        if pos != tail:
+            self._guard.fail(self.region, f"the entry at tail {tail} was published at {pos}")
+        return entry
 
     def peek_seq(self) -> int:
         """The oldest frame's sequence number, or -1 when the ring is empty."""
-        w = self._words
-        tail = w[self._tail]
-        if w[self._head] == tail:
+        head, tail = self._indexes()
+        if head == tail:
             return -1
-        return w[self.area.entry(tail % self.slots) + 1]
+        return self._words[self._entry(tail) + 1]
 
-    def publish(self, slot: int, nbytes: int, seq: int) -> None:
-        """Make the frame already written in `slot` (= head % slots) visible."""
+    def publish(self, pos: int, nbytes: int, seq: int, crc: int) -> None:
+        """Make the frame already written in slot `pos % slots` visible; `pos` must be the
+        head (this end is the only producer, so a different head is a stray write)."""
+        head, _tail = self._indexes()
+        if head != pos:
+            self._guard.fail(self.region, f"head = {head}, its only producer has {pos}")
         w = self._words
-        entry = self.area.entry(slot)
+        entry = self.area.entry(pos % self.slots)
         w[entry] = nbytes
         w[entry + 1] = seq
-        w[self._head] += 1
+        w[entry + 2] = pos
+        w[entry + 3] = crc
+        w[self._head] = pos + 1
+
+    def crc(self, frame: memoryview | bytes | bytearray) -> int:
+        """The CRC to publish `frame` with (0 when checksums are off)."""
+        return crc32(frame) if self._checked else 0
 
     def take(self) -> bytearray:
-        """Copy the oldest frame out and free its slot."""
+        """Copy the oldest frame out, check it, and free its slot."""
+        _head, tail = self._indexes()
+        entry = self._entry(tail)
         w = self._words
-        tail = w[self._tail]
-        slot = tail % self.slots
-        nbytes = w[self.area.entry(slot)]
-        frame = bytearray(self.views[slot][:nbytes])
+        nbytes = self._guard.index(
+            self.region, "frame_bytes", w[entry], MIN_FRAME_BYTES, self.area.slot_bytes
+        )
+        frame = bytearray(self.views[tail % self.slots][:nbytes])
+        if self._checked:
+            self._guard.frame(self._frame_region, frame, w[entry + 3])
         w[self._tail] = tail + 1
         return frame
 
@@ -66,13 +128,13 @@ class Ring:
         """Free the oldest frame unread (control rings only: they never block the producer)."""
         if self._dropped is None:
             raise AssertionError("this ring never drops")
+        self._indexes()
         w = self._words
         w[self._tail] += 1
         w[self._dropped] += 1
 
     def discard_all(self) -> int:
         """Free every frame (a new session starts); returns how many."""
-        w = self._words
-        n = w[self._head] - w[self._tail]
-        w[self._tail] = w[self._head]
-        return n
+        head, tail = self._indexes()
+        self._words[self._tail] = head
+        return head - tail

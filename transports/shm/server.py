@@ -13,8 +13,10 @@ from asyncinf.runtime.errors import (
     CodecError,
     PeerClosed,
     SchemaVersionError,
+    SegmentCorrupt,
     TransportError,
 )
+from asyncinf.runtime.logs import Throttle
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
@@ -27,10 +29,12 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
+from asyncinf.transports.shm.integrity import Checksum
 from asyncinf.transports.shm.layout import W_DOWN_SEQ
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
+_throttled = Throttle(log)
 
 
 class ShmServerTransport(ShmEnd, ServerTransport):
@@ -64,7 +68,13 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._check_closed()
         hello, self._pending_hello = self._pending_hello, None
         if hello is None:
-            hello = self._wait(self._up_bell, self._poll_hello, timeout_s, watch_peer=False)
+            try:
+                hello = self._wait(self._up_bell, self._poll_hello, timeout_s, watch_peer=False)
+            except SegmentCorrupt:
+                # Told once where it was found; this segment serves no one again (the
+                # supervisor makes a new one). Wait out the timeout: the caller loops on it.
+                self._wait(self._up_bell, lambda: None, timeout_s, watch_peer=False)
+                return None
         if hello is not None:
             self._peer_closed = self._peer_gone = None
             self._had_peer = True
@@ -75,6 +85,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             lock = self._up_lock
             self._acquire(lock)
             try:
+                self._guard.check()
                 if not self._upctl.count():
                     return None
                 frame = self._upctl.take()
@@ -86,7 +97,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             if isinstance(msg, Handshake):
                 self._seen_seq = seq
                 return msg
-            log.debug("%s: ignored %s while waiting for a handshake", self.name, msg)
+            _throttled.warning("%s: ignored %s while waiting for a handshake", self.name, msg)
 
     def _decode_control(self, frame: bytearray) -> object:
         try:
@@ -99,9 +110,10 @@ class ShmServerTransport(ShmEnd, ServerTransport):
                     message=f"client speaks schema version {exc.theirs}, server speaks {exc.ours}",
                 )
             )
-            log.warning("%s: refused a client of schema version %d", self.name, exc.theirs)
+            _throttled.warning("%s: refused a client of schema version %d", self.name, exc.theirs)
         except CodecError as exc:
-            log.warning("%s: undecodable control frame from the client: %s", self.name, exc)
+            # Its CRC matched, or checksums are off: either way the segment is not to be trusted.
+            self._guard.fail(self._upctl.region, f"undecodable frame: {exc}")
         return None
 
     def reply(self, reply: HandshakeReply) -> None:
@@ -126,31 +138,50 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         if got is None:
             self._maybe_check_peer()
             return None
-        slot, nbytes, taken_ns = got
+        slot, nbytes, taken_ns, sent_ns, crc, crc_bytes = got
         self._lease_slot = slot
         try:
-            obs = codec.decode(self._obs.views[slot][:nbytes])
-        except CodecError as exc:
+            obs = self._check_observation(self._obs.views[slot][:nbytes], sent_ns, crc, crc_bytes)
+        except BaseException:
             self._release_lease(slot)
-            raise TransportError(f"undecodable observation in {self.name}: {exc}") from exc
-        if not isinstance(obs, Observation):
-            self._release_lease(slot)
-            raise TransportError(f"{self.name}: an observation slot holds {type(obs).__name__}")
+            raise
         return Lease(obs, obs.sent_ns, taken_ns, functools.partial(self._release_lease, slot))
 
-    def _poll_observation(self) -> tuple[int, int, int] | None:
+    def _check_observation(self, view: memoryview, sent_ns: int, crc: int, n: int) -> Observation:
+        """Decode a leased frame, or raise SegmentCorrupt: nothing unchecked reaches a policy."""
+        fail, region = self._guard.fail, "observation frame"
+        if self._checksum is not Checksum.NONE:
+            if self._checksum is Checksum.ALL and n != len(view):
+                fail(region, f"the CRC covers {n} B of a {len(view)} B frame (--shm.checksum=all)")
+            self._guard.frame(region, view[:n], crc)
+        try:
+            obs = codec.decode(view)
+        except CodecError as exc:
+            fail(region, f"undecodable: {exc}")
+        if not isinstance(obs, Observation):
+            fail(region, f"holds a {type(obs).__name__}")
+        if obs.sent_ns != sent_ns or obs.timestep < 0 or not 0 < obs.capture_ns <= sent_ns:
+            fail(
+                region,
+                f"timestep {obs.timestep}, capture_ns {obs.capture_ns}, sent_ns {obs.sent_ns} "
+                f"(the table says {sent_ns})",
+            )
+        return obs
+
+    def _poll_observation(self) -> tuple[int, int, int, int, int, int] | None:
         """Control first (goodbye, a new client's hello), then the newest observation."""
         lock = self._up_lock
         self._acquire(lock)
         try:
+            self._guard.check()
             if self._upctl.count():
                 frame = self._upctl.take()
             else:
                 got = self._obs.take_newest(self._seen_seq)
                 if got is None:
                     return None
-                slot, nbytes, self._seen_seq = got
-                return slot, nbytes, time.monotonic_ns()
+                slot, nbytes, self._seen_seq, sent_ns, crc, crc_bytes = got
+                return slot, nbytes, time.monotonic_ns(), sent_ns, crc, crc_bytes
         finally:
             lock.release()
         msg = self._decode_control(frame)
@@ -189,17 +220,17 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         ring = self._chunks
         slot = self._chunk_head % ring.slots
         try:
-            frame.write(ring.views[slot])  # free: we hold its space token
+            view = ring.views[slot]
+            frame.write(view)  # free: we hold its space token
+            crc = ring.crc(view[:nbytes])
         except BaseException:
             self._space.release()
             raise
         lock = self._down_lock
         self._acquire(lock)
         try:
-            w = self._w
-            seq = w[W_DOWN_SEQ]
-            w[W_DOWN_SEQ] = seq + 1
-            ring.publish(slot, nbytes, seq)
+            self._guard.check()
+            ring.publish(self._chunk_head, nbytes, self._next_seq(W_DOWN_SEQ), crc)
         finally:
             lock.release()
         self._chunk_head += 1

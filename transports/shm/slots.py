@@ -10,11 +10,14 @@ frame (`obs_taken_seq == obs_seq`) and released it, that slot is stale for the s
 and the client may write it again. The server only leases a frame newer than what it took,
 and only the client's next publish makes one, so the slot stays untouched meanwhile.
 
-Every method must be called with the up-lock held.
+Every index is range-checked when read, and the entry of the frame the server leases must
+carry the sequence number it was published as (integrity.py); a failure raises
+SegmentCorrupt. Every method must be called with the up-lock held.
 """
 
 from __future__ import annotations
 
+from asyncinf.transports.shm.integrity import Guard
 from asyncinf.transports.shm.layout import (
     NONE,
     W_OBS_LATEST,
@@ -23,31 +26,44 @@ from asyncinf.transports.shm.layout import (
     W_OBS_TAKEN,
     Area,
 )
+from asyncinf.transports.shm.ring import MIN_FRAME_BYTES
+
+REGION = "observation table"
 
 
 class ObsSlots:
-    __slots__ = ("_words", "area", "slots", "views")
+    __slots__ = ("_guard", "_words", "area", "slots", "views")
 
-    def __init__(self, words: memoryview, raw: memoryview, area: Area) -> None:
+    def __init__(self, words: memoryview, raw: memoryview, area: Area, guard: Guard) -> None:
         self._words = words
+        self._guard = guard
         self.area = area
         self.slots = area.slots
         self.views = area.views(raw)
+
+    def _state(self) -> tuple[int, int, int, int]:
+        """(seq, taken, latest, leased), checked: 0 <= taken <= seq, slots in range or -1,
+        and a published frame once seq > 0."""
+        w, g, top = self._words, self._guard, self.slots - 1
+        seq = g.index(REGION, "obs_seq", w[W_OBS_SEQ], 0, 1 << 62)
+        taken = g.index(REGION, "obs_taken_seq", w[W_OBS_TAKEN], 0, max(seq, 0))
+        latest = g.index(REGION, "obs_latest", w[W_OBS_LATEST], NONE if seq == 0 else 0, top)
+        leased = g.index(REGION, "obs_leased", w[W_OBS_LEASED], NONE, top)
+        return seq, taken, latest, leased
 
     # --- client ----------------------------------------------------------------------------
 
     def pick(self) -> int:
         """A slot the server will not read until it is published again."""
-        w = self._words
-        latest, leased = w[W_OBS_LATEST], w[W_OBS_LEASED]
-        if latest not in (NONE, leased) and w[W_OBS_TAKEN] == w[W_OBS_SEQ]:
+        seq, taken, latest, leased = self._state()
+        if latest not in (NONE, leased) and taken == seq:
             return latest  # taken and released: stale for both sides, and warm in cache
         for i in range(self.slots):
             if i not in (latest, leased):
                 return i
         raise AssertionError("unreachable with >= 3 slots")
 
-    def publish(self, slot: int, nbytes: int, sent_ns: int) -> None:
+    def publish(self, slot: int, nbytes: int, sent_ns: int, crc: int, crc_bytes: int) -> None:
         """Make the frame written in `slot` the newest."""
         w = self._words
         seq = w[W_OBS_SEQ] + 1
@@ -55,6 +71,8 @@ class ObsSlots:
         w[entry] = nbytes
         w[entry + 1] = sent_ns
         w[entry + 2] = seq
+        w[entry + 3] = crc
+        w[entry + 4] = crc_bytes
         w[W_OBS_SEQ] = seq
         w[W_OBS_LATEST] = slot
 
@@ -62,21 +80,29 @@ class ObsSlots:
 
     def skip_to_newest(self) -> int:
         """Mark everything published so far as taken (a new session starts); returns seq."""
-        w = self._words
-        seq = w[W_OBS_SEQ]
-        w[W_OBS_TAKEN] = seq
+        seq = self._state()[0]
+        self._words[W_OBS_TAKEN] = seq
         return seq
 
-    def take_newest(self, seen_seq: int) -> tuple[int, int, int] | None:
-        """Lease the newest frame if it is newer than `seen_seq`: (slot, nbytes, seq)."""
-        w = self._words
-        seq = w[W_OBS_SEQ]
-        latest = w[W_OBS_LATEST]
-        if seq <= seen_seq or latest == NONE:
+    def take_newest(self, seen_seq: int) -> tuple[int, int, int, int, int, int] | None:
+        """Lease the newest frame if it is newer than `seen_seq`:
+        (slot, nbytes, seq, sent_ns, crc, crc_bytes), the entry's words checked."""
+        seq, _taken, latest, _leased = self._state()
+        g = self._guard
+        if seq < seen_seq:
+            g.fail(REGION, f"obs_seq = {seq} went back (the server took {seen_seq})")
+        if seq == seen_seq:
             return None
+        w = self._words
+        entry = self.area.entry(latest)
+        nbytes, sent_ns, entry_seq, crc, crc_bytes = w[entry : entry + 5]
+        if entry_seq != seq:
+            g.fail(REGION, f"slot {latest} holds frame {entry_seq}, obs_seq says {seq}")
+        g.index(REGION, "frame_bytes", nbytes, MIN_FRAME_BYTES, self.area.slot_bytes)
+        g.index(REGION, "crc_bytes", crc_bytes, 0, nbytes)
         w[W_OBS_LEASED] = latest
         w[W_OBS_TAKEN] = seq
-        return latest, w[self.area.entry(latest)], seq
+        return latest, nbytes, seq, sent_ns, crc, crc_bytes
 
     def release(self, slot: int) -> None:
         w = self._words
