@@ -70,6 +70,10 @@ class Ring:
         self._seen = head, tail
         return head, tail
 
+    def _set_tail(self, tail: int) -> None:
+        self._words[self._tail] = tail
+        self._seen = max(self._seen[0], tail), tail
+
     def head(self) -> int:
         return self._indexes()[0]
 
@@ -105,6 +109,7 @@ class Ring:
         w[entry + 2] = pos
         w[entry + 3] = crc
         w[self._head] = pos + 1
+        self._seen = pos + 1, self._seen[1]
 
     def crc(self, frame: memoryview | bytes | bytearray) -> int:
         """The CRC to publish `frame` with (0 when checksums are off)."""
@@ -121,20 +126,19 @@ class Ring:
         frame = bytearray(self.views[tail % self.slots][:nbytes])
         if self._checked:
             self._guard.frame(self._frame_region, frame, w[entry + 3])
-        w[self._tail] = tail + 1
+        self._set_tail(tail + 1)
         return frame
 
     def drop_oldest(self) -> None:
         """Free the oldest frame unread (control rings only: they never block the producer)."""
         if self._dropped is None:
             raise AssertionError("this ring never drops")
-        self._indexes()
-        w = self._words
-        w[self._tail] += 1
-        w[self._dropped] += 1
+        _head, tail = self._indexes()
+        self._set_tail(tail + 1)
+        self._words[self._dropped] += 1
 
     def discard_all(self) -> int:
         """Free every frame (a new session starts); returns how many."""
         head, tail = self._indexes()
-        self._words[self._tail] = head
+        self._set_tail(head)
         return head - tail
