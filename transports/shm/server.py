@@ -212,20 +212,16 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         """Append a chunk to the FIFO. When it is full: wait up to `timeout_s` for the client
         (WhenFull.BLOCK) or not at all (WhenFull.ERROR), then raise queue.Full."""
         self._check_closed()
-        frame = codec.FrameWriter(chunk)
-        nbytes = frame.nbytes
+        # Encoded and checksummed privately, then copied in (a few KiB): the CRC is of what
+        # the policy produced, so a stray write into the slot at any moment is caught.
+        frame = codec.encode(chunk)
+        nbytes = len(frame)
         if nbytes > self._chunk_slot_bytes:
             raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
-        self._take_space(timeout_s)
         ring = self._chunks
-        slot = self._chunk_head % ring.slots
-        try:
-            view = ring.views[slot]
-            frame.write(view)  # free: we hold its space token
-            crc = ring.crc(view[:nbytes])
-        except BaseException:
-            self._space.release()
-            raise
+        crc = ring.crc(frame)
+        self._take_space(timeout_s)
+        ring.views[self._chunk_head % ring.slots][:nbytes] = frame  # free: we hold its token
         lock = self._down_lock
         self._acquire(lock)
         try:
