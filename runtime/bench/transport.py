@@ -6,7 +6,12 @@ over to holding the chunk. Rows:
 
 - `memcpy`: an in-process copy of the same payload bytes, the floor no transport beats;
 - `shm`: the full asyncinf path (encode into a slot, server lease + zero-copy decode, chunk
-  encoded into the ring, client receive and decode);
+  encoded into the ring, client receive and decode), with its default CRC-32 checks
+  (`--shm.checksum=frames`: chunk and control frames, observations' header and state);
+- `shm_nocrc` and `shm_crc_all`: the same with no CRC at all, and with the observations'
+  images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost.
+  The three take turns round trip by round trip (three sessions open at once), so a noisy
+  neighbour hits them alike and the ratios compare like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
 
 Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
@@ -22,6 +27,7 @@ another transport adds itself with `ROWS["name"] = factory`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import multiprocessing as mp
@@ -69,7 +75,9 @@ Row = Callable[[], contextlib.AbstractContextManager[RoundTrip]]
 class BenchConfig:
     sizes: tuple[int, ...] = SIZES
     modes: tuple[str, ...] = MODES
-    rows: tuple[str, ...] = ("memcpy", "shm", "mp_queue", "grpc", "grpc_floor")
+    rows: tuple[str, ...] = (
+        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "mp_queue", "grpc", "grpc_floor"
+    )  # fmt: skip
     iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
     warmup: int = 20
 
@@ -181,8 +189,9 @@ def _echo_roundtrip(client: ClientTransport) -> RoundTrip:
 
 
 @contextlib.contextmanager
-def shm_row() -> Iterator[RoundTrip]:
-    """The asyncinf shared-memory transport; the echo server runs in a spawned child."""
+def shm_row(checksum: str = "frames") -> Iterator[RoundTrip]:
+    """The asyncinf shared-memory transport (`--shm.checksum=checksum`); the echo server
+    runs in a spawned child."""
     from asyncinf.transports.shm import (  # noqa: PLC0415
         ShmClientTransport,
         ShmConfig,
@@ -190,7 +199,7 @@ def shm_row() -> Iterator[RoundTrip]:
         make_run_id,
     )
 
-    with ShmSession.create(make_run_id(), 0, ShmConfig()) as session:
+    with ShmSession.create(make_run_id(), 0, ShmConfig(checksum=checksum)) as session:
         child = mp.get_context("spawn").Process(
             target=_shm_echo, args=(session.name,), name="shm-echo", daemon=True
         )
@@ -316,6 +325,8 @@ def grpc_floor_row() -> Iterator[RoundTrip]:
 ROWS: dict[str, Row] = {
     "memcpy": memcpy_row,
     "shm": shm_row,
+    "shm_nocrc": functools.partial(shm_row, "none"),
+    "shm_crc_all": functools.partial(shm_row, "all"),
     "mp_queue": mp_queue_row,
     "grpc": grpc_row,
     "grpc_floor": grpc_floor_row,
@@ -326,30 +337,33 @@ ROWS: dict[str, Row] = {
 
 
 def measure(
-    roundtrip: RoundTrip,
+    roundtrips: dict[str, RoundTrip],
     payload_bytes: int,
     mode: str,
     *,
     n: int,
     warmup: int,
-    advance: Callable[[], None] = lambda: None,
-) -> list[int]:
-    """`warmup` + `n` round trips; returns the last `n` durations in ns."""
+    advance: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, list[int]]:
+    """`warmup` + `n` round trips per row, the rows taking turns sample by sample (so a
+    noisy neighbour hits them alike); returns each row's last `n` durations in ns."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     state, images = payload_arrays(payload_bytes)
     rate = Rate(PACED_HZ) if mode == "paced" else None
-    samples = []
+    samples: dict[str, list[int]] = {row: [] for row in roundtrips}
     for i in range(warmup + n):
-        if rate is not None:
-            rate.sleep()
-        obs = Observation(i, time.monotonic_ns(), state, images)
-        t0 = time.perf_counter_ns()
-        roundtrip(obs)
-        elapsed = time.perf_counter_ns() - t0
-        if i >= warmup:
-            samples.append(elapsed)
-            advance()
+        for row, roundtrip in roundtrips.items():
+            if rate is not None:
+                rate.sleep()
+            obs = Observation(i, time.monotonic_ns(), state, images)
+            t0 = time.perf_counter_ns()
+            roundtrip(obs)
+            elapsed = time.perf_counter_ns() - t0
+            if i >= warmup:
+                samples[row].append(elapsed)
+                if advance is not None:
+                    advance[row]()
     return samples
 
 
@@ -357,6 +371,22 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     """p50/p90/p99/max in microseconds."""
     stats = percentiles(samples_ns, 1e-3, keys=("p50", "p90", "p99", "max"))
     return {f"{k}_us": round(v, 2) for k, v in stats.items()}
+
+
+# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes.
+INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all")
+
+
+def _batches(rows: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each row alone, except the INTERLEAVED ones asked for: one batch, at the first's place."""
+    together = tuple(r for r in rows if r in INTERLEAVED)
+    batches: list[tuple[str, ...]] = []
+    for row in rows:
+        if row not in together:
+            batches.append((row,))
+        elif row == together[0]:
+            batches.append(together)
+    return batches
 
 
 def run(config: BenchConfig, progress: Callable[[str, int], Callable[[], None]] | None = None):
@@ -369,24 +399,29 @@ def run(config: BenchConfig, progress: Callable[[str, int], Callable[[], None]] 
     if unknown:
         raise ValueError(f"unknown rows {unknown}; known: {sorted(ROWS)}")
     results = []
-    for row in config.rows:
-        with ROWS[row]() as roundtrip:
+    for batch in _batches(config.rows):
+        with contextlib.ExitStack() as stack:
+            roundtrips = {row: stack.enter_context(ROWS[row]()) for row in batch}
             for size in config.sizes:
                 for mode in config.modes:
                     n = config.iterations[mode]
-                    advance = progress(f"{row} {size:,} B {mode}", n) if progress else None
+                    advance = (
+                        {row: progress(f"{row} {size:,} B {mode}", n) for row in batch}
+                        if progress
+                        else None
+                    )
                     samples = measure(
-                        roundtrip, size, mode, n=n, warmup=config.warmup,
-                        advance=advance or (lambda: None),
-                    )  # fmt: skip
-                    results.append(
+                        roundtrips, size, mode, n=n, warmup=config.warmup, advance=advance
+                    )
+                    results.extend(
                         {
                             "transport": row,
                             "mode": mode,
                             "payload_bytes": size,
-                            "n": len(samples),
-                            **summarize(samples),
+                            "n": len(samples[row]),
+                            **summarize(samples[row]),
                         }
+                        for row in batch
                     )
     return results
 
@@ -407,6 +442,30 @@ def ratios_to_floor(results: list[dict[str, Any]]) -> dict[tuple[str, str, int],
     return out
 
 
+# The shm rows' checksum cost: each over the row without any CRC, measured beside it.
+UNCHECKED = "shm_nocrc"
+CHECKED = ("shm", "shm_crc_all")
+
+
+def checksum_cost(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each checked shm row over `shm_nocrc`'s at the same mode and size."""
+    base = {(r["mode"], r["payload_bytes"]): r for r in results if r["transport"] == UNCHECKED}
+    out = {}
+    for r in results:
+        b = base.get((r["mode"], r["payload_bytes"]))
+        if r["transport"] in CHECKED and b:
+            out[(r["transport"], r["mode"], r["payload_bytes"])] = (
+                r["p50_us"] / b["p50_us"],
+                r["p99_us"] / b["p99_us"],
+            )
+    return out
+
+
 def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     """The `--json` document."""
-    return {"schema": JSON_SCHEMA, "mode": mode, "results": results}
+    cost = [
+        {"transport": t, "mode": m, "payload_bytes": n, "p50_ratio": round(p50, 3),
+         "p99_ratio": round(p99, 3)}
+        for (t, m, n), (p50, p99) in checksum_cost(results).items()
+    ]  # fmt: skip
+    return {"schema": JSON_SCHEMA, "mode": mode, "results": results, "checksum_cost": cost}

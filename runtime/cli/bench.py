@@ -63,7 +63,9 @@ def transport(
     chunk back.
 
     Rows: `memcpy` (in-process copy of the same payload: the floor), `shm` (the asyncinf
-    shared-memory transport, encode and decode included), `mp_queue` (multiprocessing.Queue
+    shared-memory transport, encode and decode included, default CRC-32 checks),
+    `shm_nocrc` and `shm_crc_all` (no CRC; observations' images checked too: their p50 and
+    p99 over `shm_nocrc`'s are the checksums' cost), `mp_queue` (multiprocessing.Queue
     both ways: the naive baseline), `grpc` (the asyncinf gRPC transport on loopback) and
     `grpc_floor` (a bare gRPC stream echoing raw bytes of the same size: grpc's floor).
     Prints p50/p90/p99/max in µs and each row's p50 as a multiple of its floor's.
@@ -108,7 +110,7 @@ def transport(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
     out = Console()
-    out.width = max(out.width, 110)  # the table's ten columns, also when piped
+    out.width = max(out.width, 124)  # the table's eleven columns, also when piped
     out.print(_table(results))
     err.print(f"done in {time.monotonic() - started:.0f} s")
     if json_path is not None:
@@ -119,11 +121,25 @@ def transport(
 
 def _table(results: list[dict[str, Any]]) -> Table:
     ratios = bt.ratios_to_floor(results)
+    cost = bt.checksum_cost(results)
     table = Table(
         title="observation → chunk round trip (µs)",
-        caption="× floor: p50 over memcpy's, or over grpc_floor's for grpc (same run)",
+        caption="× floor: p50 over memcpy's, or over grpc_floor's for grpc (same run); "
+        f"× no crc: p50 and p99 over {bt.UNCHECKED}'s (the CRC-32 checks' cost)",
     )
-    for col in ("transport", "mode", "payload B", "n", "p50", "p90", "p99", "max", "× floor"):
+    cols = (
+        "transport",
+        "mode",
+        "payload B",
+        "n",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "× floor",
+        "× no crc",
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col in ("transport", "mode") else "right")
     order = sorted(results, key=lambda r: (r["mode"], r["payload_bytes"]))
     last = None
@@ -133,6 +149,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
             table.add_section()
         last = key
         ratio = ratios.get((r["transport"], r["mode"], r["payload_bytes"]))
+        crc = cost.get((r["transport"], r["mode"], r["payload_bytes"]))
         table.add_row(
             r["transport"],
             r["mode"],
@@ -140,5 +157,6 @@ def _table(results: list[dict[str, Any]]) -> Table:
             str(r["n"]),
             *(f"{r[k]:,.1f}" for k in ("p50_us", "p90_us", "p99_us", "max_us")),
             "" if ratio is None else f"{ratio:,.1f}",
+            "" if crc is None else f"{crc[0]:.2f} / {crc[1]:.2f}",
         )
     return table

@@ -21,13 +21,15 @@ def test_bench_transport_writes_every_row_in_the_documented_schema(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["schema"] == 1
     got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
-    for row in ("memcpy", "shm", "mp_queue", "grpc", "grpc_floor"):
+    for row in ("memcpy", "shm", "shm_nocrc", "shm_crc_all", "mp_queue", "grpc", "grpc_floor"):
         for mode in ("backtoback", "paced"):
             for size in (64, 3072):
                 assert (row, mode, size) in got
     for x in doc["results"]:
         assert x["n"] == 20 and 0 < x["p50_us"] <= x["p90_us"] <= x["p99_us"] <= x["max_us"]
-    assert "× floor" in r.stdout
+    assert "× floor" in r.stdout and "× no crc" in r.stdout
+    cost = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["checksum_cost"]}
+    assert cost == {(t, m, n) for (t, m, n) in got if t in ("shm", "shm_crc_all")}
 
 
 def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
