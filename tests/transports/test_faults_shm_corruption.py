@@ -139,6 +139,7 @@ def test_a_stray_write_ends_the_session_and_no_corrupt_action_runs(tmp_path, dri
     text = err.text()
     assert proc.returncode == ExitCode.INTERRUPTED, text
     assert "Traceback" not in text and "OverflowError" not in text, text
+    assert "session ended (1 so far by corruption)" in text, text  # the server's side
     assert len(text) < LOG_BYTES_MAX and text.count("corrupt") < 10, text[-3000:]
     targets = [r["target"] for r in _commands(commands) if r["event"] == "command"]
     assert targets, text

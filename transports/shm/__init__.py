@@ -5,7 +5,9 @@
 - `ShmClientTransport.attach(name)` / `ShmServerTransport.attach(name)` — the children open
   the existing objects, check the header, and only ever `close()`.
 
-Layout: `layout.py`. Names and stale-run cleanup: `names.py`. Design: DESIGN.md §4.
+Layout: `layout.py`. Names and stale-run cleanup: `names.py`. What is checked of everything
+read back from the segment (CRCs, ring positions, indexes, pids): `integrity.py`.
+Design: DESIGN.md §4.
 
 Submodules import lazily, as in `transports.grpc`: `asyncinf clean` and the tests' leak check
 need `names` only, not both ends and their posix_ipc set-up.
