@@ -345,15 +345,18 @@ def measure(
     warmup: int,
     advance: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[int]]:
-    """`warmup` + `n` round trips per row, the rows taking turns sample by sample (so a
-    noisy neighbour hits them alike); returns each row's last `n` durations in ns."""
+    """`warmup` + `n` round trips per row, the rows taking turns sample by sample in a
+    rotating order (so a noisy neighbour hits them alike); returns each row's last `n`
+    durations in ns."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     state, images = payload_arrays(payload_bytes)
     rate = Rate(PACED_HZ) if mode == "paced" else None
     samples: dict[str, list[int]] = {row: [] for row in roundtrips}
+    turns = list(roundtrips.items())
     for i in range(warmup + n):
-        for row, roundtrip in roundtrips.items():
+        first = i % len(turns)  # who goes first rotates: no row always follows the same one
+        for row, roundtrip in turns[first:] + turns[:first]:
             if rate is not None:
                 rate.sleep()
             obs = Observation(i, time.monotonic_ns(), state, images)
