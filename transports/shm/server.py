@@ -97,7 +97,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             if isinstance(msg, Handshake):
                 self._seen_seq = seq
                 return msg
-            _throttled.warning("%s: ignored %s while waiting for a handshake", self.name, msg)
+            log.debug("%s: ignored %s while waiting for a handshake", self.name, msg)
 
     def _decode_control(self, frame: bytearray) -> object:
         try:
@@ -160,7 +160,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             fail(region, f"undecodable: {exc}")
         if not isinstance(obs, Observation):
             fail(region, f"holds a {type(obs).__name__}")
-        if obs.sent_ns != sent_ns or obs.timestep < 0 or not 0 < obs.capture_ns <= sent_ns:
+        if obs.sent_ns != sent_ns or obs.timestep < 0 or obs.capture_ns < 0:
             fail(
                 region,
                 f"timestep {obs.timestep}, capture_ns {obs.capture_ns}, sent_ns {obs.sent_ns} "
