@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from lerobot.motors import MotorCalibration as LeRobotCalibration
-from lerobot.robots.so_follower import SO101Follower, SOFollowerRobotConfig
+from lerobot_calibration import lerobot_writes_calibration
 
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
@@ -38,16 +37,6 @@ TINYARM = ["base.pos", "shoulder.pos", "elbow.pos", "gripper.pos"]
 def robot_id(request):
     """An id of this test's own: the calibration root is the session's (LeRobot reads it once)."""
     return re.sub(r"\W", "_", request.node.name)
-
-
-def lerobot_writes_calibration(robot_id, calibration):
-    """The file as LeRobot 0.4 writes it: its own SO follower's `_save_calibration`."""
-    robot = SO101Follower(SOFollowerRobotConfig(port="/dev/null", id=robot_id))
-    robot.calibration = {m: LeRobotCalibration(**vars(c)) for m, c in calibration.items()}
-    robot._save_calibration()
-    root = os.environ["HF_LEROBOT_CALIBRATION"]
-    assert str(robot.calibration_fpath) == f"{root}/robots/so_follower/{robot_id}.json"
-    return robot.calibration_fpath
 
 
 # -- the plugin robot --------------------------------------------------------------------------
