@@ -21,6 +21,7 @@ os.environ["HF_LEROBOT_CALIBRATION"] = f"{tempfile.gettempdir()}/asyncinf-lerobo
 
 import lerobot.policies  # noqa: F401  (fails collection where LeRobot is missing)
 import pytest
+from lerobot_plugins import install
 
 from asyncinf.policies.lerobot.tiny import make_tiny_checkpoint
 
@@ -39,29 +40,15 @@ def checkpoints(tmp_path_factory) -> dict:
     }
 
 
-# Robot plugins the tests install, distribution name -> the file that is its module.
-PLUGINS = {
-    "lerobot_robot_tinyarm": "tinyarm_plugin.py",
-    "lerobot_robot_widowxai_test": "widowxai_plugin.py",  # a Trossen-shaped pair of tinyarms
-}
 CALIBRATION_ROOT = Path(os.environ["HF_LEROBOT_CALIBRATION"])
 
 
 @pytest.fixture(scope="session", autouse=True)
 def robot_plugins(tmp_path_factory) -> Path:
-    """The `PLUGINS` installed for this session and its children: each module and its
-    `.dist-info` in a folder on sys.path and PYTHONPATH, where `importlib.metadata`
-    finds installed distributions (so LeRobot's plugin discovery does). Session-wide and
-    first: LeRobot's registries are read once per process. Removed after."""
-    root = tmp_path_factory.mktemp("site")
-    for name, source in PLUGINS.items():
-        package = root / name
-        package.mkdir()
-        shutil.copy(Path(__file__).with_name(source), package / "__init__.py")
-        info = root / f"{name}-0.1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-        (info / "top_level.txt").write_text(name + "\n")
+    """The robot plugins of lerobot_plugins.py installed for this session and its children, in a
+    folder on sys.path and PYTHONPATH. Session-wide and first: LeRobot's registries are read
+    once per process. Removed after."""
+    root = install(tmp_path_factory.mktemp("site"))
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), old_path) if p)
     sys.path.insert(0, str(root))

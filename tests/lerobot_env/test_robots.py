@@ -10,10 +10,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_processes import CLI, Command
 from lerobot_calibration import lerobot_writes_calibration
 
 from asyncinf.robots.feetech.calibration import (
@@ -29,7 +29,6 @@ from asyncinf.robots.so_follower import MOTORS
 from asyncinf.runtime.errors import ConfigError, RobotError
 from asyncinf.runtime.testing import wait_until
 
-CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 TINYARM = ["base.pos", "shoulder.pos", "elbow.pos", "gripper.pos"]
 
 
@@ -121,14 +120,28 @@ def test_a_lerobot_camera_on_our_sim_robot():
         make_robot("sim", {"cameras": {"wrist": {"type": "tinyarm_camera", "width": None}}})
 
 
-def test_up_local_drives_the_plugin_robot_at_30_hz_without_idle_frames(tmp_path):
+@pytest.mark.parametrize("transport", ["shm", "grpc"])
+def test_up_drives_the_plugin_robot_at_30_hz_without_idle_frames(tmp_path, transport):
+    """`up --local` (shared memory), and `up --remote` against `asyncinf serve` (gRPC)."""
     record, summary = tmp_path / "record.json", tmp_path / "summary.json"
-    r = subprocess.run(
-        [*CLI, "up", "--local", "--robot.type=tinyarm", f"--robot.record_path={record}",
-         "--robot.cameras={front: {type: tinyarm_camera, width: 32, height: 24, fps: 30}}",
-         "--policy.type=scripted", "--fps=30", "--duration=8", f"--summary-json={summary}"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    server = None
+    if transport == "grpc":
+        server = Command(["serve", "--port=0"], tmp_path / "serve.log")
+    try:
+        where = "--local"
+        if server is not None:
+            port = server.wait_for_log(r"serving on 127\.0\.0\.1:(\d+)", 60)[1]
+            where = f"--remote=127.0.0.1:{port}"
+        r = subprocess.run(
+            [*CLI, "up", where, "--robot.type=tinyarm", f"--robot.record_path={record}",
+             "--robot.cameras={front: {type: tinyarm_camera, width: 32, height: 24, fps: 30}}",
+             "--policy.type=scripted", "--fps=30", "--duration=8", f"--summary-json={summary}"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        if server is not None:
+            server.proc.terminate()
+            assert server.proc.wait(30) == 0, server.text()
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(summary.read_text())
     assert s["chunks_received"] >= 3 and s["errors"] == 0, s
@@ -173,6 +186,22 @@ def test_lerobot_so_follower_drives_our_emulated_servos(robot_id):
             robot.disconnect()
         assert all(s.torque_enabled for s in emu.servos.values())  # held, not released
     assert load_calibration(path) == DEFAULT_SO_CALIBRATION
+
+
+def test_robot_check_releases_the_torque_lerobots_connect_enabled(robot_id):
+    lerobot_writes_calibration(robot_id, DEFAULT_SO_CALIBRATION)
+    with FeetechEmulator.so_follower() as emu:
+        check = [*CLI, "robot", "check", "--robot.type=lerobot:so101_follower",
+                 f"--robot.port={emu.port}", f"--robot.id={robot_id}"]  # fmt: skip
+        r = subprocess.run(check, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "shoulder_pan.pos" in r.stdout and "torque released" in r.stderr, r.stderr
+        assert not any(s.torque_enabled for s in emu.servos.values())
+        # Asked to hold, it holds (LeRobot's flag as given).
+        r = subprocess.run([*check, "--robot.disable_torque_on_disconnect=false"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert all(s.torque_enabled for s in emu.servos.values())
 
 
 def test_an_uncalibrated_arm_is_refused_instead_of_lerobots_prompt(robot_id):
