@@ -238,6 +238,35 @@ def test_our_driver_uses_a_lerobot_written_file_under_so_follower(robot_id, capl
     assert ours.config.use_degrees and ours.norm_modes["shoulder_pan"] is NormMode.DEGREES
 
 
+def test_a_run_with_defaults_moves_the_arm_in_degrees(robot_id, tmp_path):
+    """`up` with no unit flag, our SO driver, a LeRobot-written file: the scripted policy's
+    fixed reference (period ~forever) for wrist_roll, amplitude·sin(4π/3) = −51.96 joint
+    units, lands on the servo as −51.96 degrees. Its calibration spans all 4096 steps, so in
+    −100..100 units the same target would land at −93.6 degrees."""
+    path = lerobot_writes_calibration(robot_id, DEFAULT_SO_CALIBRATION)
+    target = 60 * np.sin(4 * np.pi / 3)
+    with FeetechEmulator.so_follower(speed_steps_s=100_000) as emu:
+        r = subprocess.run(
+            [*CLI, "up", "--local", "--robot.type=so101_follower", f"--robot.port={emu.port}",
+             f"--robot.id={robot_id}", "--policy.type=scripted", "--policy.period_s=1000000000",
+             "--policy.amplitude=60", "--duration=4"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"calibration read from {path}" in r.stderr
+        goal = emu.servo(MOTORS["wrist_roll"]).get("Goal_Position")
+        cal = DEFAULT_SO_CALIBRATION["wrist_roll"]
+        assert normalize(goal, cal, NormMode.DEGREES) == pytest.approx(target, abs=0.5)
+        # LeRobot's own driver, with its defaults, reads the arm where the policy meant.
+        theirs = make_robot("lerobot:so101_follower", {"port": emu.port, "id": robot_id})
+        theirs.connect()
+        try:
+            wrist_roll = theirs.read_state()[list(MOTORS).index("wrist_roll")]
+        finally:
+            theirs.disconnect()
+    assert wrist_roll == pytest.approx(target, abs=0.5)
+
+
 def test_up_local_with_lerobots_so_follower_on_robot_emulate(robot_id, tmp_path):
     lerobot_writes_calibration(robot_id, DEFAULT_SO_CALIBRATION)
     emulate = subprocess.Popen(
