@@ -1,4 +1,4 @@
-"""`asyncinf bench e2e`: the real supervised processes, sim robot, a policy.
+"""`asyncinf bench e2e`: the real supervised processes, the sim robot (or another), a policy.
 
 The policy is `scripted` at a latency by default, or any policy given as `--policy.*` (a
 LeRobot checkpoint, say). One run per chunk-size threshold g (0 = synchronous). Each row
@@ -31,15 +31,15 @@ def e2e_options(
     width: int,
     height: int,
     policy: dict[str, Any] | None = None,
+    robot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`robot`: the `--robot.*` map (with its type); default the sim arm, one sim camera."""
     return {
         "fps": fps,
         "actions_per_chunk": chunk,
         "chunk_size_threshold": g,
-        "robot": {
-            "type": "sim",
-            "cameras": {"front": {"type": "sim", "width": width, "height": height}},
-        },
+        "robot": robot
+        or {"type": "sim", "cameras": {"front": {"type": "sim", "width": width, "height": height}}},
         "policy": policy or {"type": "scripted", "latency_ms": latency_ms},
     }
 
@@ -119,6 +119,7 @@ def run_e2e(
     height: int = 480,
     remote: TransportSpec | None = None,
     policy: dict[str, Any] | None = None,
+    robot: dict[str, Any] | None = None,
     log_level: str = "WARNING",
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> list[dict[str, Any]]:
@@ -133,6 +134,7 @@ def run_e2e(
             width=width,
             height=height,
             policy=policy,
+            robot=robot,
         )
         s = run_one(options, duration_s, remote, log_level)
         ticks = max(1, s["ticks"])

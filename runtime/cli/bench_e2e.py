@@ -31,8 +31,8 @@ def e2e(
     duration: Annotated[float, Opt("--duration", help="Seconds per run.")] = 20.0,
     fps: Annotated[float, Opt("--fps", help="Control-loop rate.")] = 30.0,
     chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (T; default 50, or all a --policy.* returns per call).")] = None,
-    width: Annotated[int, Opt("--width", help="Sim camera width.")] = 640,
-    height: Annotated[int, Opt("--height", help="Sim camera height.")] = 480,
+    width: Annotated[int, Opt("--width", help="Sim camera width (without --robot.*).")] = 640,
+    height: Annotated[int, Opt("--height", help="Sim camera height (without --robot.*).")] = 480,
     transport: Annotated[str, Opt("--transport", help="shm (up --local) or grpc (up --remote against a loopback asyncinf serve).")] = "shm",
     json_path: Annotated[Path | None, Opt("--json", metavar="PATH", help="Also write the rows as JSON here.")] = None,
 ) -> None:
@@ -41,7 +41,8 @@ def e2e(
 
     Each g runs the sim arm with one camera and the `scripted` policy at --latency_ms (or the
     policy given as --policy.type/--policy.path/--policy.device/--policy.*, e.g. a LeRobot
-    checkpoint) under the supervisor, exactly as `asyncinf up` does, and reads the client's
+    checkpoint; or on the robot given as --robot.type/--robot.*, e.g. a LeRobot plugin robot)
+    under the supervisor, exactly as `asyncinf up` does, and reads the client's
     summary. Overhead is round trip minus the server's queue wait and compute: what the
     runtime and the transport cost in both directions. With --policy.*, the same model call
     is also timed in this process, back to back and paced like the server (one call per
@@ -57,9 +58,12 @@ def e2e(
     try:
         dotted = parse_dotted_args(ctx.args)
         policy = {k: parse_value(v) for k, v in dotted.pop("policy", {}).items()} or None
+        robot = {k: parse_value(v) for k, v in dotted.pop("robot", {}).items()} or None
         if dotted:
-            others = [a for a in ctx.args if not a.startswith("--policy.")]
-            raise ConfigError(f"bench e2e takes --policy.* flags only, not {others}")
+            others = [a for a in ctx.args if not a.startswith(("--policy.", "--robot."))]
+            raise ConfigError(f"bench e2e takes --policy.* and --robot.* flags only, not {others}")
+        if robot is not None and "type" not in robot:
+            raise ConfigError("--robot.* given without --robot.type")
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.CONFIG_ERROR) from None
@@ -79,7 +83,7 @@ def e2e(
         rows = run_e2e(
             gs, latency_ms=latency_ms, duration_s=duration, fps=fps, chunk=chunk,
             width=width, height=height, remote=remote, progress=err.print, policy=policy,
-            log_level=log_level,
+            robot=robot, log_level=log_level,
         )  # fmt: skip
         floor = None
         if policy is not None:
@@ -136,7 +140,8 @@ def _drain(proc: subprocess.Popen) -> None:
 
 def _table(rows: list[dict[str, Any]]) -> Table:
     policy = rows[0]["policy"]["type"] if rows else "scripted"
-    t = Table(title=f"end to end: sim arm + {policy} policy (ms)")
+    robot = rows[0]["options"]["robot"]["type"] if rows else "sim"
+    t = Table(title=f"end to end: {'sim arm' if robot == 'sim' else robot} + {policy} policy (ms)")
     cols = ("transport", "g", "T", "idle %", "idle after 1st", "actions/s", "rtt p50", "rtt p99",
             "overhead p50", "overhead p99", "infer p50", "server MB", "period err p99")  # fmt: skip
     for c in cols:

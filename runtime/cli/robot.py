@@ -32,6 +32,8 @@ robot_app = typer.Typer(
 )
 
 EMULATED_TYPES = ("so100_follower", "so101_follower")
+# Ours and LeRobot's name for "release the motors on disconnect".
+_RELEASE_FLAGS = {"disable_torque_on_exit", "disable_torque_on_disconnect"}
 
 
 def _robot_flags(ctx: typer.Context) -> tuple[str, dict[str, Any]]:
@@ -119,16 +121,17 @@ def check(
 
     Takes the arm's flags: --robot.type=so101_follower --robot.port=/dev/ttyACM0
     [--robot.id=ID] [--robot.cameras='{front: {type: opencv, index_or_path: 0}}'].
-    Torque is never enabled. Exits 0 when every motor and camera answers, 4 when one does
-    not or the port cannot be opened, 78 for bad options.
+    Our SO followers never enable torque here; a LeRobot robot's connect() does, so it is
+    released again on disconnect (unless --robot.disable_torque_on_exit or LeRobot's
+    disable_torque_on_disconnect says otherwise, or the robot has no such switch). Exits 0
+    when every motor and camera answers, 4 when one does not or the port cannot be opened,
+    78 for bad options.
     """
     from rich.console import Console  # noqa: PLC0415
 
-    from asyncinf.robots.robot import make_robot  # noqa: PLC0415
-
     try:
         robot_type, options = _robot_flags(ctx)
-        robot = make_robot(robot_type, options)
+        robot = _releasing_robot(robot_type, options)
     except ConfigError as exc:
         raise _fail(str(exc), ExitCode.CONFIG_ERROR) from None
     console = Console()
@@ -143,6 +146,20 @@ def check(
         raise _fail(str(exc), ExitCode.ROBOT_ERROR) from None
     if not ok:
         raise typer.Exit(int(ExitCode.ROBOT_ERROR))
+
+
+def _releasing_robot(robot_type: str, options: dict[str, Any]) -> Any:
+    """The robot, set to release its motors on disconnect where the user did not choose: a
+    check must not leave on the torque a LeRobot robot's connect() enabled. A robot that
+    cannot be asked to (its disconnect decides) is built as given."""
+    from asyncinf.robots.robot import make_robot  # noqa: PLC0415
+
+    if not _RELEASE_FLAGS & set(options):
+        try:
+            return make_robot(robot_type, {**options, "disable_torque_on_exit": True})
+        except ConfigError:
+            pass  # the options' own error, if any, is raised below
+    return make_robot(robot_type, options)
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:

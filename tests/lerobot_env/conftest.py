@@ -21,6 +21,7 @@ os.environ["HF_LEROBOT_CALIBRATION"] = f"{tempfile.gettempdir()}/asyncinf-lerobo
 
 import lerobot.policies  # noqa: F401  (fails collection where LeRobot is missing)
 import pytest
+from lerobot_plugins import install
 
 from asyncinf.policies.lerobot.tiny import make_tiny_checkpoint
 
@@ -39,24 +40,15 @@ def checkpoints(tmp_path_factory) -> dict:
     }
 
 
-PLUGIN = "lerobot_robot_tinyarm"
 CALIBRATION_ROOT = Path(os.environ["HF_LEROBOT_CALIBRATION"])
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tinyarm_plugin(tmp_path_factory) -> Path:
-    """`lerobot_robot_tinyarm` installed for this session and its children: the module and
-    its `.dist-info` in a folder on sys.path and PYTHONPATH, where `importlib.metadata`
-    finds installed distributions (so LeRobot's plugin discovery does). Session-wide and
-    first: LeRobot's registries are read once per process. Removed after."""
-    root = tmp_path_factory.mktemp("site")
-    package = root / PLUGIN
-    package.mkdir()
-    shutil.copy(Path(__file__).with_name("tinyarm_plugin.py"), package / "__init__.py")
-    info = root / f"{PLUGIN}-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {PLUGIN}\nVersion: 0.1.0\n")
-    (info / "top_level.txt").write_text(PLUGIN + "\n")
+def robot_plugins(tmp_path_factory) -> Path:
+    """The robot plugins of lerobot_plugins.py installed for this session and its children, in a
+    folder on sys.path and PYTHONPATH. Session-wide and first: LeRobot's registries are read
+    once per process. Removed after."""
+    root = install(tmp_path_factory.mktemp("site"))
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), old_path) if p)
     sys.path.insert(0, str(root))

@@ -10,12 +10,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from lerobot.motors import MotorCalibration as LeRobotCalibration
-from lerobot.robots.so_follower import SO101Follower, SOFollowerRobotConfig
+from cli_processes import CLI, Command
+from lerobot_calibration import lerobot_writes_calibration
 
 from asyncinf.robots.feetech.calibration import (
     MotorCalibration,
@@ -30,7 +29,6 @@ from asyncinf.robots.so_follower import MOTORS
 from asyncinf.runtime.errors import ConfigError, RobotError
 from asyncinf.runtime.testing import wait_until
 
-CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 TINYARM = ["base.pos", "shoulder.pos", "elbow.pos", "gripper.pos"]
 
 
@@ -38,16 +36,6 @@ TINYARM = ["base.pos", "shoulder.pos", "elbow.pos", "gripper.pos"]
 def robot_id(request):
     """An id of this test's own: the calibration root is the session's (LeRobot reads it once)."""
     return re.sub(r"\W", "_", request.node.name)
-
-
-def lerobot_writes_calibration(robot_id, calibration):
-    """The file as LeRobot 0.4 writes it: its own SO follower's `_save_calibration`."""
-    robot = SO101Follower(SOFollowerRobotConfig(port="/dev/null", id=robot_id))
-    robot.calibration = {m: LeRobotCalibration(**vars(c)) for m, c in calibration.items()}
-    robot._save_calibration()
-    root = os.environ["HF_LEROBOT_CALIBRATION"]
-    assert str(robot.calibration_fpath) == f"{root}/robots/so_follower/{robot_id}.json"
-    return robot.calibration_fpath
 
 
 # -- the plugin robot --------------------------------------------------------------------------
@@ -132,14 +120,28 @@ def test_a_lerobot_camera_on_our_sim_robot():
         make_robot("sim", {"cameras": {"wrist": {"type": "tinyarm_camera", "width": None}}})
 
 
-def test_up_local_drives_the_plugin_robot_at_30_hz_without_idle_frames(tmp_path):
+@pytest.mark.parametrize("transport", ["shm", "grpc"])
+def test_up_drives_the_plugin_robot_at_30_hz_without_idle_frames(tmp_path, transport):
+    """`up --local` (shared memory), and `up --remote` against `asyncinf serve` (gRPC)."""
     record, summary = tmp_path / "record.json", tmp_path / "summary.json"
-    r = subprocess.run(
-        [*CLI, "up", "--local", "--robot.type=tinyarm", f"--robot.record_path={record}",
-         "--robot.cameras={front: {type: tinyarm_camera, width: 32, height: 24, fps: 30}}",
-         "--policy.type=scripted", "--fps=30", "--duration=8", f"--summary-json={summary}"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    server = None
+    if transport == "grpc":
+        server = Command(["serve", "--port=0"], tmp_path / "serve.log")
+    try:
+        where = "--local"
+        if server is not None:
+            port = server.wait_for_log(r"serving on 127\.0\.0\.1:(\d+)", 60)[1]
+            where = f"--remote=127.0.0.1:{port}"
+        r = subprocess.run(
+            [*CLI, "up", where, "--robot.type=tinyarm", f"--robot.record_path={record}",
+             "--robot.cameras={front: {type: tinyarm_camera, width: 32, height: 24, fps: 30}}",
+             "--policy.type=scripted", "--fps=30", "--duration=8", f"--summary-json={summary}"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        if server is not None:
+            server.proc.terminate()
+            assert server.proc.wait(30) == 0, server.text()
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(summary.read_text())
     assert s["chunks_received"] >= 3 and s["errors"] == 0, s
@@ -186,6 +188,22 @@ def test_lerobot_so_follower_drives_our_emulated_servos(robot_id):
     assert load_calibration(path) == DEFAULT_SO_CALIBRATION
 
 
+def test_robot_check_releases_the_torque_lerobots_connect_enabled(robot_id):
+    lerobot_writes_calibration(robot_id, DEFAULT_SO_CALIBRATION)
+    with FeetechEmulator.so_follower() as emu:
+        check = [*CLI, "robot", "check", "--robot.type=lerobot:so101_follower",
+                 f"--robot.port={emu.port}", f"--robot.id={robot_id}"]  # fmt: skip
+        r = subprocess.run(check, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "shoulder_pan.pos" in r.stdout and "torque released" in r.stderr, r.stderr
+        assert not any(s.torque_enabled for s in emu.servos.values())
+        # Asked to hold, it holds (LeRobot's flag as given).
+        r = subprocess.run([*check, "--robot.disable_torque_on_disconnect=false"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert all(s.torque_enabled for s in emu.servos.values())
+
+
 def test_an_uncalibrated_arm_is_refused_instead_of_lerobots_prompt(robot_id):
     with FeetechEmulator.so_follower() as emu:  # motors calibrated, but no file for this id
         robot = make_robot("lerobot:so101_follower", {"port": emu.port, "id": "new"})
@@ -218,6 +236,35 @@ def test_our_driver_uses_a_lerobot_written_file_under_so_follower(robot_id, capl
             theirs.disconnect()
     assert f"calibration read from {path}" in caplog.text
     assert ours.config.use_degrees and ours.norm_modes["shoulder_pan"] is NormMode.DEGREES
+
+
+def test_a_run_with_defaults_moves_the_arm_in_degrees(robot_id, tmp_path):
+    """`up` with no unit flag, our SO driver, a LeRobot-written file: the scripted policy's
+    fixed reference (period ~forever) for wrist_roll, amplitude·sin(4π/3) = −51.96 joint
+    units, lands on the servo as −51.96 degrees. Its calibration spans all 4096 steps, so in
+    −100..100 units the same target would land at −93.6 degrees."""
+    path = lerobot_writes_calibration(robot_id, DEFAULT_SO_CALIBRATION)
+    target = 60 * np.sin(4 * np.pi / 3)
+    with FeetechEmulator.so_follower(speed_steps_s=100_000) as emu:
+        r = subprocess.run(
+            [*CLI, "up", "--local", "--robot.type=so101_follower", f"--robot.port={emu.port}",
+             f"--robot.id={robot_id}", "--policy.type=scripted", "--policy.period_s=1000000000",
+             "--policy.amplitude=60", "--duration=4"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"calibration read from {path}" in r.stderr
+        goal = emu.servo(MOTORS["wrist_roll"]).get("Goal_Position")
+        cal = DEFAULT_SO_CALIBRATION["wrist_roll"]
+        assert normalize(goal, cal, NormMode.DEGREES) == pytest.approx(target, abs=0.5)
+        # LeRobot's own driver, with its defaults, reads the arm where the policy meant.
+        theirs = make_robot("lerobot:so101_follower", {"port": emu.port, "id": robot_id})
+        theirs.connect()
+        try:
+            wrist_roll = theirs.read_state()[list(MOTORS).index("wrist_roll")]
+        finally:
+            theirs.disconnect()
+    assert wrist_roll == pytest.approx(target, abs=0.5)
 
 
 def test_up_local_with_lerobots_so_follower_on_robot_emulate(robot_id, tmp_path):

@@ -45,3 +45,19 @@ def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
     assert rows[0]["idle_frames_after_first_chunk"] > 0  # synchronous
     for x in rows:
         assert x["actions_per_s"] > 0 and set(x["overhead_ms"]) == {"p50", "p99", "max"}
+
+
+def test_bench_e2e_runs_the_robot_given_by_its_flags(tmp_path):
+    out = tmp_path / "e.json"
+    r = subprocess.run(
+        [*CLI, "e2e", "--g", "0.5", "--duration", "2", "--latency_ms", "20",
+         "--actions_per_chunk", "10", "--robot.type=fake", "--robot.num_joints=3",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["options"]["robot"] == {"type": "fake", "num_joints": 3}
+    assert row["actions_per_s"] > 0 and "fake + scripted policy" in r.stdout
+    r = subprocess.run([*CLI, "e2e", "--robot.num_joints=3"], capture_output=True, text=True)
+    assert r.returncode == 78 and "without --robot.type" in r.stderr, r.stderr
