@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -29,9 +29,11 @@ def resolve_device(torch: Any, name: str) -> Any:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise PolicyError(f"--policy.device={name!r}: {exc}; use one of {DEVICE_TYPES}") from None
+        raise PolicyOptionError(
+            f"--policy.device={name!r}: {exc}; use one of {DEVICE_TYPES}"
+        ) from None
     if device.type not in DEVICE_TYPES:
-        raise PolicyError(f"--policy.device={name}: use one of {DEVICE_TYPES}")
+        raise PolicyOptionError(f"--policy.device={name}: use one of {DEVICE_TYPES}")
     if device.type == "cpu":
         return device
     backend = getattr(torch, device.type) if device.type != "mps" else torch.backends.mps

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -57,6 +59,32 @@ def refuse_unknown(
         close = difflib.get_close_matches(name, sorted(known), n=1)
         hint = f"; did you mean --{close[0]}?" if close else f"; known: {sorted(known)}"
         raise error(f"--{name} is not an option{hint}")
+
+
+def group(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Option group `name` (`robot`, `policy`, `shm`, …) as a map; {} when absent."""
+    value = options.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--{name}={value!r}: expected a map of --{name}.* options, e.g. "
+            f"--{name}.NAME=VALUE on the command line or `{name}: {{NAME: VALUE}}` in a file"
+        )
+    return value
+
+
+def writable_file(flag: str, path: str | os.PathLike[str]) -> None:
+    """Refuse an output file that cannot be written before a run starts, not at its end:
+    its folder must exist and be writable, and the path must not be a folder."""
+    file = Path(path)
+    folder = file.absolute().parent
+    if file.is_dir():
+        raise ConfigError(f"{flag}={path}: a folder; give a file name in it")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}={path}: no folder {folder}; create it first (mkdir -p)")
+    if not os.access(folder, os.W_OK | os.X_OK) or (file.exists() and not os.access(file, os.W_OK)):
+        raise ConfigError(f"{flag}={path}: not writable by this user; choose another place")
 
 
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:

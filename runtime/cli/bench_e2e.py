@@ -16,8 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asyncinf.runtime.config import parse_dotted_args, parse_value
+from asyncinf.runtime.config import parse_dotted_args, parse_value, writable_file
 from asyncinf.runtime.errors import ConfigError, PolicyError
+from asyncinf.runtime.messages import PolicySpec
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
@@ -47,6 +48,7 @@ def e2e(
     is also timed in this process, back to back and paced like the server (one call per
     chunk interval of the first run): the floor for the server's inference time.
     """
+    from asyncinf.policies.policy import check_spec  # noqa: PLC0415
     from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
     from asyncinf.runtime.supervise.worker import leave_a_core_for_the_client  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
@@ -60,6 +62,10 @@ def e2e(
         if dotted:
             others = [a for a in ctx.args if not a.startswith("--policy.")]
             raise ConfigError(f"bench e2e takes --policy.* flags only, not {others}")
+        if policy is not None:  # loaded on this host, by up --local's or serve's server
+            check_spec(PolicySpec.from_flags(policy, chunk), loads_here=True)
+        if json_path is not None:
+            writable_file("--json", json_path)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.CONFIG_ERROR) from None

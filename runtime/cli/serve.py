@@ -48,6 +48,7 @@ def serve(
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcServerConfig  # noqa: PLC0415
+    from asyncinf.transports.grpc.config import check_bindable  # noqa: PLC0415
 
     try:
         dotted = parse_dotted_args(ctx.args)
@@ -56,7 +57,8 @@ def serve(
             "tls_key": tls_key and str(tls_key), "token_file": token_file and str(token_file),
             **dotted.pop("grpc", {}),
         }  # fmt: skip
-        build(GrpcServerConfig, grpc_opts, prefix="grpc.")  # validate before binding
+        # Validated, and the address tried, before the policy loads (which can take minutes).
+        check_bindable(build(GrpcServerConfig, grpc_opts, prefix="grpc."))
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
