@@ -77,12 +77,13 @@ def serve(
 
 
 def run_server(spec: ServerSpec) -> int:
-    from asyncinf.runtime.supervise import sdnotify  # noqa: PLC0415
+    from asyncinf.runtime.supervise import sdnotify, stop_signals  # noqa: PLC0415
     from asyncinf.runtime.supervise.serving import serve_policy  # noqa: PLC0415
 
     stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals.STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: stop.append(signum))
+    stop.extend(stop_signals.take())  # received while this command was starting
 
     def ready(transport: Any, _cache: object) -> None:
         log.info("serving on %s:%d", spec.transport.options["host"], transport.port)

@@ -29,7 +29,7 @@ def serve_policy(
     """Returns the exit code: OK after a stop, or what `fail` returned."""
     cache = PolicyCache()
     try:
-        if spec.preload is not None:
+        if spec.preload is not None and not should_stop():
             failure = cache.preload(spec.preload)
             if failure is not None:
                 return fail(ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {failure}")
