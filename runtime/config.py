@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, FlagError
 
 T = TypeVar("T")
 
@@ -118,11 +118,11 @@ def parse_dotted_args(args: list[str]) -> dict[str, dict[str, str]]:
         if not dot:
             group, key = "", group
         if not name.startswith("--") or not key or (dot and not group):
-            raise ConfigError(f"unexpected argument {arg!r}: expected --group.field=value")
+            raise FlagError(f"unexpected argument {arg!r}: expected --group.field=value")
         if not eq:
             value = next(it, None)
             if value is None or value.startswith("--"):
-                raise ConfigError(f"{name} needs a value: {name}=VALUE")
+                raise FlagError(f"{name} needs a value: {name}=VALUE")
         out.setdefault(group, {})[key] = value
     return out
 

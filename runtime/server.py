@@ -42,6 +42,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.similarity_atol is not None and self.similarity_atol < 0:
             raise ConfigError(f"--similarity_atol={self.similarity_atol}: must be >= 0")
+        for name in ("publish_timeout_s", "poll_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be > 0 seconds")
 
 
 class PolicyCache:

@@ -7,14 +7,16 @@ before anything heavy is imported, so a SIGTERM or Ctrl-C in the first half seco
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
     from asyncinf.runtime.supervise import stop_signals  # noqa: PLC0415
 
     stop_signals.hold()
-    from asyncinf.runtime.cli.app import app  # noqa: PLC0415
+    from asyncinf.runtime.cli.app import run  # noqa: PLC0415
 
-    app()
+    sys.exit(run())
 
 
 def __getattr__(name: str) -> object:

@@ -61,3 +61,27 @@ def _register() -> None:
 
 
 _register()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line (`argv`, default sys.argv[1:]); returns the exit code.
+
+    A usage error (a bad value for a typed option, an unknown option) is printed as one
+    line, `error: …`, like every other bad-input message, rather than as a box: it reads
+    the same in a terminal and in the journal.
+    """
+    try:
+        code = app(args=argv, prog_name="asyncinf", standalone_mode=False)
+    except typer.TyperException as exc:  # click's UsageError and BadParameter
+        message = exc.format_message()
+        if "\n" in message.strip():  # the help of a group called without a command
+            exc.show()
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        return 1
+    return code if isinstance(code, int) else 0

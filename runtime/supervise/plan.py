@@ -105,6 +105,8 @@ def build_server_spec(
     Preloads when --policy.* is given, after checking its options."""
     refuse_unknown(options, server_options() | (others or set()))
     server = _own(ServerConfig, options)
+    # The preload's fps, actions_per_chunk and task mean what they mean to the client.
+    _own(ClientConfig, {k: v for k, v in options.items() if k in _PRELOAD_OPTIONS})
     preload = None
     if group(options, "policy"):
         check_spec(policy_spec(options), loads_here=loads_here)

@@ -65,6 +65,8 @@ class SupervisorConfig:
                 raise ConfigError(f"{flag}={getattr(self, name)}: must be > 0 seconds")
         if self.max_restarts < 0:
             raise ConfigError(f"--max-restarts={self.max_restarts}: must be >= 0")
+        if self.restart_backoff_s < 0:
+            raise ConfigError(f"--restart-backoff={self.restart_backoff_s}: must be >= 0 seconds")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"--duration={self.duration_s}: must be > 0 seconds (or omitted)")
 
