@@ -399,9 +399,10 @@ class Supervisor:
     def _client_lost(self) -> None:
         self._drain_events(self.client)
         rc = self.client.proc.returncode
-        if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
+        said = {int(ExitCode.RUNTIME_FAILURE), *(int(c) for c in BOOT_ERRORS)}
+        if rc in said and self.client.failure:  # it said why: its code, not "lost"
             log.error("client stopped: %s", self.client.failure.message)
-            self._exit = ExitCode.RUNTIME_FAILURE
+            self._exit = ExitCode(rc)
             return
         log.error("client lost: %s; %s", self.client.describe_exit(), self._last_command())
         self._exit = ExitCode.CLIENT_LOST

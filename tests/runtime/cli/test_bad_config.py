@@ -345,3 +345,19 @@ def test_a_subset_as_real_processes(bad_files, busy_port):
         for line, code, text in pool.map(one, SUBPROCESS):
             want, names = expected[line]
             _check(code, text, want, names.replace("{busy}", str(busy_port)))
+
+
+@pytest.mark.slow
+def test_frames_the_policy_asks_for_that_outgrow_their_slot_are_a_config_error():
+    """Only the handshake says what size the policy wants its frames: 1024 rows (4 MiB) from
+    a 640×480 camera (0.9 MiB, which fits the 2 MiB slot the checks before start saw)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "up", "--local", "--duration=30",
+         "--policy.type=tiny_torch", "--policy.image_size=1024", "--policy.hidden=8",
+         "--policy.depth=1", "--shm.obs_slot_mb=2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == CONFIG, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "client stopped: observation frame of" in r.stderr
+    assert "raise it with --shm.obs_slot_mb=" in r.stderr
