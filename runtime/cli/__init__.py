@@ -1,4 +1,4 @@
-"""The `asyncinf` command. The commands and their wiring are `app.py`.
+"""The `asyncinf` command. The commands and their wiring are `commands.py`.
 
 This module stays this small on purpose: `main` holds stop signals (`supervise/stop_signals`)
 before anything heavy is imported, so a SIGTERM or Ctrl-C in the first half second of
@@ -14,7 +14,7 @@ def main() -> None:
     from asyncinf.runtime.supervise import stop_signals  # noqa: PLC0415
 
     stop_signals.hold()
-    from asyncinf.runtime.cli.app import run  # noqa: PLC0415
+    from asyncinf.runtime.cli.commands import run  # noqa: PLC0415
 
     sys.exit(run())
 
@@ -22,7 +22,7 @@ def main() -> None:
 def __getattr__(name: str) -> object:
     """`from asyncinf.runtime.cli import app` (for tests and CliRunner), imported when asked."""
     if name == "app":
-        from asyncinf.runtime.cli.app import app  # noqa: PLC0415
+        from asyncinf.runtime.cli.commands import app  # noqa: PLC0415
 
         return app
     raise AttributeError(name)

@@ -3,7 +3,7 @@
 Each case must exit 2 (a bad command line: an unknown option, a malformed argument, two
 flags that disagree, a value typer cannot parse) or 78 (a bad value, in a flag or a file),
 print one line `error: …` naming the option, print no traceback, and fail before any
-process starts. Every case runs in this process through the CLI's own entry (`app.run`,
+process starts. Every case runs in this process through the CLI's own entry (`commands.run`,
 which is what `main` calls), so the battery takes seconds; a representative subset also
 runs as real `python -m asyncinf.runtime.cli` processes.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncinf.runtime.cli.app import run
+from asyncinf.runtime.cli.commands import run
 
 USAGE, CONFIG = 2, 78
 LOCAL = "up --local"
