@@ -37,15 +37,15 @@ def resolve_device(torch: Any, name: str) -> Any:
     if device.type == "cpu":
         return device
     backend = getattr(torch, device.type) if device.type != "mps" else torch.backends.mps
-    if not backend.is_available():
-        raise PolicyError(
+    if not backend.is_available():  # a device this machine lacks: a bad option here (78)
+        raise PolicyOptionError(
             f"--policy.device={name}: {device.type.upper()} is not available to this torch "
             f"({torch.__version__}); use --policy.device=cpu"
         )
     if device.type in ("cuda", "xpu") and device.index is not None:
         count = backend.device_count()
         if device.index >= count:
-            raise PolicyError(
+            raise PolicyOptionError(
                 f"--policy.device={name}: this machine has {count} {device.type} device(s)"
             )
     return device

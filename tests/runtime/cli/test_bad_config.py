@@ -361,3 +361,17 @@ def test_frames_the_policy_asks_for_that_outgrow_their_slot_are_a_config_error()
     assert "Traceback" not in r.stderr
     assert "client stopped: observation frame of" in r.stderr
     assert "raise it with --shm.obs_slot_mb=" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_device_this_machine_lacks_is_a_config_error_not_a_load_failure():
+    """Only torch, in the server, can tell: no CUDA here, or fewer than 100 GPUs."""
+    r = subprocess.run(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "up", "--local", "--duration=30",
+         "--policy.type=tiny_torch", "--policy.device=cuda:99"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == CONFIG, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "server failed to start: --policy.device=cuda:99" in r.stderr
+    assert "client started" not in r.stderr
