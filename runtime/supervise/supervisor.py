@@ -409,14 +409,15 @@ class Supervisor:
 
     def _last_command(self) -> str:
         """What the robot was last told, as far as the client's last words say."""
-        if self.holding is not None and self.holding.target is not None:
+        if self.holding is not None:  # it said so as its loop ended
+            if self.holding.target is None:
+                return "it had not commanded the robot"
             return f"the robot was last commanded to {self.holding.target}"
-        beat = self.client.beat
-        if beat is None or beat.actions == 0:
-            return "it had not commanded the robot yet"
+        actions = self.client.beat.actions if self.client.beat else 0
+        age_s = time.monotonic() - self.client.last_beat
         return (
-            f"it had executed {beat.actions} actions; its last command is not known "
-            "(it died without reporting it)"
+            f"it died without reporting its last command ({actions} actions executed "
+            f"by its last report, {age_s:.1f} s before)"
         )
 
     def _abort(self, child: Child) -> None:

@@ -97,7 +97,7 @@ def test_a_client_killed_before_it_commanded_says_so(tmp_path):
     assert proc.returncode == ExitCode.CLIENT_LOST, text
     lost = next(line for line in text.splitlines() if "client lost:" in line)
     assert "killed by SIGKILL (by another process or the kernel's out-of-memory killer)" in lost
-    assert "it had not commanded the robot yet" in lost
+    assert "it died without reporting its last command (0 actions executed" in lost
     assert "None" not in lost and "perhaps out of memory" not in text
 
 

@@ -165,7 +165,7 @@ def test_client_kill9_stops_the_server_and_exits_client_lost(tmp_path):
     assert run.finish() == ExitCode.CLIENT_LOST, run.stderr
     assert "client lost: killed by SIGKILL" in run.stderr
     # Killed, it could not say what it last commanded: said so, never "commanded to None".
-    assert "actions; its last command is not known" in run.stderr
+    assert "it died without reporting its last command" in run.stderr
     assert "None" not in run.stderr.split("client lost:")[1].splitlines()[0]
     assert "server stopped" in run.stderr
 
