@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncinf.runtime.cli.lerobot_flags import SERVER_FLAGS, take_server_flags
-from asyncinf.runtime.config import build, parse_dotted_args, parse_value, refuse_unknown
+from asyncinf.runtime.config import build, group, parse_dotted_args, parse_value, refuse_unknown
 from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
@@ -62,8 +62,9 @@ def serve(
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
-        for group in ("robot", "policy"):
-            options[group] = {k: parse_value(v) for k, v in dotted.pop(group, {}).items()}
+        for name in ("robot", "policy"):  # --robot=5 is refused (not a map), not overwritten
+            given = {k: parse_value(v) for k, v in dotted.pop(name, {}).items()}
+            options[name] = {**group(options, name), **given}
         if dotted:
             raise FlagError(f"--{next(iter(dotted))}.* options are not known to serve")
         spec = dataclasses.replace(

@@ -184,6 +184,8 @@ CASES: list[tuple[str, int, str]] = [
     ("serve --port=0 --token-file {d}/spaces.tok", CONFIG, "--token-file="),
     ("serve --port=0 --grpc.tls_client_ca={d}/bad.pem", CONFIG, "--tls-client-ca"),
     ("serve --port=70000", CONFIG, "--port=70000"),
+    ("serve --port=0 --robot=5 --policy.type=scripted", CONFIG, "--robot=5"),
+    ("serve --port=0 --policy=act", CONFIG, "--policy='act'"),
     ("serve --port=abc", USAGE, "--port"),
     ("serve --port=0 --shm.obs_slots=1", USAGE, "--shm.*"),
     ("serve --port=0 --nope=1", USAGE, "--nope"),
