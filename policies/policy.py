@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.policies.torch_device import DEVICE_TYPES
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.registry import Registry
 
@@ -28,17 +29,24 @@ class Policy(abc.ABC):
     open_options: ClassVar[bool] = False
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
-        unknown = set(spec.options) - set(self.default_options)
-        if unknown and not self.open_options:
-            raise PolicyError(
-                f"--policy.{sorted(unknown)[0]} is not an option of --policy.type={spec.type}; "
-                f"known: {sorted(self.default_options)}"
-            )
+        self.check_options(spec)
         self.spec = spec
         self.options = {**self.default_options, **spec.options}
         self.joint_names = list(features.joint_names)
         self.cameras = dict(features.cameras)
         self.robot_type = features.robot_type
+
+    @classmethod
+    def check_options(cls, spec: PolicySpec) -> None:
+        """Raise PolicyOptionError for an option this type does not take or a value out of
+        range. Cheap and free of the model's imports: the supervisor calls it before any
+        process starts, and `__init__` calls it again."""
+        unknown = set(spec.options) - set(cls.default_options)
+        if unknown and not cls.open_options:
+            raise PolicyOptionError(
+                f"--policy.{sorted(unknown)[0]} is not an option of --policy.type={spec.type}; "
+                f"known: {sorted(cls.default_options)}"
+            )
 
     @property
     def chunk_size(self) -> int:
@@ -113,3 +121,31 @@ POLICIES: Registry[Policy] = Registry(
 
 def make_policy(spec: PolicySpec, features: Handshake) -> Policy:
     return POLICIES.load(spec.type)(spec, features)
+
+
+def check_spec(spec: PolicySpec, *, loads_here: bool) -> None:
+    """Refuse bad `--policy.*` values before any process starts (PolicyOptionError).
+
+    Registered types are checked in full (their classes import without the model's
+    dependencies). Any other type is LeRobot's: where the policy loads on this machine
+    (`loads_here`) LeRobot must be installed; whether it knows the type and its options is
+    checked when it loads, since importing LeRobot takes seconds.
+    """
+    if spec.type in POLICIES.names():
+        POLICIES.load(spec.type).check_options(spec)
+        check_device_name(spec.device)
+    elif loads_here:
+        from asyncinf.policies.lerobot import compat  # noqa: PLC0415  (imports no LeRobot)
+
+        compat.require(spec.type)
+        check_device_name(spec.device)
+
+
+def check_device_name(name: str) -> None:
+    """`cpu`, `cuda`, `cuda:N`, `mps`, `xpu` or `xpu:N` (whether it exists: at load)."""
+    kind, colon, index = name.partition(":")
+    if kind not in DEVICE_TYPES or (colon and not index.isdigit()) or (colon and kind == "cpu"):
+        raise PolicyOptionError(
+            f"--policy.device={name!r}: not a device; use one of {list(DEVICE_TYPES)}, "
+            "e.g. cpu or cuda:0"
+        )

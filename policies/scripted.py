@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from asyncinf.policies.policy import Policy
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 
 
 def _number(options: dict[str, Any], name: str, low: float, allow_zero: bool) -> float:
-    """A finite real option ≥ low (> low unless `allow_zero`), else PolicyError naming it."""
+    """A finite real option ≥ low (> low unless `allow_zero`), else PolicyOptionError naming it."""
     value = options[name]
     ok = (
         isinstance(value, (int, float))
@@ -38,7 +38,7 @@ def _number(options: dict[str, Any], name: str, low: float, allow_zero: bool) ->
     )
     if not ok:
         bound = f">= {low:g}" if allow_zero else f"> {low:g}"
-        raise PolicyError(f"--policy.{name}={value!r}: must be a number {bound}")
+        raise PolicyOptionError(f"--policy.{name}={value!r}: must be a number {bound}")
     return float(value)
 
 
@@ -53,13 +53,30 @@ class ScriptedPolicy(Policy):
         "fps": None,  # timestep rate; None: the client's fps from the handshake
     }
 
+    # name -> (lower bound, bound included)
+    _BOUNDS: ClassVar = {
+        "latency_ms": (0.0, True),
+        "period_s": (0.0, False),
+        "amplitude": (0.0, True),
+        "converge_s": (0.0, False),
+        "fps": (0.0, False),
+    }
+
+    @classmethod
+    def check_options(cls, spec: PolicySpec) -> None:
+        super().check_options(spec)
+        options = {**cls.default_options, **spec.options}
+        for name, (low, allow_zero) in cls._BOUNDS.items():
+            if options[name] is not None:
+                _number(options, name, low, allow_zero)
+
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
         o = self.options
-        self.latency_s = _number(o, "latency_ms", 0.0, allow_zero=True) / 1e3
-        self.period_s = _number(o, "period_s", 0.0, allow_zero=False)
-        amplitude = _number(o, "amplitude", 0.0, allow_zero=True)
-        self.converge_s = _number(o, "converge_s", 0.0, allow_zero=False)
+        self.latency_s = float(o["latency_ms"]) / 1e3  # all in range: check_options
+        self.period_s = float(o["period_s"])
+        amplitude = float(o["amplitude"])
+        self.converge_s = float(o["converge_s"])
         if o["fps"] is None:
             if not (isinstance(features.fps, (int, float)) and features.fps > 0):
                 raise PolicyError(
@@ -67,7 +84,7 @@ class ScriptedPolicy(Policy):
                 )
             self.fps = float(features.fps)
         else:
-            self.fps = _number(o, "fps", 0.0, allow_zero=False)
+            self.fps = float(o["fps"])
         if self.chunk_size < 1:
             raise PolicyError(f"--actions_per_chunk={self.chunk_size}: must be >= 1")
         grip = np.array([n.startswith("gripper") for n in self.joint_names])

@@ -29,7 +29,7 @@ import numpy as np
 
 from asyncinf.policies.policy import Policy
 from asyncinf.policies.torch_device import import_torch, resolve_device, synchronize
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 
 FORMAT = "asyncinf.tiny_torch"
@@ -75,13 +75,20 @@ class TinyTorchPolicy(Policy):
         "seed": 0,  # weights, when --policy.path is empty
     }
 
+    @classmethod
+    def check_options(cls, spec: PolicySpec) -> None:
+        super().check_options(spec)
+        options = {**cls.default_options, **spec.options}
+        for name, (low, high) in _BOUNDS.items():
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise PolicyOptionError(
+                    f"--policy.{name}={value!r}: must be an integer in {low}..{high}"
+                )
+
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
         torch = self.torch = import_torch(spec.type)
-        for name, (low, high) in _BOUNDS.items():
-            value = self.options[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise PolicyError(f"--policy.{name}={value!r}: must be an integer in {low}..{high}")
         self.device = resolve_device(torch, spec.device)
         self.camera_names = sorted(self.cameras)
         checkpoint = self._read(spec.path) if spec.path else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -29,21 +29,23 @@ def resolve_device(torch: Any, name: str) -> Any:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise PolicyError(f"--policy.device={name!r}: {exc}; use one of {DEVICE_TYPES}") from None
+        raise PolicyOptionError(
+            f"--policy.device={name!r}: {exc}; use one of {DEVICE_TYPES}"
+        ) from None
     if device.type not in DEVICE_TYPES:
-        raise PolicyError(f"--policy.device={name}: use one of {DEVICE_TYPES}")
+        raise PolicyOptionError(f"--policy.device={name}: use one of {DEVICE_TYPES}")
     if device.type == "cpu":
         return device
     backend = getattr(torch, device.type) if device.type != "mps" else torch.backends.mps
-    if not backend.is_available():
-        raise PolicyError(
+    if not backend.is_available():  # a device this machine lacks: a bad option here (78)
+        raise PolicyOptionError(
             f"--policy.device={name}: {device.type.upper()} is not available to this torch "
             f"({torch.__version__}); use --policy.device=cpu"
         )
     if device.type in ("cuda", "xpu") and device.index is not None:
         count = backend.device_count()
         if device.index >= count:
-            raise PolicyError(
+            raise PolicyOptionError(
                 f"--policy.device={name}: this machine has {count} {device.type} device(s)"
             )
     return device

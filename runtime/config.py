@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, FlagError
 
 T = TypeVar("T")
 
@@ -59,6 +61,32 @@ def refuse_unknown(
         raise error(f"--{name} is not an option{hint}")
 
 
+def group(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Option group `name` (`robot`, `policy`, `shm`, …) as a map; {} when absent."""
+    value = options.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--{name}={value!r}: expected a map of --{name}.* options, e.g. "
+            f"--{name}.NAME=VALUE on the command line or `{name}: {{NAME: VALUE}}` in a file"
+        )
+    return value
+
+
+def writable_file(flag: str, path: str | os.PathLike[str]) -> None:
+    """Refuse an output file that cannot be written before a run starts, not at its end:
+    its folder must exist and be writable, and the path must not be a folder."""
+    file = Path(path)
+    folder = file.absolute().parent
+    if file.is_dir():
+        raise ConfigError(f"{flag}={path}: a folder; give a file name in it")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}={path}: no folder {folder}; create it first (mkdir -p)")
+    if not os.access(folder, os.W_OK | os.X_OK) or (file.exists() and not os.access(file, os.W_OK)):
+        raise ConfigError(f"{flag}={path}: not writable by this user; choose another place")
+
+
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """Instantiate dataclass `cls` from `values`, naming the flag in every error."""
     hints = typing.get_type_hints(cls)
@@ -90,11 +118,11 @@ def parse_dotted_args(args: list[str]) -> dict[str, dict[str, str]]:
         if not dot:
             group, key = "", group
         if not name.startswith("--") or not key or (dot and not group):
-            raise ConfigError(f"unexpected argument {arg!r}: expected --group.field=value")
+            raise FlagError(f"unexpected argument {arg!r}: expected --group.field=value")
         if not eq:
             value = next(it, None)
             if value is None or value.startswith("--"):
-                raise ConfigError(f"{name} needs a value: {name}=VALUE")
+                raise FlagError(f"{name} needs a value: {name}=VALUE")
         out.setdefault(group, {})[key] = value
     return out
 

@@ -102,5 +102,10 @@ class PolicyError(AsyncinfError, RuntimeError):
     """The policy failed to load or to predict."""
 
 
+class PolicyOptionError(ConfigError, PolicyError):
+    """A `--policy.*` value is wrong (an unknown type or option, a value out of range): a
+    configuration error (exit 78), not a policy that failed to load (exit 3)."""
+
+
 class ActionRejected(AsyncinfError, ValueError):
     """An action chunk is unusable (NaN/inf, wrong shape) and was not executed."""

@@ -48,6 +48,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.similarity_atol is not None and self.similarity_atol < 0:
             raise ConfigError(f"--similarity_atol={self.similarity_atol}: must be >= 0")
+        for name in ("publish_timeout_s", "poll_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be > 0 seconds")
 
 
 class PolicyCache:
@@ -87,10 +90,15 @@ class PolicyCache:
         return policy
 
     def preload(self, hello: Handshake) -> str | None:
-        """Load at start; None, or the one-line reason it failed (traceback only with -v)."""
+        """Load at start; None, or the one-line reason it failed (traceback only with -v).
+
+        A bad `--policy.*` value is raised as the ConfigError it is: a configuration error
+        (exit 78) to the caller, where a policy that failed to load is exit 3."""
         try:
             self.get(hello)
-        except (PolicyError, ConfigError) as exc:
+        except ConfigError:
+            raise
+        except PolicyError as exc:
             return str(exc)
         except Exception as exc:  # any other failure to load is a boot error too, told as such
             log.debug("policy load failed", exc_info=True)

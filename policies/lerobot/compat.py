@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from asyncinf.runtime import lerobot as installation
-from asyncinf.runtime.errors import PolicyError
+from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def _builtins() -> list[str]:
 
 
 def require(name: str) -> None:
-    """Raise PolicyError, without importing it, where LeRobot is not installed."""
+    """Raise PolicyOptionError, without importing it, where LeRobot is not installed."""
     if not installation.installed():
-        raise PolicyError(
+        raise PolicyOptionError(
             f"--policy.type={name!r} is not a built-in policy ({_builtins()}); LeRobot "
             "types (act, diffusion, smolvla, pi0, pi05, …) need LeRobot installed in the "
             "server's environment; " + INSTALL_HINT
@@ -101,10 +101,10 @@ def require(name: str) -> None:
 
 
 def check_type(name: str) -> None:
-    """Raise PolicyError unless LeRobot knows policy type `name` (imports LeRobot)."""
+    """Raise PolicyOptionError unless LeRobot knows policy type `name` (imports LeRobot)."""
     known = known_types()
     if name not in known:
-        raise PolicyError(
+        raise PolicyOptionError(
             f"--policy.type={name!r} is neither a built-in policy ({_builtins()}) nor "
             f"one LeRobot {load().version} knows ({known})"
         )

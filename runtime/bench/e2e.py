@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from asyncinf.runtime.stats import percentiles
-from asyncinf.runtime.supervise.plan import build_plan, policy_spec, preload_handshake, robot_spec
+from asyncinf.runtime.supervise.plan import (
+    RunPlan,
+    build_plan,
+    policy_spec,
+    preload_handshake,
+    robot_spec,
+)
 from asyncinf.runtime.supervise.supervisor import Supervisor, SupervisorConfig
 from asyncinf.transports.factory import TransportSpec
 
@@ -44,6 +50,11 @@ def e2e_options(
     }
 
 
+def e2e_plan(options: dict[str, Any], remote: TransportSpec | None = None) -> RunPlan:
+    """The plan of one run (options left None take their defaults); raises ConfigError."""
+    return build_plan({k: v for k, v in options.items() if v is not None}, remote=remote)
+
+
 def _rss_mb(pid: int) -> float:
     """Resident memory of a live process, from /proc (0 where there is none)."""
     try:
@@ -63,7 +74,7 @@ def run_one(
 ) -> dict:
     """One supervised run; the client's summary plus `server_rss_mb` (raises if it failed).
     `log_level`: the children's (the table is the output; warnings still show)."""
-    plan = build_plan({k: v for k, v in options.items() if v is not None}, remote=remote)
+    plan = e2e_plan(options, remote)
     peak = [0.0]
 
     def sample(sup: Supervisor) -> None:

@@ -1,62 +1,28 @@
-"""The `asyncinf` command. Each command group lives in its own module; this file wires them.
+"""The `asyncinf` command. The commands and their wiring are `commands.py`.
 
-Commands stay thin: parse flags, build a config, call the library, exit with a documented code.
-Logging is configured here and nowhere else.
+This module stays this small on purpose: `main` holds stop signals (`supervise/stop_signals`)
+before anything heavy is imported, so a SIGTERM or Ctrl-C in the first half second of
+`asyncinf up` or `asyncinf serve` stops it cleanly instead of killing it.
 """
 
 from __future__ import annotations
 
-import logging
-
-import typer
-
-app = typer.Typer(
-    name="asyncinf",
-    help="Run robot policies asynchronously: a fixed-rate control loop fed by a policy server.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping line breaks
-)
-
-
-@app.callback()
-def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
-) -> None:
-    # The supervisor hands this level on to its children (supervise/protocol.py).
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-
-
-def _register() -> None:
-    from asyncinf.runtime.cli.bench import bench_app  # noqa: PLC0415
-    from asyncinf.runtime.cli.bench_e2e import e2e  # noqa: PLC0415
-    from asyncinf.runtime.cli.clean import clean  # noqa: PLC0415
-    from asyncinf.runtime.cli.robot import robot_app  # noqa: PLC0415
-    from asyncinf.runtime.cli.serve import serve  # noqa: PLC0415
-    from asyncinf.runtime.cli.status import status  # noqa: PLC0415
-    from asyncinf.runtime.cli.systemd import systemd  # noqa: PLC0415
-    from asyncinf.runtime.cli.up import DOTTED_FLAGS, up  # noqa: PLC0415
-
-    app.command("up", context_settings=DOTTED_FLAGS)(up)
-    app.command("serve", context_settings=DOTTED_FLAGS)(serve)
-    app.command("systemd")(systemd)
-    app.command("status")(status)
-    app.add_typer(robot_app, name="robot")
-    bench_app.command("e2e", context_settings=DOTTED_FLAGS)(e2e)
-    app.add_typer(bench_app, name="bench")
-    app.command("clean")(clean)
-
-
-_register()
+import sys
 
 
 def main() -> None:
-    app()
+    from asyncinf.runtime.supervise import stop_signals  # noqa: PLC0415
+
+    stop_signals.hold()
+    from asyncinf.runtime.cli.commands import run  # noqa: PLC0415
+
+    sys.exit(run())
 
 
-if __name__ == "__main__":
-    main()
+def __getattr__(name: str) -> object:
+    """`from asyncinf.runtime.cli import app` (for tests and CliRunner), imported when asked."""
+    if name == "app":
+        from asyncinf.runtime.cli.commands import app  # noqa: PLC0415
+
+        return app
+    raise AttributeError(name)

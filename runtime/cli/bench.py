@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from asyncinf.runtime.bench import transport as bt
+from asyncinf.runtime.config import writable_file
+from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
@@ -70,6 +72,11 @@ def transport(
     `grpc_floor` (a bare gRPC stream echoing raw bytes of the same size: grpc's floor).
     Prints p50/p90/p99/max in µs and each row's p50 as a multiple of its floor's.
     """
+    if json_path is not None:
+        try:
+            writable_file("--json", json_path)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
     modes = bt.MODES if mode == "both" else (mode,)
     if any(m not in bt.MODES for m in modes):
         raise typer.BadParameter(f"--mode {mode!r}: choose backtoback, paced or both")

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asyncinf.runtime.config import parse_dotted_args, parse_value
-from asyncinf.runtime.errors import ConfigError, PolicyError
+from asyncinf.runtime.config import parse_dotted_args, parse_value, writable_file
+from asyncinf.runtime.errors import ConfigError, FlagError, PolicyError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
@@ -48,7 +48,13 @@ def e2e(
     is also timed in this process, back to back and paced like the server (one call per
     chunk interval of the first run): the floor for the server's inference time.
     """
-    from asyncinf.runtime.bench.e2e import inprocess_inference, run_e2e  # noqa: PLC0415
+    from asyncinf.runtime.bench.e2e import (  # noqa: PLC0415
+        e2e_options,
+        e2e_plan,
+        inprocess_inference,
+        run_e2e,
+    )
+    from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
     from asyncinf.runtime.supervise.worker import leave_a_core_for_the_client  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
 
@@ -61,22 +67,32 @@ def e2e(
         robot = {k: parse_value(v) for k, v in dotted.pop("robot", {}).items()} or None
         if dotted:
             others = [a for a in ctx.args if not a.startswith(("--policy.", "--robot."))]
-            raise ConfigError(f"bench e2e takes --policy.* and --robot.* flags only, not {others}")
+            raise FlagError(f"bench e2e takes --policy.* and --robot.* flags only, not {others}")
         if robot is not None and "type" not in robot:
             raise ConfigError("--robot.* given without --robot.type")
+        if chunk is None and policy is None:
+            chunk = 50
+        try:
+            gs = [float(g) for g in thresholds.split(",") if g.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"--g must be comma-separated numbers, got {thresholds!r}") from None
+        if transport not in ("shm", "grpc"):
+            raise typer.BadParameter(f"--transport={transport!r}: choose shm or grpc")
+        for flag, pixels in (("--width", width), ("--height", height)):
+            if pixels <= 0:
+                raise ConfigError(f"{flag}={pixels}: the sim camera's size, must be > 0 pixels")
+        # Every run's plan, as each run will build it: all checked before the first starts.
+        SupervisorConfig(duration_s=duration)
+        for g in gs:
+            e2e_plan(e2e_options(g=g, latency_ms=latency_ms, fps=fps, chunk=chunk, width=width,
+                                 height=height, policy=policy, robot=robot))  # fmt: skip
+        if json_path is not None:
+            writable_file("--json", json_path)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(ExitCode.CONFIG_ERROR) from None
-    if chunk is None and policy is None:
-        chunk = 50
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.USAGE if isinstance(exc, FlagError) else ExitCode.CONFIG_ERROR) from None
     # The table is the output; per-run lifecycle logs would bury it (warnings still show).
     logging.getLogger("asyncinf.runtime.supervise.supervisor").setLevel(logging.WARNING)
-    try:
-        gs = [float(g) for g in thresholds.split(",") if g.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--g must be comma-separated numbers, got {thresholds!r}") from None
-    if transport not in ("shm", "grpc"):
-        raise typer.BadParameter(f"--transport={transport!r}: choose shm or grpc")
     server = _start_serve() if transport == "grpc" else None
     try:
         remote = None if server is None else TransportSpec("grpc", {"target": f"127.0.0.1:{server[1]}"})

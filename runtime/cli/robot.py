@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from asyncinf.runtime.config import parse_dotted_args, parse_value
-from asyncinf.runtime.errors import ConfigError, RobotError
+from asyncinf.runtime.errors import ConfigError, FlagError, RobotError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,17 @@ def _robot_flags(ctx: typer.Context) -> tuple[str, dict[str, Any]]:
     groups = parse_dotted_args(ctx.args)
     unknown = [f"--{g}.…" if g else "ungrouped flags" for g in groups if g != "robot"]
     if unknown:
-        raise ConfigError(f"unexpected {unknown[0]}: this command takes --robot.* options only")
+        raise FlagError(f"unexpected {unknown[0]}: this command takes --robot.* options only")
     options = {k: parse_value(v) for k, v in groups.get("robot", {}).items()}
     robot_type = options.pop("type", None)
     if not robot_type:
         raise ConfigError("--robot.type is required, e.g. --robot.type=so101_follower")
     return str(robot_type), options
+
+
+def _bad_options(exc: ConfigError) -> typer.Exit:
+    """A bad command line exits 2, a bad value 78."""
+    return _fail(str(exc), ExitCode.USAGE if isinstance(exc, FlagError) else ExitCode.CONFIG_ERROR)
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
@@ -133,7 +138,7 @@ def check(
         robot_type, options = _robot_flags(ctx)
         robot = _releasing_robot(robot_type, options)
     except ConfigError as exc:
-        raise _fail(str(exc), ExitCode.CONFIG_ERROR) from None
+        raise _bad_options(exc) from None
     console = Console()
     try:
         report = robot.probe(camera_frames=frames)
@@ -253,7 +258,7 @@ def emulate(
             else:
                 log.info("no calibration file at %s: using the built-in calibration", path)
     except ConfigError as exc:
-        raise _fail(str(exc), ExitCode.CONFIG_ERROR) from None
+        raise _bad_options(exc) from None
     faults = Faults(drop_rate=drop_rate, garble_rate=garble_rate, noise_rate=noise_rate,
                     missing_ids=set(missing_id or ()), seed=seed)  # fmt: skip
     emulator = FeetechEmulator.so_follower(calibration, faults=faults, speed_steps_s=speed)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncinf.runtime.cli.lerobot_flags import SERVER_FLAGS, take_server_flags
-from asyncinf.runtime.config import build, parse_dotted_args, parse_value, refuse_unknown
+from asyncinf.runtime.config import build, group, parse_dotted_args, parse_value, refuse_unknown
 from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
@@ -48,6 +48,7 @@ def serve(
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcServerConfig  # noqa: PLC0415
+    from asyncinf.transports.grpc.config import check_bindable  # noqa: PLC0415
 
     try:
         dotted = parse_dotted_args(ctx.args)
@@ -56,12 +57,14 @@ def serve(
             "tls_key": tls_key and str(tls_key), "token_file": token_file and str(token_file),
             **dotted.pop("grpc", {}),
         }  # fmt: skip
-        build(GrpcServerConfig, grpc_opts, prefix="grpc.")  # validate before binding
+        # Validated, and the address tried, before the policy loads (which can take minutes).
+        check_bindable(build(GrpcServerConfig, grpc_opts, prefix="grpc."))
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
-        for group in ("robot", "policy"):
-            options[group] = {k: parse_value(v) for k, v in dotted.pop(group, {}).items()}
+        for name in ("robot", "policy"):  # --robot=5 is refused (not a map), not overwritten
+            given = {k: parse_value(v) for k, v in dotted.pop(name, {}).items()}
+            options[name] = {**group(options, name), **given}
         if dotted:
             raise FlagError(f"--{next(iter(dotted))}.* options are not known to serve")
         spec = dataclasses.replace(
@@ -75,12 +78,13 @@ def serve(
 
 
 def run_server(spec: ServerSpec) -> int:
-    from asyncinf.runtime.supervise import sdnotify  # noqa: PLC0415
+    from asyncinf.runtime.supervise import sdnotify, stop_signals  # noqa: PLC0415
     from asyncinf.runtime.supervise.serving import serve_policy  # noqa: PLC0415
 
     stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals.STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: stop.append(signum))
+    stop.extend(stop_signals.take())  # received while this command was starting
 
     def ready(transport: Any, _cache: object) -> None:
         log.info("serving on %s:%d", spec.transport.options["host"], transport.port)

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncinf.runtime.cli.lerobot_flags import CLIENT_FLAGS, take_client_flags
-from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value, refuse_unknown
+from asyncinf.runtime.config import (
+    load_file,
+    parse_dotted_args,
+    parse_value,
+    refuse_unknown,
+    writable_file,
+)
 from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
@@ -110,6 +116,11 @@ def up(
             _check_grpc_options(grpc_opts)
             transport = TransportSpec("grpc", grpc_opts)
         plan = build_plan(options, remote=transport)
+        outputs = {"--summary-json": summary_json, "--metrics": metrics, "--plot": plot,
+                   "--status-json": status_json}  # fmt: skip
+        for flag, path in outputs.items():
+            if path is not None:
+                writable_file(flag, path)
         sup_config = SupervisorConfig(
             start_timeout_s=start_timeout,
             stop_timeout_s=stop_timeout,

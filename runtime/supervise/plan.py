@@ -12,14 +12,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from asyncinf.policies.policy import check_spec
 from asyncinf.robots.robot import make_robot, policy_robot_type
 from asyncinf.runtime.client import ClientConfig
-from asyncinf.runtime.config import build, refuse_unknown
-from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.messages import Handshake, PolicySpec
+from asyncinf.runtime.config import build, group, refuse_unknown
+from asyncinf.runtime.errors import ConfigError, PayloadTooLarge
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import ServerConfig
 from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
+from asyncinf.transports.codec import FrameWriter
 from asyncinf.transports.factory import TransportSpec
+from asyncinf.transports.shm.config import ShmConfig
+from asyncinf.transports.shm.endpoint import raise_too_large
 
 DEFAULTS: dict[str, Any] = {"robot": {"type": "sim"}, "policy": {"type": "scripted"}}
 # Read from the top level by the server for its preload, beside ServerConfig's own fields.
@@ -67,14 +73,14 @@ def up_options() -> set[str]:
 
 
 def robot_spec(options: dict[str, Any]) -> RobotSpec:
-    robot = dict(options.get("robot") or {})
+    robot = dict(group(options, "robot"))
     if "type" not in robot:
         raise ConfigError("--robot.type is missing (e.g. --robot.type=sim)")
     return RobotSpec(str(robot.pop("type")), robot)
 
 
 def policy_spec(options: dict[str, Any]) -> PolicySpec:
-    return PolicySpec.from_flags(options.get("policy") or {}, options.get("actions_per_chunk"))
+    return PolicySpec.from_flags(group(options, "policy"), options.get("actions_per_chunk"))
 
 
 def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: str) -> Handshake:
@@ -91,14 +97,20 @@ def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: st
     )
 
 
-def build_server_spec(options: dict[str, Any], *, others: set[str] | None = None) -> ServerSpec:
+def build_server_spec(
+    options: dict[str, Any], *, others: set[str] | None = None, loads_here: bool = True
+) -> ServerSpec:
     """The policy server's spec; `others`: top-level options another part reads (the
-    client's, under `up`). Preloads when --policy.* is given."""
+    client's, under `up`); `loads_here`: False when the policy loads on a remote server.
+    Preloads when --policy.* is given, after checking its options."""
     refuse_unknown(options, server_options() | (others or set()))
     server = _own(ServerConfig, options)
+    # The preload's fps, actions_per_chunk and task mean what they mean to the client.
+    _own(ClientConfig, {k: v for k, v in options.items() if k in _PRELOAD_OPTIONS})
     preload = None
-    if options.get("policy"):
-        if "type" not in (options.get("robot") or {}):
+    if group(options, "policy"):
+        check_spec(policy_spec(options), loads_here=loads_here)
+        if "type" not in group(options, "robot"):
             raise ConfigError(
                 "--policy.* given without --robot.type: the server needs the robot's joint and "
                 "camera names to load a policy before a client connects (or omit --policy.*)"
@@ -118,11 +130,36 @@ def build_plan(options: dict[str, Any], remote: TransportSpec | None = None) -> 
     client_cfg = _own(ClientConfig, options)
     # Built for a remote server too: it validates the server options and builds the robot
     # (names and shapes), refusing bad robot options before any process starts.
-    server = build_server_spec(options, others=_fields(ClientConfig) | {"shm"})
+    server = build_server_spec(
+        options, others=_fields(ClientConfig) | {"shm"}, loads_here=remote is None
+    )
     client = ClientSpec(robot_spec(options), client_cfg, policy_spec(options))
+    shm = group(options, "shm")
+    shm_config = build(ShmConfig, shm, prefix="shm.")
+    if remote is None and server.preload is not None:
+        _check_observation_fits(shm_config, server.preload, client_cfg.task)
     return RunPlan(
         client=client,
         server=server if remote is None else None,
         remote=remote,
-        shm=dict(options.get("shm") or {}),
+        shm=dict(shm),
     )
+
+
+def _check_observation_fits(shm: ShmConfig, robot: Handshake, task: str) -> None:
+    """An observation of this robot, at its cameras' own sizes, fits a shared-memory slot
+    (the client would otherwise fail at its first send)."""
+    blank = Observation(
+        timestep=2**62,  # the header's integers at their widest
+        capture_ns=2**62,
+        state=np.zeros(len(robot.joint_names), np.float32),
+        images={k: np.zeros(shape, np.uint8) for k, shape in robot.cameras.items()},
+        task=task,
+        sent_ns=2**62,
+    )
+    try:
+        nbytes = FrameWriter(blank).nbytes
+        if nbytes > shm.obs_slot_bytes:
+            raise_too_large("observation", nbytes, shm.obs_slot_bytes, "obs_slot_bytes")
+    except PayloadTooLarge as exc:
+        raise ConfigError(f"--shm.obs_slot_mb: {exc}") from None

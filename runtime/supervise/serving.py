@@ -1,14 +1,16 @@
 """The one way a policy server runs, whether `asyncinf serve` or `up --local`'s server worker.
 
 Load (and warm up) the preloaded policy first: a load failure is a boot error (exit code
-POLICY_LOAD_ERROR, no restart loop), reported through `fail`. Then open the transport, say
-ready, and serve sessions until `should_stop`.
+POLICY_LOAD_ERROR, no restart loop), a bad option or an address that cannot be bound is
+CONFIG_ERROR, both reported through `fail`. Then open the transport, say ready, and serve
+sessions until `should_stop`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.server import PolicyCache, PolicyServer
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.specs import ServerSpec
@@ -26,11 +28,17 @@ def serve_policy(
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
     cache = PolicyCache()
-    if spec.preload is not None:
-        failure = cache.preload(spec.preload)
-        if failure is not None:
-            return fail(ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {failure}")
-    with open_server(spec.transport) as transport:
+    try:
+        if spec.preload is not None and not should_stop():
+            failure = cache.preload(spec.preload)
+            if failure is not None:
+                return fail(ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {failure}")
+        if should_stop():  # stopped while the policy loaded: nothing to serve
+            return int(ExitCode.OK)
+        transport = open_server(spec.transport)
+    except ConfigError as exc:  # a bad --policy.* value, an address that cannot be bound
+        return fail(ExitCode.CONFIG_ERROR, str(exc))
+    with transport:
         on_ready(transport, cache)
         server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
         server.serve(transport, should_stop=should_stop)

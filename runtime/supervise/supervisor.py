@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.supervise import protocol, sdnotify
+from asyncinf.runtime.supervise import protocol, sdnotify, stop_signals
 from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
 from asyncinf.runtime.supervise.plan import RunPlan
 from asyncinf.runtime.supervise.protocol import Command, Role
@@ -65,19 +65,28 @@ class SupervisorConfig:
                 raise ConfigError(f"{flag}={getattr(self, name)}: must be > 0 seconds")
         if self.max_restarts < 0:
             raise ConfigError(f"--max-restarts={self.max_restarts}: must be >= 0")
+        if self.restart_backoff_s < 0:
+            raise ConfigError(f"--restart-backoff={self.restart_backoff_s}: must be >= 0 seconds")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"--duration={self.duration_s}: must be > 0 seconds (or omitted)")
 
 
-def describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int, sent: tuple[signal.Signals, str] | None = None) -> str:
+    """How a child ended; `sent`: the signal the supervisor last sent it, and why."""
     if returncode >= 0:
         try:
             return f"exit code {returncode} ({ExitCode(returncode).name})"
         except ValueError:
             return f"exit code {returncode}"
-    name = signal.Signals(-returncode).name
-    hint = " (perhaps out of memory)" if -returncode == signal.SIGKILL else ""
-    return f"killed by {name}{hint}"
+    try:
+        sig = signal.Signals(-returncode)
+    except ValueError:
+        return f"killed by signal {-returncode}"
+    if sent is not None and sent[0] is sig:
+        return f"killed by {sig.name} (sent by the supervisor: {sent[1]})"
+    if sig is signal.SIGKILL:  # nobody says who: a person, a script, or the kernel
+        return "killed by SIGKILL (by another process or the kernel's out-of-memory killer)"
+    return f"killed by {sig.name} (sent by another process)"
 
 
 class Child:
@@ -107,6 +116,7 @@ class Child:
         self.beat: protocol.ClientBeat | protocol.ServerBeat | None = None
         # What it said when ready: the client's chunk length, the server's policy info.
         self.ready_event: protocol.ClientReady | protocol.ServerReady | None = None
+        self.sent: tuple[signal.Signals, str] | None = None  # our last signal to it, and why
         log.info("%s started (pid %d)", role.value, self.proc.pid)
 
     @property
@@ -137,10 +147,14 @@ class Child:
                 log.warning("%s sent a malformed event %r: %s", self.role.value, line[:200], exc)
         return events
 
-    def signal(self, sig: signal.Signals) -> None:
+    def signal(self, sig: signal.Signals, why: str) -> None:
         if self.proc.poll() is None:
-            log.info("sending %s to %s (pid %d)", sig.name, self.role.value, self.pid)
+            log.info("sending %s to %s (pid %d): %s", sig.name, self.role.value, self.pid, why)
+            self.sent = (sig, why)
             self.proc.send_signal(sig)
+
+    def describe_exit(self) -> str:
+        return describe_exit(self.proc.returncode, self.sent)
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -188,8 +202,9 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         signal.set_wakeup_fd(self._wake_w)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals.STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        self._signals.extend(stop_signals.take())  # received while the CLI was starting
         # A child's exit only needs to wake the loop (its byte lands on the wakeup fd): the
         # loop's poll() then sees it at once instead of at its next 100 ms turn.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
@@ -233,7 +248,9 @@ class Supervisor:
     def run(self) -> int:
         self._install_signals()
         try:
-            self._start()
+            self._pump(0)  # a stop signal that came during start-up stops before anything
+            if self._exit is None:
+                self._start()
             if self._exit is None:
                 self._set_state(State.RUNNING)
                 self._watch()
@@ -332,12 +349,12 @@ class Supervisor:
                 self._exit = ExitCode.RUNTIME_FAILURE
                 return False
             self._pump(0.1)
-        return child.ready
+        return child.ready and self._exit is None  # ready as a stop came: start no more
 
     def _boot_failed(self, child: Child) -> None:
         self._drain_events(child)
         rc = child.proc.returncode
-        why = child.failure.message if child.failure else describe_exit(rc)
+        why = child.failure.message if child.failure else child.describe_exit()
         log.error("%s failed to start: %s", child.role.value, why)
         boot_error = rc in {int(c) for c in BOOT_ERRORS}
         self._exit = ExitCode(rc) if boot_error else ExitCode.RUNTIME_FAILURE
@@ -376,26 +393,42 @@ class Supervisor:
         self.client.send(Command.DETACH)
         if hung:
             self._abort(server)
-        log.error("server lost: %s; client holding", describe_exit(server.proc.returncode))
+        log.error("server lost: %s; client holding", server.describe_exit())
         self._restart_server()
 
     def _client_lost(self) -> None:
         self._drain_events(self.client)
         rc = self.client.proc.returncode
-        if rc == ExitCode.RUNTIME_FAILURE and self.client.failure:
+        said = {int(ExitCode.RUNTIME_FAILURE), *(int(c) for c in BOOT_ERRORS)}
+        if rc in said and self.client.failure:  # it said why: its code, not "lost"
             log.error("client stopped: %s", self.client.failure.message)
-            self._exit = ExitCode.RUNTIME_FAILURE
+            self._exit = ExitCode(rc)
             return
-        last = self.holding.target if self.holding else None
-        log.error("client lost: %s; the robot was last commanded to %s", describe_exit(rc), last)
+        log.error("client lost: %s; %s", self.client.describe_exit(), self._last_command())
         self._exit = ExitCode.CLIENT_LOST
+
+    def _last_command(self) -> str:
+        """What the robot was last told, as far as the client's last words say."""
+        if self.holding is not None:  # it said so as its loop ended
+            if self.holding.target is None:
+                return "it had not commanded the robot"
+            return f"the robot was last commanded to {self.holding.target}"
+        actions = self.client.beat.actions if self.client.beat else 0
+        age_s = time.monotonic() - self.client.last_beat
+        return (
+            f"it died without reporting its last command ({actions} actions executed "
+            f"by its last report, {age_s:.1f} s before)"
+        )
 
     def _abort(self, child: Child) -> None:
         """A hung child: SIGABRT for a stack dump, then SIGKILL."""
-        child.signal(signal.SIGABRT)
-        child.signal(signal.SIGCONT)  # a stopped process can only act on SIGABRT once resumed
+        child.signal(signal.SIGABRT, "hung, no heartbeat (its stacks are above)")
+        # A stopped process can only act on SIGABRT once resumed.
+        child.signal(signal.SIGCONT, "to let it act on SIGABRT")
         if not self._wait_exit(child, SIGNAL_KILL_GRACE_S):
-            child.signal(signal.SIGKILL)
+            child.signal(
+                signal.SIGKILL, f"hung, and still there {SIGNAL_KILL_GRACE_S:g} s after SIGABRT"
+            )
             child.proc.wait()
 
     def _restart_server(self) -> None:
@@ -442,11 +475,11 @@ class Supervisor:
             child.send(Command.STOP)
             if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
                 log.error("%s did not stop in time: SIGKILL", child.role.value)
-                child.signal(signal.SIGKILL)
+                child.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
                 child.proc.wait()
         self._drain_events(child)
         rc = child.proc.returncode
-        log.info("%s stopped: %s", child.role.value, describe_exit(rc))
+        log.info("%s stopped: %s", child.role.value, child.describe_exit())
         self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)
         child.close()
 
@@ -466,4 +499,4 @@ class Supervisor:
     def _force_kill(self) -> None:
         for child in (self.client, self.server):
             if child is not None:
-                child.signal(signal.SIGKILL)
+                child.signal(signal.SIGKILL, "a second stop signal forced the stop")

@@ -20,7 +20,13 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from asyncinf.runtime.errors import ConfigError, HandshakeError, RobotError, TransportError
+from asyncinf.runtime.errors import (
+    ConfigError,
+    HandshakeError,
+    PayloadTooLarge,
+    RobotError,
+    TransportError,
+)
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.protocol import Command, Role
@@ -160,6 +166,8 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
             code = ExitCode(_fail(link, ExitCode.RUNTIME_FAILURE, str(exc)))
         except RobotError as exc:  # e.g. a motor that stopped answering after its retries
             code = ExitCode(_fail(link, ExitCode.RUNTIME_FAILURE, f"robot failed: {exc}"))
+        except PayloadTooLarge as exc:  # the frames the policy asked for outgrow their slot
+            code = ExitCode(_fail(link, ExitCode.CONFIG_ERROR, str(exc)))
         # The loop has finished its tick: nothing commands the robot from here on.
         last = None if client.last_target is None else client.last_target.tolist()
         link.emit(protocol.Holding(target=last, joints=robot.joint_names))

@@ -44,18 +44,91 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# The command-line spelling of the file options (`--grpc.NAME` reaches the same fields).
+_FILE_FLAGS = {"token_file": "--token-file", "tls_ca": "--tls-ca", "tls_cert": "--tls-cert",
+               "tls_key": "--tls-key", "tls_client_ca": "--grpc.tls_client_ca"}  # fmt: skip
+
+
 def read_token(path: str, field_name: str) -> str:
-    """The bearer token in `path` (surrounding whitespace removed)."""
+    """The bearer token in `path` (surrounding whitespace removed): one word of printable
+    ASCII, which is what an HTTP/2 header value may carry."""
+    flag = _FILE_FLAGS.get(field_name, f"--{field_name}")
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"--{field_name}={path}: cannot read the token file ({exc})") from None
-    if not token or any(c.isspace() for c in token):
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{flag}={path}: cannot read the token file ({why})") from None
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        what = "is empty" if not token else "holds more than one word of printable ASCII"
         raise ConfigError(
-            f"--{field_name}={path}: the file must hold one token without spaces; "
-            "create one with e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            f"{flag}={path}: the token file {what}; it must hold one token, e.g. made with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())' > FILE`"
         )
     return token
+
+
+def check_pem(config: Any, *, ca: str) -> None:
+    """The TLS files of `config` parse: the certificate chain with its private key, and the
+    CA file `ca` names (a field). Read with the stdlib's OpenSSL, as gRPC's will read them:
+    a garbage file is refused here in one line instead of as a failed bind or a connection
+    that never comes up."""
+    import ssl  # noqa: PLC0415
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cert, key, ca_file = config.tls_cert, config.tls_key, getattr(config, ca)
+    if cert is not None:
+        try:  # an encrypted key gets no passphrase (gRPC cannot use one): refused too
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"--tls-cert={cert} --tls-key={key}: not a PEM certificate chain and its "
+                f"unencrypted private key ({_ssl_reason(exc)})"
+            ) from None
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"{_FILE_FLAGS[ca]}={ca_file}: not a PEM CA certificate ({_ssl_reason(exc)})"
+            ) from None
+
+
+def _ssl_reason(exc: Exception) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
+
+
+def check_bindable(config: GrpcServerConfig) -> None:
+    """Refuse an address this host cannot listen on before the policy loads: a host that
+    does not resolve, an address that is not this host's, a port another process listens
+    on (bound here for a moment, as the server will bind it)."""
+    import errno  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    host = config.host.strip("[]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"--host={config.host}: not an address of this host ({_ssl_reason(exc)}); "
+            "use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its names"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        # A previous run's connections in TIME_WAIT are no conflict; a listener is.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"--port={config.port}: another process listens on {config.address}; "
+                    "stop it or choose another port (--port=0 picks a free one)"
+                ) from None
+            raise ConfigError(
+                f"--host={config.host} --port={config.port}: cannot listen there "
+                f"({exc.strerror}); use 127.0.0.1, 0.0.0.0 or an address of this host"
+            ) from None
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -69,7 +142,7 @@ def _readable(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not Path(value).is_file():
-            raise ConfigError(f"--{name}={value}: no such file")
+            raise ConfigError(f"{_FILE_FLAGS.get(name, '--' + name)}={value}: no such file")
 
 
 @dataclass
@@ -108,6 +181,7 @@ class _Common:
                 "would end the session"
             )
         _readable(self, "token_file")
+        self.load_token()  # refuses an empty or malformed token file now, not at connect
 
     def load_token(self) -> str | None:
         return None if self.token_file is None else read_token(self.token_file, "token_file")
@@ -152,6 +226,7 @@ class GrpcServerConfig(_Common):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (TLS) as well")
         _readable(self, "tls_cert", "tls_key", "tls_client_ca")
+        check_pem(self, ca="tls_client_ca")
         _positive(self, "handshake_timeout_s", "min_client_ping_interval_s", "stop_grace_s")
         if isinstance(self.when_full, str):
             try:
@@ -219,6 +294,7 @@ class GrpcClientConfig(_Common):
                 f"--tls-cert={self.tls_cert} --tls-key={self.tls_key}: give both or neither"
             )
         _readable(self, "tls_ca", "tls_cert", "tls_key")
+        check_pem(self, ca="tls_ca")
         _positive(
             self,
             "connect_timeout_s",

@@ -213,18 +213,25 @@ class GrpcServerTransport(ServerTransport):
         )
 
     def _bind(self, config: GrpcServerConfig) -> int:
-        if config.tls:
-            client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-            creds = grpc.ssl_server_credentials(
-                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
-                root_certificates=client_ca,
-                require_client_auth=client_ca is not None,
+        try:
+            if config.tls:
+                ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+                creds = grpc.ssl_server_credentials(
+                    [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
+                    root_certificates=ca,
+                    require_client_auth=ca is not None,
+                )
+                port = self._server.add_secure_port(config.address, creds)
+            else:
+                port = self._server.add_insecure_port(config.address)
+        except RuntimeError:  # newer grpc raises "Failed to bind", older returns 0
+            port = 0
+        if port == 0:
+            raise ConfigError(
+                f"--host={config.host} --port={config.port}: cannot listen on {config.address} "
+                "(address in use, not this host's, or a TLS file gRPC refused); "
+                "choose another port (--port=0 picks a free one) or host"
             )
-            port = self._server.add_secure_port(config.address, creds)
-        else:
-            port = self._server.add_insecure_port(config.address)
-        if port == 0:  # older grpc returns 0, newer raises RuntimeError
-            raise ConfigError(f"cannot listen on {config.address}: address in use or invalid")
         return port
 
     # --- ServerTransport -----------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_check_bad_port_and_bad_options(tmp_path):
     assert result.exit_code == ExitCode.CONFIG_ERROR
     assert "--robot.port is required" in result.output
     result = check("--robot.type=so101_follower", "--robot.port=/dev/x", "--policy.path=p")
-    assert result.exit_code == ExitCode.CONFIG_ERROR
+    assert result.exit_code == ExitCode.USAGE  # an option this command does not take
     result = check("--robot.port=/dev/x")
     assert result.exit_code == ExitCode.CONFIG_ERROR and "--robot.type" in result.output
 
