@@ -2,18 +2,23 @@
 
 Load (and warm up) the preloaded policy first: a load failure is a boot error (exit code
 POLICY_LOAD_ERROR, no restart loop), reported through `fail`. Then open the transport, say
-ready, and serve sessions until `should_stop`.
+ready, and serve sessions until `should_stop`. When `take_attach` hands over another transport
+(the supervisor recovering a stalled session on a new shared-memory generation), the current
+session ends and serving goes on there, with the policy still loaded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from asyncinf.runtime.server import PolicyCache, PolicyServer
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.specs import ServerSpec
 from asyncinf.transports.base import ServerTransport
-from asyncinf.transports.factory import open_server
+from asyncinf.transports.factory import TransportSpec, open_server
+
+log = logging.getLogger(__name__)
 
 
 def serve_policy(
@@ -23,6 +28,7 @@ def serve_policy(
     on_beat: Callable[[PolicyServer], None],
     should_stop: Callable[[], bool],
     fail: Callable[[ExitCode, str], int],
+    take_attach: Callable[[], TransportSpec | None] = lambda: None,
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
     cache = PolicyCache()
@@ -30,8 +36,21 @@ def serve_policy(
         failure = cache.preload(spec.preload)
         if failure is not None:
             return fail(ExitCode.POLICY_LOAD_ERROR, f"policy load failed: {failure}")
-    with open_server(spec.transport) as transport:
-        on_ready(transport, cache)
-        server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
-        server.serve(transport, should_stop=should_stop)
-    return int(ExitCode.OK)
+    server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
+    target, pending, ready = spec.transport, None, False
+
+    def stop_or_move() -> bool:
+        nonlocal pending
+        pending = pending or take_attach()
+        return should_stop() or pending is not None
+
+    while True:
+        with open_server(target) as transport:
+            if not ready:
+                on_ready(transport, cache)
+                ready = True
+            server.serve(transport, should_stop=stop_or_move)
+        if should_stop() or pending is None:
+            return int(ExitCode.OK)
+        target, pending = pending, None
+        log.info("serving on %s from now on", target.options.get("name", target.kind))
