@@ -18,7 +18,7 @@ class ExitCode(enum.IntEnum):
     CLIENT_LOST = 5  # the control-loop process died; the server was stopped
     # The robot held while both processes were alive and recovery (re-handshake on a new
     # generation, then a server restart) failed, or it held for more than HELD_FRACTION_LIMIT
-    # of a run that would otherwise have ended 0.
+    # of a run that would otherwise have ended 0 (and for longer than --progress-timeout).
     STALLED = 6
     SERVER_BUSY = 75  # EX_TEMPFAIL: the server stayed busy (another session) past --start-timeout
     CONFIG_ERROR = 78  # EX_CONFIG: a configuration value is invalid

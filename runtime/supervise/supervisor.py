@@ -17,7 +17,7 @@ client to a new shared-memory generation, `--remote` re-opens the stream; taken 
 the client has lost its server and the server beats again, else after `--progress-timeout`.
 (2) Restart the server (`up --local`). (3) Stop with ExitCode.STALLED and one line saying how
 long the robot held and why. A run that would end 0 but held for more than
-HELD_FRACTION_LIMIT of its time ends STALLED too.
+HELD_FRACTION_LIMIT of its time (and longer than --progress-timeout) ends STALLED too.
 
 A child that fails to boot stops the whole run with its exit code: no restart loop.
 """
@@ -516,6 +516,9 @@ class Supervisor:
                 self._exit = ExitCode.RUNTIME_FAILURE
             return
         self.client.send(Command.ATTACH, self._server_transport, self._attach_timeout_s)
+        # A recovery step of its own: the progress watch gives this attach its time too.
+        self._recovery_step = max(self._recovery_step, 1)
+        self._recovery_at = time.monotonic()
         self.client.state = State.RUNNING
         self._set_state(State.RUNNING)
 
@@ -566,7 +569,11 @@ class Supervisor:
         held = (self.summary or {}).get("held")
         if self._exit is not ExitCode.OK or not held:
             return
-        if held["fraction"] > HELD_FRACTION_LIMIT:
+        # A hold shorter than the progress bound is no stall, however short the run.
+        if (
+            held["fraction"] > HELD_FRACTION_LIMIT
+            and held["total_s"] > self.config.progress_timeout_s
+        ):
             reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held["reasons_s"].items())
             log.error(
                 "the robot held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",

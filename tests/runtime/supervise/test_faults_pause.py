@@ -194,9 +194,10 @@ def test_a_hold_that_nothing_recovers_ends_the_run_stalled(tmp_path, serve, tran
 
 def test_a_run_that_held_through_most_of_it_does_not_exit_0(tmp_path):
     # Every inference fails: the robot never moves, nothing crashes, and the run still must
-    # not look fine. (--progress-timeout long: no recovery can fix a failing policy.)
+    # not look fine. (The re-handshake at 3 s cannot fix a failing policy; the run ends by
+    # --duration before a server restart would be tried.)
     run = Up(
-        tmp_path, ["--local"], "--duration=4", "--progress-timeout=60",
+        tmp_path, ["--local"], "--duration=6", "--progress-timeout=3",
         "--policy.fail_every=1", "--max_consecutive_errors=1000",
     )  # fmt: skip
     assert run.finish() == ExitCode.STALLED, run.err.text()
