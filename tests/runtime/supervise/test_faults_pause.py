@@ -18,7 +18,7 @@ import pytest
 
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.status_file import StatusFileError, read_status_file
-from asyncinf.runtime.testing import LineReader
+from asyncinf.runtime.testing import LineReader, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -80,22 +80,22 @@ class Up:
         self.err = LineReader(self.proc.stderr)
 
     def status(self):
-        try:
+        """The status file as it is now; None before the first write."""
+        with contextlib.suppress(StatusFileError):
             return read_status_file(self.status_path)
-        except StatusFileError:
-            return None
+        return None
 
     def wait_for(self, predicate, what, timeout_s=30.0):
-        deadline = time.monotonic() + timeout_s
-        while True:
-            s = self.status()
-            if s is not None and predicate(s):
-                return s
-            assert self.proc.poll() is None, (
-                f"exited ({self.finish()}) waiting for {what}:\n{self.err.text()}"
-            )
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.err.text()}"
-            time.sleep(0.02)
+        """The first status that satisfies `predicate`, while the run is alive."""
+        seen = []
+
+        def found():
+            assert self.proc.poll() is None, f"exited waiting for {what}:\n{self.err.join()}"
+            seen.append(self.status())
+            return seen[-1] is not None and predicate(seen[-1])
+
+        wait_until(found, timeout_s, what, poll_s=0.02)
+        return seen[-1]
 
     def command_times_ns(self):
         if not self.commands.exists():
