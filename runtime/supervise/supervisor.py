@@ -444,12 +444,17 @@ class Supervisor:
         if self._recovery_step == 1 and restartable:
             self._recover(beat, "server restart")
             return
+        if self._recovery_step > 1:
+            tried = "a re-handshake and a server restart"
+        elif server is None:
+            tried = "a re-handshake (the server is remote: no restart)"
+        else:
+            limit = self.config.max_restarts
+            tried = f"a re-handshake (no server restart left: --max-restarts={limit})"
         log.error(
             "the robot held for %.1f s (%s) while both processes were alive, and %s did not "
             "recover it: stopping",
-            beat.hold_s, beat.hold_reason or "no action",
-            "a re-handshake" if server is None or self._recovery_step == 1
-            else "a re-handshake and a server restart",
+            beat.hold_s, beat.hold_reason or "no action", tried,
         )  # fmt: skip
         self._exit = ExitCode.STALLED
 
