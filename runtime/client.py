@@ -34,6 +34,7 @@ from asyncinf.robots.robot import Robot
 from asyncinf.runtime.action_queue import ActionQueue
 from asyncinf.runtime.aggregate import get_aggregate
 from asyncinf.runtime.errors import ConfigError, HandshakeError, SegmentCorrupt, TransportError
+from asyncinf.runtime.holds import LINK_DOWN, NO_CHUNK, SERVER_LOST, HoldTracker
 from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -190,6 +191,7 @@ class RobotClient:
         self._inflight_ns = 0  # when the unanswered observation was sent; 0: none
         self._link_up = True  # last seen value of transport.connected
         self._resend_after_ns = int(config.resend_after_s * 1e9)
+        self.holds = HoldTracker(int(1e9 / config.fps))
 
     def hello(self) -> Handshake:
         return Handshake(
@@ -201,9 +203,10 @@ class RobotClient:
             robot_type=self.robot_type,
         )
 
-    def attach(self, transport: ClientTransport) -> HandshakeReply:
+    def attach(self, transport: ClientTransport, timeout_s: float | None = None) -> HandshakeReply:
         """Handshake on a (new) transport. The robot holds while this waits for the server."""
-        reply = transport.handshake(self.hello(), timeout_s=self.config.handshake_timeout_s)
+        timeout_s = self.config.handshake_timeout_s if timeout_s is None else timeout_s
+        reply = transport.handshake(self.hello(), timeout_s=timeout_s)
         if reply.action_names and len(reply.action_names) != len(self.robot.joint_names):
             raise HandshakeError(
                 f"policy produces {len(reply.action_names)} actions "
@@ -303,6 +306,7 @@ class RobotClient:
             self._send(state, capture_ns)
         action = queue.pop()
         stats.ticks += 1
+        self.holds.tick(capture_ns, None if action is not None else self._hold_reason())
         if action is None:
             stats.idle_frames += 1
             if stats.chunks_received:
@@ -324,6 +328,11 @@ class RobotClient:
                     ),
                 }
             )
+
+    def _hold_reason(self) -> str:
+        if self.transport is None:
+            return SERVER_LOST
+        return NO_CHUNK if self._link_up else LINK_DOWN
 
     def _want_observation(self, now_ns: int) -> bool:
         if len(self.queue) / self.chunk_size > self.config.chunk_size_threshold:
@@ -360,6 +369,7 @@ class RobotClient:
             self._link_up = not self._link_up
             if self._link_up:
                 log.info("server link restored: resuming")
+                self._inflight_ns = 0  # one sent during the outage was dropped: send afresh
             else:
                 # A reconnecting transport: the chunks queued came from a server that may
                 # have lost its state, and none can arrive meanwhile. Hold, like a lost server.

@@ -42,7 +42,7 @@ def live_line(beat: ClientBeat) -> None:
         f"ticks {beat.ticks}  actions {beat.actions}  queue {beat.queue:>3}  idle {beat.idle}  "
         f"chunks {beat.chunks}  errors {beat.errors}  "
         f"rtt {'-' if rt is None else f'{rt:.1f} ms'}"
-        f"{'' if beat.attached else '  [server lost: holding]'}"
+        f"{f'  [holding {beat.hold_s:.1f} s: {beat.hold_reason}]' if beat.hold_s > 1 else ''}"
     )
     sys.stderr.write("\r\x1b[2K" + line)
     sys.stderr.flush()
@@ -60,6 +60,13 @@ def summary_table(summary: dict[str, Any]) -> None:
         if key in summary:
             counts.add_row(key, f"{summary[key]:g}" if isinstance(summary[key], float)
                            else str(summary[key]))  # fmt: skip
+    held = summary.get("held")
+    if held:
+        counts.add_row(
+            "held", f"{held['total_s']:.1f} s ({100 * held['fraction']:.0f}% of the run)"
+        )
+        for reason, seconds in held["reasons_s"].items():
+            counts.add_row(f"  {reason}", f"{seconds:.1f} s")
     _console.print(counts)
     lat = Table(title="latency (ms)")
     for col in ("", "p50", "p99", "max"):

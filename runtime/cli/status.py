@@ -100,6 +100,11 @@ def _print_human(run: RunStatus, stale: bool) -> None:
         for key, info in s.policy.items():
             table.add_row("  policy", key, "", " ".join(f"{k} {v}" for k, v in info.items()))
     table.add_row("client", state(run.client.state.value), pid(run.client.pid, live), "")
+    c = run.client
+    if c.hold_s > 0:
+        table.add_row("  holding", f"[yellow]{c.hold_s:.1f} s[/]", "", c.hold_reason)
+    if c.held_s > 0:
+        table.add_row("  held in all", f"{c.held_s:.1f} s", "", "")
     console = Console(highlight=False)
     console.print(table)
     console.print(f"[dim]updated {age_s:.1f} s ago[/]")

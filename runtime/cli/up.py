@@ -50,6 +50,7 @@ def up(
     start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
     stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
     hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
+    progress_timeout: Annotated[float, Opt("--progress-timeout", help="Seconds the robot may hold (no action) while both processes are alive before the session is recovered: re-handshake, then server restart, then exit 6. Raise it for a policy slower than this per chunk.")] = 5.0,
     max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
     restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
     status_json: Annotated[Path | None, Opt("--status-json", help="Keep this JSON status file current (read it with `asyncinf status`).")] = None,
@@ -75,7 +76,8 @@ def up(
 
     LeRobot's robot_client flags work as they are: --server_address (= --remote),
     --policy_type, --pretrained_name_or_path, --policy_device, --debug_visualize_queue_size.
-    Exit codes are listed in the README.
+    Exit codes are listed in the README: a run that held the robot for more than half its
+    time, or whose recovery failed, exits 6; a server still busy after --start-timeout, 75.
     """
     from asyncinf.runtime.supervise.plan import build_plan, merge, up_options  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
@@ -125,6 +127,7 @@ def up(
             start_timeout_s=start_timeout,
             stop_timeout_s=stop_timeout,
             hang_timeout_s=hang_timeout,
+            progress_timeout_s=progress_timeout,
             max_restarts=max_restarts,
             restart_backoff_s=restart_backoff,
             duration_s=duration,

@@ -4,7 +4,8 @@ A child runs as `python -m asyncinf.runtime.supervise.worker ROLE SPEC_JSON --ev
 --log-level LEVEL` (`worker_argv`). Two pipes, JSON lines both ways, never pickle:
 
 - the child's stdin carries commands: `{"cmd": "stop"}`, `{"cmd": "detach"}` (the server is
-  gone: hold), `{"cmd": "attach", "transport": {...}}` (a new server to attach to);
+  gone: hold), `{"cmd": "attach", "transport": {...}, "timeout_s": S}` (a new server or
+  shared-memory generation to attach to, the handshake bounded by `timeout_s`);
   end-of-file means the supervisor is gone, which stops the child safely;
 - the fd `--events-fd` carries events, `{"event": KIND, "pid": PID, **fields}`, one class per
   (role, kind) below; `beat` is sent from the child's main loop itself, so a hung loop stops
@@ -46,19 +47,25 @@ def worker_argv(role: Role, spec_json: str, events_fd: int, log_level: str) -> l
     ]  # fmt: skip
 
 
-def encode_command(cmd: Command, transport: TransportSpec | None = None) -> bytes:
+def encode_command(
+    cmd: Command, transport: TransportSpec | None = None, timeout_s: float | None = None
+) -> bytes:
     body: dict[str, Any] = {"cmd": cmd.value}
     if transport is not None:
         body["transport"] = transport.to_json()
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
     return (json.dumps(body) + "\n").encode()
 
 
-def decode_command(line: str) -> tuple[Command, TransportSpec | None]:
+def decode_command(line: str) -> tuple[Command, TransportSpec | None, float | None]:
     """Raises ValueError (json.JSONDecodeError is one) on a line that is not a command."""
     body = json.loads(line)
     cmd = Command(body["cmd"])
     transport = body.get("transport")
-    return cmd, None if transport is None else TransportSpec.from_json(transport)
+    timeout_s = body.get("timeout_s")
+    spec = None if transport is None else TransportSpec.from_json(transport)
+    return cmd, spec, None if timeout_s is None else float(timeout_s)
 
 
 # --- events, child -> supervisor ---------------------------------------------------------
@@ -91,6 +98,9 @@ class ClientBeat:
     errors: int
     attached: bool
     roundtrip_ms: float | None
+    hold_s: float = 0.0  # the hold in progress (no action executed), seconds
+    hold_reason: str = ""  # why (runtime/holds.py); "" when moving
+    held_s: float = 0.0  # all holds of the run so far
 
 
 @dataclass(frozen=True)

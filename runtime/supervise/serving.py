@@ -3,11 +3,14 @@
 Load (and warm up) the preloaded policy first: a load failure is a boot error (exit code
 POLICY_LOAD_ERROR, no restart loop), a bad option or an address that cannot be bound is
 CONFIG_ERROR, both reported through `fail`. Then open the transport, say ready, and serve
-sessions until `should_stop`.
+sessions until `should_stop`. When `take_attach` hands over another transport (the
+supervisor recovering a stalled session on a new shared-memory generation), the current
+session ends and serving goes on there, with the policy still loaded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from asyncinf.runtime.errors import ConfigError
@@ -15,7 +18,9 @@ from asyncinf.runtime.server import PolicyCache, PolicyServer
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.specs import ServerSpec
 from asyncinf.transports.base import ServerTransport
-from asyncinf.transports.factory import open_server
+from asyncinf.transports.factory import TransportSpec, open_server
+
+log = logging.getLogger(__name__)
 
 
 def serve_policy(
@@ -25,6 +30,7 @@ def serve_policy(
     on_beat: Callable[[PolicyServer], None],
     should_stop: Callable[[], bool],
     fail: Callable[[ExitCode, str], int],
+    take_attach: Callable[[], TransportSpec | None] = lambda: None,
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
     cache = PolicyCache()
@@ -38,8 +44,22 @@ def serve_policy(
         transport = open_server(spec.transport)
     except ConfigError as exc:  # a bad --policy.* value, an address that cannot be bound
         return fail(ExitCode.CONFIG_ERROR, str(exc))
-    with transport:
-        on_ready(transport, cache)
-        server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
-        server.serve(transport, should_stop=should_stop)
-    return int(ExitCode.OK)
+    server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
+    pending, ready = None, False
+
+    def stop_or_move() -> bool:
+        nonlocal pending
+        pending = pending or take_attach()
+        return should_stop() or pending is not None
+
+    while True:
+        with transport:
+            if not ready:
+                on_ready(transport, cache)
+                ready = True
+            server.serve(transport, should_stop=stop_or_move)
+        if should_stop() or pending is None:
+            return int(ExitCode.OK)
+        target, pending = pending, None
+        log.info("serving on %s from now on", target.options.get("name", target.kind))
+        transport = open_server(target)

@@ -32,6 +32,9 @@ class ClientSpec:
     policy: PolicySpec
     transport: TransportSpec | None = None  # the supervisor fills it in
     metrics_path: str | None = None  # one JSON line per control tick
+    # A busy server (another session) is asked again for this long (the supervisor sets its
+    # --start-timeout) before the client gives up with ExitCode.SERVER_BUSY.
+    busy_retry_s: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -41,6 +44,7 @@ class ClientSpec:
                 "policy": dataclasses.asdict(self.policy),
                 "transport": _transport_json(self.transport),
                 "metrics_path": self.metrics_path,
+                "busy_retry_s": self.busy_retry_s,
             }
         )
 
@@ -54,6 +58,7 @@ class ClientSpec:
             policy=PolicySpec(**d["policy"]),
             transport=_transport(d["transport"]),
             metrics_path=d["metrics_path"],
+            busy_retry_s=float(d.get("busy_retry_s", 0.0)),
         )
 
 

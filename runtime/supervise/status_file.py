@@ -6,11 +6,14 @@ the new one and never a half-written file::
     {"state": "running", "pid": 4100,
      "server": {"pid": 4101, "state": "running", "restarts": 0,
                 "policy": {"act /ckpt cpu": {"chunk": 50, "lerobot": "0.4.4", "torch": "2.14.1"}}},
-     "client": {"pid": 4102, "state": "running"},
+     "client": {"pid": 4102, "state": "running",
+                "hold_s": 0.0, "hold_reason": "", "held_s": 1.2},
      "updated_ns": 1718000000000000000}
 
 `pid` is the supervisor's, so a reader can tell a stale file (supervisor gone) from a live one.
-`server` is null with --remote: that server is another host's business. `updated_ns` is wall
+`server` is null with --remote: that server is another host's business. The client's `hold_s` is the
+hold in progress (the robot executing no action) and `hold_reason` why (runtime/holds.py);
+`held_s` sums every hold of the run. `updated_ns` is wall
 clock (`time.time_ns()`), the one clock a reader in another process can compare with.
 """
 
@@ -51,6 +54,13 @@ class ChildStatus:
 
 
 @dataclasses.dataclass
+class ClientStatus(ChildStatus):
+    hold_s: float = 0.0
+    hold_reason: str = ""
+    held_s: float = 0.0
+
+
+@dataclasses.dataclass
 class ServerStatus(ChildStatus):
     restarts: int = 0
     # "type path device" -> chunk length and versions (LeRobot's, torch's) of what is loaded
@@ -62,7 +72,7 @@ class RunStatus:
     state: State = State.STARTING
     pid: int = dataclasses.field(default_factory=os.getpid)
     server: ServerStatus | None = dataclasses.field(default_factory=ServerStatus)
-    client: ChildStatus = dataclasses.field(default_factory=ChildStatus)
+    client: ClientStatus = dataclasses.field(default_factory=ClientStatus)
     updated_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -84,7 +94,13 @@ class RunStatus:
                 state=State(data["state"]),
                 pid=_int(data["pid"]),
                 server=server,
-                client=ChildStatus(_pid(client["pid"]), State(client["state"])),
+                client=ClientStatus(
+                    _pid(client["pid"]),
+                    State(client["state"]),
+                    _seconds(client.get("hold_s", 0.0)),
+                    str(client.get("hold_reason", "")),
+                    _seconds(client.get("held_s", 0.0)),
+                ),
                 updated_ns=_int(data["updated_ns"]),
             )
         except (KeyError, TypeError) as exc:
@@ -164,6 +180,12 @@ def _int(value: Any) -> int:
     if type(value) is not int:  # bool is an int subclass, and not a count
         raise ValueError(f"expected an integer, got {value!r}")
     return value
+
+
+def _seconds(value: Any) -> float:
+    if type(value) not in (int, float) or value < 0:
+        raise ValueError(f"expected seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _map(value: Any) -> dict[str, Any]:

@@ -10,6 +10,15 @@ is restarted with backoff on a new shared-memory generation while the client hol
 robot; the client is told to attach and is not restarted. Stop (signal, --duration, a
 failure): client first, then server, then unlink every IPC object; a second Ctrl-C forces.
 
+Progress, not only liveness: a client that holds the robot (executes no action) while both
+processes are alive — a paused peer whose session ended, a corrupt ring, a server that
+stopped answering — is recovered in steps. (1) Re-handshake: `up --local` moves server and
+client to a new shared-memory generation, `--remote` re-opens the stream; taken at once when
+the client has lost its server and the server beats again, else after `--progress-timeout`.
+(2) Restart the server (`up --local`). (3) Stop with ExitCode.STALLED and one line saying how
+long the robot held and why. A run that would end 0 but held for more than
+HELD_FRACTION_LIMIT of its time (and longer than --progress-timeout) ends STALLED too.
+
 A child that fails to boot stops the whole run with its exit code: no restart loop.
 """
 
@@ -29,12 +38,12 @@ from typing import Any
 
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.supervise import protocol, sdnotify, stop_signals
-from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, ExitCode
+from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, HELD_FRACTION_LIMIT, ExitCode
 from asyncinf.runtime.supervise.plan import RunPlan
 from asyncinf.runtime.supervise.protocol import Command, Role
 from asyncinf.runtime.supervise.specs import ClientSpec, ServerSpec
 from asyncinf.runtime.supervise.status_file import (
-    ChildStatus,
+    ClientStatus,
     RunStatus,
     ServerStatus,
     State,
@@ -45,6 +54,7 @@ from asyncinf.transports.factory import LocalSessions, TransportSpec, clean_stal
 log = logging.getLogger(__name__)
 
 SIGNAL_KILL_GRACE_S = 2.0  # between SIGABRT/SIGTERM and SIGKILL for a child that won't go
+BUSY_GRACE_S = 5.0
 
 
 @dataclass
@@ -52,6 +62,7 @@ class SupervisorConfig:
     start_timeout_s: float = 300.0  # per child: a large model can take minutes to load
     stop_timeout_s: float = 10.0  # the whole client-first stop
     hang_timeout_s: float = 10.0  # no heartbeat for this long = hung
+    progress_timeout_s: float = 5.0  # the robot held this long with both alive = stalled
     max_restarts: int = 3  # server restarts after it was ready, per run
     restart_backoff_s: float = 1.0  # doubled after each restart
     duration_s: float | None = None
@@ -59,7 +70,7 @@ class SupervisorConfig:
     log_level: str | None = None  # the children's; None: this process's root logger level
 
     def __post_init__(self) -> None:
-        for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s"):
+        for name in ("start_timeout_s", "stop_timeout_s", "hang_timeout_s", "progress_timeout_s"):
             if getattr(self, name) <= 0:
                 flag = "--" + name.removesuffix("_s").replace("_", "-")
                 raise ConfigError(f"{flag}={getattr(self, name)}: must be > 0 seconds")
@@ -123,9 +134,11 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, cmd: Command, transport: TransportSpec | None = None) -> None:
+    def send(
+        self, cmd: Command, transport: TransportSpec | None = None, timeout_s: float | None = None
+    ) -> None:
         try:
-            self.proc.stdin.write(protocol.encode_command(cmd, transport))
+            self.proc.stdin.write(protocol.encode_command(cmd, transport, timeout_s))
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             pass  # already gone; its exit is handled by the watch loop
@@ -190,6 +203,10 @@ class Supervisor:
             logging.getLogger().getEffectiveLevel()
         )
         self._exit: ExitCode | None = None  # set when a stop is decided
+        self._recovery_step = 0  # steps taken for the hold in progress (module docstring)
+        self._recovery_at = 0.0  # when the last one was taken
+        # A re-handshake blocks the client's loop (it holds): keep it well inside hang_timeout.
+        self._attach_timeout_s = min(config.progress_timeout_s, config.hang_timeout_s / 2)
         self._wake_r, self._wake_w = os.pipe()
         self._status = StatusWriter(config.status_json) if config.status_json else None
 
@@ -230,7 +247,7 @@ class Supervisor:
         """Rewrite the status file (pids and states) for monitoring and for tests."""
         if self._status is None:
             return
-        server, client = self.server, self.client
+        server = self.server
         self._status.status = RunStatus(
             state=self.state,
             server=None if self.plan.server is None else ServerStatus(
@@ -239,9 +256,18 @@ class Supervisor:
                 self.restarts,
                 server.ready_event.policy if server and server.ready_event else {},
             ),
-            client=ChildStatus(client.pid, client.state) if client else ChildStatus(),
+            client=self._client_status(),
         )  # fmt: skip
         self._status.write()
+
+    def _client_status(self) -> ClientStatus:
+        client = self.client
+        if client is None:
+            return ClientStatus()
+        beat = client.beat if isinstance(client.beat, protocol.ClientBeat) else None
+        if beat is None:
+            return ClientStatus(client.pid, client.state)
+        return ClientStatus(client.pid, client.state, beat.hold_s, beat.hold_reason, beat.held_s)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -293,7 +319,10 @@ class Supervisor:
             log.info("%s ready (pid %d)", child.role.value, child.pid)
             self._child_state(child, State.RUNNING)
         elif isinstance(event, protocol.ClientBeat | protocol.ServerBeat):
+            was_holding = isinstance(child.beat, protocol.ClientBeat) and child.beat.hold_s > 0
             child.beat = event
+            if isinstance(event, protocol.ClientBeat) and (event.hold_s > 0 or was_holding):
+                self._publish()  # the hold in progress, live in `asyncinf status`
             self._on_beat(self)
         elif isinstance(event, protocol.Failed):
             child.failure = event
@@ -323,7 +352,9 @@ class Supervisor:
             transport = self._server_transport
         else:
             transport = self.plan.remote
-        spec = dataclasses.replace(self.plan.client, transport=transport)
+        spec = dataclasses.replace(
+            self.plan.client, transport=transport, busy_retry_s=self.config.start_timeout_s
+        )
         self.client = Child(Role.CLIENT, spec, self._log_level)
         self._publish()
         self._await_ready(self.client)
@@ -336,7 +367,10 @@ class Supervisor:
         return self._await_ready(self.server)
 
     def _await_ready(self, child: Child) -> bool:
-        deadline = time.monotonic() + self.config.start_timeout_s
+        # The client asks a busy server again until its own --start-timeout: a little longer
+        # here, to hear it say so (ExitCode.SERVER_BUSY) rather than time it out.
+        grace_s = BUSY_GRACE_S if child.role is Role.CLIENT else 0.0
+        deadline = time.monotonic() + self.config.start_timeout_s + grace_s
         while not child.ready and self._exit is None:
             if child.proc.poll() is not None:
                 self._boot_failed(child)
@@ -356,8 +390,8 @@ class Supervisor:
         rc = child.proc.returncode
         why = child.failure.message if child.failure else child.describe_exit()
         log.error("%s failed to start: %s", child.role.value, why)
-        boot_error = rc in {int(c) for c in BOOT_ERRORS}
-        self._exit = ExitCode(rc) if boot_error else ExitCode.RUNTIME_FAILURE
+        told = rc in {int(c) for c in (*BOOT_ERRORS, ExitCode.SERVER_BUSY)}
+        self._exit = ExitCode(rc) if told else ExitCode.RUNTIME_FAILURE
 
     # --- watch -----------------------------------------------------------------------------
 
@@ -379,6 +413,8 @@ class Supervisor:
                 continue
             if self.server is not None:
                 self._check_server(now)
+            if self._exit is None and self.state is State.RUNNING:
+                self._check_progress(now)
 
     def _check_server(self, now: float) -> None:
         server = self.server
@@ -395,6 +431,72 @@ class Supervisor:
             self._abort(server)
         log.error("server lost: %s; client holding", server.describe_exit())
         self._restart_server()
+
+    def _check_progress(self, now: float) -> None:
+        """Recover a session in which the robot holds while both processes are alive."""
+        beat = self.client.beat
+        if not isinstance(beat, protocol.ClientBeat):
+            return
+        if beat.hold_s == 0:
+            if self._recovery_step:
+                log.info("the robot moves again: recovered")
+                self._recovery_step = 0
+            return
+        server = self.server
+        bound = self.config.progress_timeout_s
+        # A client that lost its server to a pause, beside a server that beats again.
+        came_back = (
+            not beat.attached
+            and server is not None
+            and isinstance(server.beat, protocol.ServerBeat)
+            and now - server.last_beat < 1.0
+        )
+        if self._recovery_step == 0:
+            if beat.hold_s > bound or came_back:
+                self._recover(beat, "re-handshake")
+            return
+        if now - self._recovery_at < bound + self._attach_timeout_s:
+            return  # the last step's re-handshake may still be under way
+        restartable = server is not None and self.restarts < self.config.max_restarts
+        if self._recovery_step == 1 and restartable:
+            self._recover(beat, "server restart")
+            return
+        if self._recovery_step > 1:
+            tried = "a re-handshake and a server restart"
+        elif server is None:
+            tried = "a re-handshake (the server is remote: no restart)"
+        else:
+            limit = self.config.max_restarts
+            tried = f"a re-handshake (no server restart left: --max-restarts={limit})"
+        log.error(
+            "the robot held for %.1f s (%s) while both processes were alive, and %s did not "
+            "recover it: stopping",
+            beat.hold_s, beat.hold_reason or "no action", tried,
+        )  # fmt: skip
+        self._exit = ExitCode.STALLED
+
+    def _recover(self, beat: protocol.ClientBeat, step: str) -> None:
+        self._recovery_step += 1
+        self._recovery_at = time.monotonic()
+        log.warning(
+            "the robot has held for %.1f s (%s) while both processes are alive: %s",
+            beat.hold_s, beat.hold_reason or "no action", step,
+        )  # fmt: skip
+        if step == "server restart":
+            self.client.send(Command.DETACH)
+            self._abort(self.server, "the robot held beside it after a re-handshake")
+            self._restart_server()
+            self._recovery_at = time.monotonic()
+            return
+        if self.server is None:
+            target = self.plan.remote
+        else:
+            # A new generation: whatever state the old rings are in (a pause, corruption),
+            # both ends start afresh. The old objects are unlinked; each end keeps its mapping
+            # until it moves.
+            target = self._server_transport = self._sessions.create()
+            self.server.send(Command.ATTACH, target)
+        self.client.send(Command.ATTACH, target, self._attach_timeout_s)
 
     def _client_lost(self) -> None:
         self._drain_events(self.client)
@@ -420,9 +522,9 @@ class Supervisor:
             f"by its last report, {age_s:.1f} s before)"
         )
 
-    def _abort(self, child: Child) -> None:
-        """A hung child: SIGABRT for a stack dump, then SIGKILL."""
-        child.signal(signal.SIGABRT, "hung, no heartbeat (its stacks are above)")
+    def _abort(self, child: Child, why: str = "hung, no heartbeat") -> None:
+        """A hung (or stalled) child: SIGABRT for a stack dump, then SIGKILL."""
+        child.signal(signal.SIGABRT, f"{why} (its stacks are above)")
         # A stopped process can only act on SIGABRT once resumed.
         child.signal(signal.SIGCONT, "to let it act on SIGABRT")
         if not self._wait_exit(child, SIGNAL_KILL_GRACE_S):
@@ -451,7 +553,10 @@ class Supervisor:
             if self._exit is None:
                 self._exit = ExitCode.RUNTIME_FAILURE
             return
-        self.client.send(Command.ATTACH, self._server_transport)
+        self.client.send(Command.ATTACH, self._server_transport, self._attach_timeout_s)
+        # A recovery step of its own: the progress watch gives this attach its time too.
+        self._recovery_step = max(self._recovery_step, 1)
+        self._recovery_at = time.monotonic()
         self.client.state = State.RUNNING
         self._set_state(State.RUNNING)
 
@@ -490,11 +595,29 @@ class Supervisor:
         deadline = time.monotonic() + self.config.stop_timeout_s
         # Client first: the robot is brought to a hold before its action source goes away.
         self._stop_child(self.client, deadline)
+        self._check_held()
         self._stop_child(self.server, deadline)
         if self._sessions.unlink():
             log.info("removed this run's IPC objects")
         failed = self._exit not in (ExitCode.OK, ExitCode.INTERRUPTED)
         self._set_state(State.FAILED if failed else State.STOPPED)
+
+    def _check_held(self) -> None:
+        """A run that would end 0 after holding through most of it ends STALLED."""
+        held = (self.summary or {}).get("held")
+        if self._exit is not ExitCode.OK or not held:
+            return
+        # A hold shorter than the progress bound is no stall, however short the run.
+        if (
+            held["fraction"] > HELD_FRACTION_LIMIT
+            and held["total_s"] > self.config.progress_timeout_s
+        ):
+            reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held["reasons_s"].items())
+            log.error(
+                "the robot held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",
+                held["total_s"], 100 * held["fraction"], reasons, ExitCode.STALLED,
+            )  # fmt: skip
+            self._exit = ExitCode.STALLED
 
     def _force_kill(self) -> None:
         for child in (self.client, self.server):

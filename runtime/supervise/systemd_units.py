@@ -194,7 +194,12 @@ def _service(
         )
     return [
         *entries,
-        ("Restart", "on-failure", None),
+        (
+            "Restart",
+            "on-failure",
+            f"also on {int(ExitCode.SERVER_BUSY)} (the server stayed busy) and "
+            f"{int(ExitCode.STALLED)} (the robot held): both may clear",
+        ),
         ("RestartSec", _num(opts.restart_s), None),
         (
             "RestartPreventExitStatus",

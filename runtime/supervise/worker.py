@@ -25,6 +25,7 @@ from asyncinf.runtime.errors import (
     HandshakeError,
     PayloadTooLarge,
     RobotError,
+    SessionBusy,
     TransportError,
 )
 from asyncinf.runtime.supervise import protocol
@@ -36,6 +37,7 @@ from asyncinf.transports.factory import TransportSpec
 log = logging.getLogger(__name__)
 
 BEAT_INTERVAL_S = 0.25
+BUSY_BACKOFF_S = (0.25, 2.0)  # first and longest wait between handshakes to a busy server
 
 
 class SupervisorLink:
@@ -45,7 +47,7 @@ class SupervisorLink:
         os.set_blocking(events_fd, False)  # a stuck supervisor must never stall the loop
         self._events_fd = events_fd
         self.stop_requested = False
-        self._attach: TransportSpec | None = None
+        self._attach: tuple[TransportSpec, float | None] | None = None
         self.detach_requested = False
         self._last_beat = 0.0
         threading.Thread(target=self._read, args=(commands,), daemon=True).start()
@@ -58,12 +60,12 @@ class SupervisorLink:
     def _read(self, commands: TextIO) -> None:
         for line in commands:
             try:
-                cmd, transport = protocol.decode_command(line)
+                cmd, transport, timeout_s = protocol.decode_command(line)
             except (ValueError, KeyError, TypeError):
                 log.error("ignoring malformed supervisor command %r", line[:200])
                 continue
-            if cmd is Command.ATTACH:
-                self._attach = transport
+            if cmd is Command.ATTACH and transport is not None:
+                self._attach = (transport, timeout_s)
             elif cmd is Command.DETACH:
                 self.detach_requested = True
             elif cmd is Command.STOP:
@@ -71,7 +73,7 @@ class SupervisorLink:
         log.info("supervisor link closed: stopping")
         self.stop_requested = True
 
-    def take_attach(self) -> TransportSpec | None:
+    def take_attach(self) -> tuple[TransportSpec, float | None] | None:
         spec, self._attach = self._attach, None
         return spec
 
@@ -83,11 +85,11 @@ class SupervisorLink:
         except BrokenPipeError:
             self.stop_requested = True
 
-    def beat(self, build: Callable[[], protocol.Event]) -> None:
-        """Emit the beat `build()` makes, at most every BEAT_INTERVAL_S."""
-        now = time.monotonic()
-        if now - self._last_beat >= BEAT_INTERVAL_S:
-            self._last_beat = now
+    def beat(self, build: Callable[[], protocol.Event], now: bool = False) -> None:
+        """Emit the beat `build()` makes, at most every BEAT_INTERVAL_S (or `now`)."""
+        t = time.monotonic()
+        if now or t - self._last_beat >= BEAT_INTERVAL_S:
+            self._last_beat = t
             self.emit(build())
 
 
@@ -97,10 +99,38 @@ def _fail(link: SupervisorLink, code: ExitCode, message: str) -> int:
     return int(code)
 
 
+def attach_retrying(client, spec: TransportSpec, busy_s: float, timeout_s: float | None) -> None:
+    """Open `spec` and handshake. A busy server (another session) is asked again, with
+    backoff, until `busy_s` has passed; then SessionBusy is raised. With `timeout_s`, the
+    whole attempt ends by then (else each handshake has --handshake_timeout_s). A transport
+    whose handshake failed is closed."""
+    from asyncinf.transports.factory import open_client  # noqa: PLC0415
+
+    start = time.monotonic()
+    backoff_s, longest_s = BUSY_BACKOFF_S
+    while True:
+        transport = open_client(spec)
+        left = None if timeout_s is None else max(0.1, start + timeout_s - time.monotonic())
+        try:
+            client.attach(transport, timeout_s=left)
+        except SessionBusy as exc:
+            transport.close()
+            wait_s = min(backoff_s, start + busy_s - time.monotonic())
+            if wait_s <= 0:
+                raise SessionBusy(f"{exc} (still busy after {busy_s:g} s of retries)") from None
+            log.info("%s; asking again in %.2f s", exc, wait_s)
+            time.sleep(wait_s)  # a retry backoff, not a wait on another process
+            backoff_s = min(2 * backoff_s, longest_s)
+        except BaseException:
+            transport.close()
+            raise
+        else:
+            return
+
+
 def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
     from asyncinf.robots.robot import make_robot, policy_robot_type  # noqa: PLC0415
     from asyncinf.runtime.client import ClientFailure, RobotClient  # noqa: PLC0415
-    from asyncinf.transports.factory import open_client  # noqa: PLC0415
 
     try:
         robot = make_robot(spec.robot.type, spec.robot.options)
@@ -118,7 +148,9 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
     code = ExitCode.OK
     try:
         try:
-            client.attach(open_client(spec.transport))
+            attach_retrying(client, spec.transport, spec.busy_retry_s, None)
+        except SessionBusy as exc:
+            return _fail(link, ExitCode.SERVER_BUSY, str(exc))
         except HandshakeError as exc:
             return _fail(link, ExitCode.CONFIG_ERROR, f"server refused the session: {exc}")
         except (TransportError, TimeoutError) as exc:
@@ -142,6 +174,9 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
                 errors=s.errors,
                 attached=client.transport is not None,
                 roundtrip_ms=s.roundtrip_ns[-1] / 1e6 if s.roundtrip_ns else None,
+                hold_s=round(client.holds.current_s(time.monotonic_ns()), 3),
+                hold_reason=client.holds.reason,
+                held_s=round(client.holds.held_s, 3),
             )
 
         def service() -> bool:
@@ -151,12 +186,14 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
                 client.detach("the supervisor saw the server exit")
             new = link.take_attach()
             if new is not None:
+                target, timeout_s = new
                 client.detach("replaced by the supervisor")
+                link.beat(beat, now=True)  # the handshake below may take up to timeout_s
                 try:
-                    client.attach(open_client(new))
-                    log.info("attached to a new server; resuming")
+                    attach_retrying(client, target, timeout_s or 0.0, timeout_s)
+                    log.info("attached to the server anew; resuming")
                 except (TransportError, TimeoutError) as exc:
-                    log.error("cannot attach to the new server: %s; holding", exc)
+                    log.error("cannot attach to the server: %s; holding", exc)
             link.beat(beat)
             return link.stop_requested
 
@@ -181,6 +218,7 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
             metrics.close()
     summary = client.stats.summary(spec.client.fps, client.chunk_size)
     summary["transport"] = transport_stats
+    summary["held"] = client.holds.summary()
     link.emit(protocol.Summary(summary=summary))
     return int(code)
 
@@ -209,6 +247,7 @@ def run_server(spec: ServerSpec, link: SupervisorLink) -> int:
         on_beat=lambda server: link.beat(lambda: protocol.ServerBeat(server.chunks_published)),
         should_stop=lambda: link.stop_requested,
         fail=lambda code, message: _fail(link, code, message),
+        take_attach=lambda: next(iter(link.take_attach() or ()), None),
     )
 
 

@@ -12,6 +12,7 @@ import posix_ipc
 from asyncinf.runtime.errors import (
     CodecError,
     PeerClosed,
+    PeerGone,
     SchemaVersionError,
     SegmentCorrupt,
     TransportError,
@@ -134,10 +135,20 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             raise RuntimeError("release the current lease before taking the next observation")
         if self._peer_closed is not None or self._peer_gone is not None:
             self._check_peer()  # raises the verdict again
-        got = self._wait(self._up_bell, self._poll_observation, timeout_s)
-        if got is None:
-            self._maybe_check_peer()
-            return None
+        try:
+            got = self._wait(self._up_bell, self._poll_observation, timeout_s)
+            if got is None:
+                self._maybe_check_peer()
+                return None
+        except PeerGone as exc:
+            # A client that was only paused must learn, when it runs again, that its session
+            # is over (instead of sending to a server waiting for a handshake): it reads this
+            # after the chunks already sent, and detaches. The next handshake discards it.
+            self._push_control(
+                self._dnctl, self._down_lock, self._down_bell,
+                Goodbye(f"session ended: {exc}"), W_DOWN_SEQ,
+            )  # fmt: skip
+            raise
         slot, nbytes, taken_ns, sent_ns, crc, crc_bytes = got
         self._lease_slot = slot
         try:

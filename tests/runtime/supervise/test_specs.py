@@ -75,15 +75,17 @@ def test_serve_and_up_share_the_server_options_and_the_refusals():
 
 
 def test_commands_and_events_round_trip_and_bad_lines_are_refused():
-    for cmd, transport in ((Command.STOP, None), (Command.DETACH, None), (Command.ATTACH, GRPC)):
-        assert protocol.decode_command(protocol.encode_command(cmd, transport).decode()) == (
-            cmd,
-            transport,
-        )
+    for cmd, transport, timeout_s in (
+        (Command.STOP, None, None),
+        (Command.DETACH, None, None),
+        (Command.ATTACH, GRPC, 4.5),
+    ):
+        line = protocol.encode_command(cmd, transport, timeout_s).decode()
+        assert protocol.decode_command(line) == (cmd, transport, timeout_s)
     events = [
         (Role.CLIENT, protocol.ClientReady(50, ["a.pos"], {"front": [224, 224, 3]})),
         (Role.SERVER, protocol.ServerReady({"act /ckpt cpu": {"chunk": 50}})),
-        (Role.CLIENT, protocol.ClientBeat(1, 2, 3, 4, 5, 6, attached=False, roundtrip_ms=None)),
+        (Role.CLIENT, protocol.ClientBeat(1, 2, 3, 4, 5, 6, False, None, 2.5, "server lost", 3.0)),
         (Role.SERVER, protocol.ServerBeat(chunks=7)),
         (Role.SERVER, protocol.Failed(3, "policy load failed")),
         (Role.CLIENT, protocol.Holding([0.5, 1.0], ["a.pos", "b.pos"])),

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from asyncinf.runtime.cli import app
 from asyncinf.runtime.cli.status import StatusExit
 from asyncinf.runtime.supervise.status_file import (
-    ChildStatus,
+    ClientStatus,
     RunStatus,
     ServerStatus,
     State,
@@ -37,7 +37,7 @@ def running_status(**changes):
         state=State.RUNNING,
         pid=os.getpid(),
         server=ServerStatus(pid=os.getpid(), state=State.RUNNING, restarts=2),
-        client=ChildStatus(pid=os.getpid(), state=State.RUNNING),
+        client=ClientStatus(pid=os.getpid(), state=State.RUNNING),
     )
     for key, value in changes.items():
         setattr(status, key, value)
@@ -54,7 +54,13 @@ def test_write_then_read_back(tmp_path):
         "state": "running",
         "pid": os.getpid(),
         "server": {"pid": os.getpid(), "state": "running", "restarts": 2, "policy": {}},
-        "client": {"pid": os.getpid(), "state": "running"},
+        "client": {
+            "pid": os.getpid(),
+            "state": "running",
+            "hold_s": 0.0,
+            "hold_reason": "",
+            "held_s": 0.0,
+        },
         "updated_ns": status.updated_ns,
     }
     assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a monitor of another user
@@ -71,7 +77,7 @@ def test_remote_run_has_no_server(tmp_path):
 def test_every_state_round_trips(tmp_path):
     path = tmp_path / "s.json"
     for state in State:
-        status = RunStatus(state=state, client=ChildStatus(None, state))
+        status = RunStatus(state=state, client=ClientStatus(None, state))
         write_status_file(path, status)
         assert read_status_file(path) == status
     assert [s.value for s in State] == [
@@ -185,12 +191,27 @@ def test_status_json_is_the_file(tmp_path):
     assert json.loads(r.stdout) == json.loads(path.read_text())
 
 
+def test_status_shows_the_hold_in_progress_and_its_reason(tmp_path):
+    path = tmp_path / "status.json"
+    hold = ClientStatus(os.getpid(), State.RUNNING, 3.25, "server lost", 7.5)
+    write_status_file(path, running_status(client=hold))
+    assert read_status_file(path).client == hold
+    r = runner.invoke(app, ["status", str(path)])
+    assert r.exit_code == StatusExit.RUNNING
+    assert "holding" in r.stdout and "3.2 s" in r.stdout and "server lost" in r.stdout
+    assert "7.5 s" in r.stdout
+    data = json.loads(path.read_text())
+    data["client"]["hold_s"] = -1
+    path.write_text(json.dumps(data))
+    assert runner.invoke(app, ["status", str(path)]).exit_code == StatusExit.UNKNOWN
+
+
 def test_a_finished_run_is_not_running_and_not_stale(tmp_path):
     path = tmp_path / "status.json"
     gone = dead_pid()
     stopped = State.STOPPED
     write_status_file(
-        path, RunStatus(stopped, gone, ServerStatus(gone, stopped), ChildStatus(gone, stopped))
+        path, RunStatus(stopped, gone, ServerStatus(gone, stopped), ClientStatus(gone, stopped))
     )
     r = runner.invoke(app, ["status", str(path)])
     assert r.exit_code == StatusExit.NOT_RUNNING
@@ -200,7 +221,7 @@ def test_a_finished_run_is_not_running_and_not_stale(tmp_path):
 def test_a_stale_file_says_so(tmp_path):
     path = tmp_path / "status.json"
     gone = dead_pid()
-    write_status_file(path, running_status(pid=gone, client=ChildStatus(gone, State.RUNNING)))
+    write_status_file(path, running_status(pid=gone, client=ClientStatus(gone, State.RUNNING)))
     r = runner.invoke(app, ["status", str(path)])
     assert r.exit_code == StatusExit.DEAD
     assert f"supervisor pid {gone} is gone" in r.stderr

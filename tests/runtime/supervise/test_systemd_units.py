@@ -233,6 +233,17 @@ def test_local_unit_keys():
     assert "After" not in sections["Unit"]  # nothing to wait for: no network involved
 
 
+@pytest.mark.parametrize("code", [ExitCode.SERVER_BUSY, ExitCode.STALLED])
+def test_the_units_restart_a_busy_server_and_a_stalled_run(code):
+    # systemd restarts on-failure on any exit status not listed as prevented or success.
+    for unit in (supervisor_unit(), supervisor_unit("gpu-host.lan:8080")):
+        s = service(unit)
+        assert s["Restart"] == "on-failure"
+        assert str(int(code)) not in s["RestartPreventExitStatus"].split()
+        assert str(int(code)) not in s["SuccessExitStatus"].split()
+        assert f"also on {int(code)}" in unit.text or f"and {int(code)}" in unit.text
+
+
 def test_remote_unit_waits_for_the_network():
     unit = supervisor_unit("gpu-host.lan:8080")
     assert exec_argv(unit)[1:4] == ["up", "--remote", "gpu-host.lan:8080"]
