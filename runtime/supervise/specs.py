@@ -16,6 +16,7 @@ from typing import Any
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.messages import Handshake, PolicySpec
 from asyncinf.runtime.server import ServerConfig
+from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 from asyncinf.transports.factory import TransportSpec
 
 
@@ -32,6 +33,7 @@ class ClientSpec:
     policy: PolicySpec
     transport: TransportSpec | None = None  # the supervisor fills it in
     metrics_path: str | None = None  # one JSON line per control tick
+    metrics_max_mb: float = DEFAULT_MAX_MB  # the file and its rotated predecessor together
 
     def to_json(self) -> str:
         return json.dumps(
@@ -41,6 +43,7 @@ class ClientSpec:
                 "policy": dataclasses.asdict(self.policy),
                 "transport": _transport_json(self.transport),
                 "metrics_path": self.metrics_path,
+                "metrics_max_mb": self.metrics_max_mb,
             }
         )
 
@@ -54,6 +57,7 @@ class ClientSpec:
             policy=PolicySpec(**d["policy"]),
             transport=_transport(d["transport"]),
             metrics_path=d["metrics_path"],
+            metrics_max_mb=d["metrics_max_mb"],
         )
 
 
