@@ -38,8 +38,8 @@ class LogHistogram:
     the bucket. So `percentile(q)` is within α (relative) of the nearest-rank q-th percentile
     of the samples recorded (the ⌈q·n/100⌉-th smallest), for values in [lowest, highest].
     Values below `lowest` (zero, for integer nanoseconds) count in bucket 0 and read as 0;
-    values above `highest` count in the last bucket and read as the exact max. `max` and `min` are kept exactly, and
-    every percentile is clamped into [min, max].
+    values above `highest` count in the last bucket and read as the exact max. `max` and
+    `min` are kept exactly, and every percentile is clamped into [min, max].
 
     The defaults (α = 0.5 %, 1 ns … 1 h) make 2,894 buckets: 23 KB per histogram.
     """

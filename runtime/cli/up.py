@@ -14,8 +14,8 @@ import typer
 from asyncinf.runtime.cli.lerobot_flags import CLIENT_FLAGS, take_client_flags
 from asyncinf.runtime.config import load_file, parse_dotted_args, parse_value, refuse_unknown
 from asyncinf.runtime.errors import ConfigError, FlagError
-from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 from asyncinf.runtime.supervise.exitcodes import ExitCode
+from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 
 if TYPE_CHECKING:
     from asyncinf.runtime.supervise.plan import RunPlan

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ class MetricsFile:
 
     def _rotate(self) -> None:
         self._file.close()
-        os.replace(self.path, rotated(self.path))
+        Path(self.path).replace(rotated(self.path))
         self._file = open(self.path, "w")  # noqa: PTH123, SIM115
         self._written = 0
         self.rotations += 1
