@@ -25,7 +25,7 @@ def serve_policy(
     fail: Callable[[ExitCode, str], int],
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
-    cache = PolicyCache()
+    cache = PolicyCache(spec.server.max_policies)
     if spec.preload is not None:
         failure = cache.preload(spec.preload)
         if failure is not None:
