@@ -58,8 +58,9 @@ def check_handshake(hello: Handshake) -> None:
     _at_most("cameras", len(hello.cameras), MAX_CAMERAS)
     for cam, shape in hello.cameras.items():
         _name("camera", cam)
-        h, w, c = shape
-        if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE and c == 3):
+        if len(shape) != 3 or not (
+            0 < shape[0] <= MAX_IMAGE_SIDE and 0 < shape[1] <= MAX_IMAGE_SIDE and shape[2] == 3
+        ):
             raise ConfigError(
                 f"handshake refused: camera {cam!r} of shape {tuple(shape)}; frames are "
                 f"(H, W, 3) with H and W from 1 to {MAX_IMAGE_SIDE}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asyncinf.runtime.errors import ConfigError, HandshakeError
-from asyncinf.runtime.limits import check_observation
+from asyncinf.runtime.limits import check_handshake, check_observation
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -165,3 +165,19 @@ def test_observation_checks_name_what_differs_from_the_handshake():
     good.images["front"] = np.zeros((24, 32, 3), np.uint8)
     good.state = np.zeros(2, np.float64)
     assert "state of float64" in check_observation(good, 2, cams)
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"cameras": {"front": (8, 8)}}, "camera 'front' of shape (8, 8)"),
+        ({"cameras": {"front": (8, 8, 4)}}, "(H, W, 3) with H and W from 1 to 4096"),
+        ({"joint_names": []}, "no joints"),
+        ({"fps": 5000.0}, "fps 5000, must be in (0, 1000]"),
+        ({"robot_type": "r" * 200}, "robot type name 'rrrr"),
+    ],
+)
+def test_handshake_limits_name_what_is_wrong(fields, says):
+    with pytest.raises(ConfigError) as info:
+        check_handshake(hello(**fields))
+    assert says in str(info.value) and len(str(info.value)) < 200
