@@ -2,7 +2,9 @@
 
 One `PolicyServer` serves successive sessions on any `ServerTransport`: accept a handshake,
 answer with what the policy expects, then loop on the newest observation until the client
-leaves. Policies are loaded once per (type, path, device) and kept across sessions.
+leaves. Policies are loaded once per set of features they are built for (`built_for`) and
+kept across sessions. A handshake beyond the limits, or an observation unlike what its
+handshake announced, is refused before the policy sees it (`asyncinf.runtime.limits`).
 An exception in the policy becomes an `ErrorMessage` to the client — never swallowed.
 """
 
