@@ -116,7 +116,9 @@ def main() -> None:
                 f"end-start {r['end_minus_start_bytes_per_tick']:+7.3f} B/tick"
             )
     if args.json:
-        out = {"minutes": args.minutes, "fps": args.fps, "ticks": ticks, "processes": rows}
+        series = {role: [v["RssAnon"] for v in values] for role, values in samples.items()}
+        out = {"minutes": args.minutes, "fps": args.fps, "ticks": ticks, "processes": rows,
+               "samples": {"t_s": times, "rss_anon_bytes": series}}  # fmt: skip
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
