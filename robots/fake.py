@@ -9,6 +9,7 @@ The camera (camera `type: fake`) gives black frames of its size, captured when r
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class FakeRobot(Robot):
         n = self.config.num_joints
         self._state = np.zeros(n, np.float32)
         self._connected = False
-        self.commands: list[np.ndarray] = []
+        # The latest commands, for tests to look at; bounded, so a day-long run stays flat.
+        self.commands: collections.deque[np.ndarray] = collections.deque(maxlen=10_000)
         self.commands_after_disconnect = 0
         self._log = None
 

@@ -45,7 +45,7 @@ from asyncinf.runtime.messages import (
     PolicySpec,
 )
 from asyncinf.runtime.rate import Rate
-from asyncinf.runtime.stats import percentiles
+from asyncinf.runtime.stats import LogHistogram
 from asyncinf.transports.base import ClientTransport
 
 log = logging.getLogger(__name__)
@@ -116,20 +116,19 @@ class ClientStats:
     server_lost: int = 0
     sessions_corrupted: int = 0  # of server_lost: shared memory found overwritten
     overruns: int = 0
-    period_error_ns: list[int] = field(default_factory=list)
-    roundtrip_ns: list[int] = field(default_factory=list)
-    queue_wait_ns: list[int] = field(default_factory=list)
-    compute_ns: list[int] = field(default_factory=list)
-    preprocess_ns: list[int] = field(default_factory=list)
-    inference_ns: list[int] = field(default_factory=list)
-    postprocess_ns: list[int] = field(default_factory=list)
+    # Fixed-size histograms, not lists: a run records into them every tick for days.
+    period_error_ns: LogHistogram = field(default_factory=LogHistogram)
+    roundtrip_ns: LogHistogram = field(default_factory=LogHistogram)
+    queue_wait_ns: LogHistogram = field(default_factory=LogHistogram)
+    compute_ns: LogHistogram = field(default_factory=LogHistogram)
+    preprocess_ns: LogHistogram = field(default_factory=LogHistogram)
+    inference_ns: LogHistogram = field(default_factory=LogHistogram)
+    postprocess_ns: LogHistogram = field(default_factory=LogHistogram)
+    # Round trip less the server's queue wait and compute: the transport's share.
+    overhead_ns: LogHistogram = field(default_factory=LogHistogram)
 
     def summary(self, fps: float, actions_per_chunk: int) -> dict:
         """The end-of-run summary, in the documented `--summary-json` schema."""
-        overhead = [
-            r - q - c
-            for r, q, c in zip(self.roundtrip_ns, self.queue_wait_ns, self.compute_ns, strict=True)
-        ]
         return {
             "schema": 1,
             "fps": fps,
@@ -145,14 +144,14 @@ class ClientStats:
             "server_lost": self.server_lost,
             "sessions_corrupted": self.sessions_corrupted,
             "overruns": self.overruns,
-            "period_error_ms": percentiles(self.period_error_ns, 1e-6),
-            "roundtrip_ms": percentiles(self.roundtrip_ns, 1e-6),
-            "server_queue_wait_ms": percentiles(self.queue_wait_ns, 1e-6),
-            "server_compute_ms": percentiles(self.compute_ns, 1e-6),
-            "server_preprocess_ms": percentiles(self.preprocess_ns, 1e-6),
-            "server_inference_ms": percentiles(self.inference_ns, 1e-6),
-            "server_postprocess_ms": percentiles(self.postprocess_ns, 1e-6),
-            "overhead_ms": percentiles(overhead, 1e-6),
+            "period_error_ms": self.period_error_ns.summary(1e-6),
+            "roundtrip_ms": self.roundtrip_ns.summary(1e-6),
+            "server_queue_wait_ms": self.queue_wait_ns.summary(1e-6),
+            "server_compute_ms": self.compute_ns.summary(1e-6),
+            "server_preprocess_ms": self.preprocess_ns.summary(1e-6),
+            "server_inference_ms": self.inference_ns.summary(1e-6),
+            "server_postprocess_ms": self.postprocess_ns.summary(1e-6),
+            "overhead_ms": self.overhead_ns.summary(1e-6),
         }
 
 
@@ -279,7 +278,7 @@ class RobotClient:
             rate.sleep()
             now = rate.last_tick_ns
             if prev_ns:
-                self.stats.period_error_ns.append(abs(now - prev_ns - period_ns))
+                self.stats.period_error_ns.record(abs(now - prev_ns - period_ns))
             prev_ns = now
             self.tick()
         self.stats.overruns = rate.overruns
@@ -323,9 +322,7 @@ class RobotClient:
                     "timestep": queue.next_timestep,
                     "queue": len(queue),
                     "idle": action is None,
-                    "period_error_ms": (
-                        stats.period_error_ns[-1] / 1e6 if stats.period_error_ns else 0.0
-                    ),
+                    "period_error_ms": stats.period_error_ns.last / 1e6,
                 }
             )
 
@@ -428,12 +425,14 @@ class RobotClient:
         s = self.stats
         s.chunks_received += 1
         if chunk.obs_sent_ns:
-            s.roundtrip_ns.append(now - chunk.obs_sent_ns)
-            s.queue_wait_ns.append(chunk.queue_wait_ns)
-            s.compute_ns.append(chunk.compute_ns)
-            s.preprocess_ns.append(chunk.preprocess_ns)
-            s.inference_ns.append(chunk.inference_ns)
-            s.postprocess_ns.append(chunk.postprocess_ns)
+            roundtrip_ns = now - chunk.obs_sent_ns
+            s.roundtrip_ns.record(roundtrip_ns)
+            s.queue_wait_ns.record(chunk.queue_wait_ns)
+            s.compute_ns.record(chunk.compute_ns)
+            s.preprocess_ns.record(chunk.preprocess_ns)
+            s.inference_ns.record(chunk.inference_ns)
+            s.postprocess_ns.record(chunk.postprocess_ns)
+            s.overhead_ns.record(roundtrip_ns - chunk.queue_wait_ns - chunk.compute_ns)
 
     def _on_error(self, error: ErrorMessage) -> None:
         self._inflight_ns = 0

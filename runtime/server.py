@@ -2,12 +2,15 @@
 
 One `PolicyServer` serves successive sessions on any `ServerTransport`: accept a handshake,
 answer with what the policy expects, then loop on the newest observation until the client
-leaves. Policies are loaded once per (type, path, device) and kept across sessions.
+leaves. Policies are loaded once per set of features they are built for (`built_for`) and
+kept across sessions. A handshake beyond the limits, or an observation unlike what its
+handshake announced, is refused before the policy sees it (`asyncinf.runtime.limits`).
 An exception in the policy becomes an `ErrorMessage` to the client — never swallowed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import time
@@ -24,6 +27,7 @@ from asyncinf.runtime.errors import (
     SegmentCorrupt,
     TransportError,
 )
+from asyncinf.runtime.limits import check_handshake, check_observation
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -44,6 +48,8 @@ class ServerConfig:
     similarity_atol: float | None = None
     publish_timeout_s: float = 2.0
     poll_s: float = 0.2  # how often idle waits wake to check for stop and report liveness
+    # Policies kept loaded for clients with other robots or options (the first one stays).
+    max_policies: int = 2
 
     def __post_init__(self) -> None:
         if self.similarity_atol is not None and self.similarity_atol < 0:
@@ -51,31 +57,69 @@ class ServerConfig:
         for name in ("publish_timeout_s", "poll_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be > 0 seconds")
+        if self.max_policies < 1:
+            raise ConfigError(f"--max_policies={self.max_policies}: must be >= 1")
+
+
+def built_for(hello: Handshake) -> tuple:
+    """What a policy is built for: everything of the handshake that `make_policy` reads."""
+    spec = hello.policy
+    return (
+        spec.type,
+        spec.path,
+        spec.device,
+        spec.actions_per_chunk,
+        json.dumps(spec.options, sort_keys=True, default=str),
+        tuple(hello.joint_names),
+        tuple(sorted((cam, tuple(shape)) for cam, shape in hello.cameras.items())),
+        hello.robot_type,
+    )
+
+
+_FIELDS = (
+    "type",
+    "path",
+    "device",
+    "actions_per_chunk",
+    "options",
+    "joints",
+    "cameras",
+    "robot type",
+)
 
 
 class PolicyCache:
-    """Loaded, warmed-up policies by (type, path, device)."""
+    """Loaded, warmed-up policies by what they were built for (`built_for`).
 
-    def __init__(self) -> None:
-        self._policies: dict[tuple[str, str, str], tuple[Handshake, Policy]] = {}
+    A client whose robot or options differ gets a policy built for it, not one built for
+    another client. At most `max_policies` stay loaded: the first one loaded (the preloaded
+    one, what the server was started for) always, the others least recently used first.
+    """
+
+    def __init__(self, max_policies: int = 2) -> None:
+        self.max_policies = max_policies
+        self._policies: dict[tuple, Policy] = {}  # in order of use, the first one pinned
 
     def get(self, hello: Handshake) -> Policy:
-        key = hello.policy.key
-        if key in self._policies:
-            loaded_for, policy = self._policies[key]
-            if (loaded_for.joint_names, loaded_for.cameras, loaded_for.policy) != (
-                hello.joint_names,
-                hello.cameras,
-                hello.policy,
-            ):
-                raise ConfigError(
-                    f"policy {key} is loaded for joints {loaded_for.joint_names}, cameras "
-                    f"{loaded_for.cameras} and {loaded_for.policy}; this client asks for "
-                    f"{hello.joint_names}, {hello.cameras}, {hello.policy}"
-                )
+        key = built_for(hello)
+        policy = self._policies.get(key)
+        if policy is not None:
+            if key != next(iter(self._policies)):  # keep the pinned one first
+                self._policies[key] = self._policies.pop(key)
             policy.reset()
             return policy
-        log.info("loading policy type=%s path=%r device=%s", *key)
+        if len(self._policies) >= self.max_policies:
+            if self.max_policies == 1:
+                first = next(iter(self._policies))
+                differ = [f for f, a, b in zip(_FIELDS, first, key, strict=True) if a != b]
+                raise ConfigError(
+                    f"this server keeps --max_policies=1 policy, built for other "
+                    f"{', '.join(differ)} than this client's"
+                )
+            evicted = list(self._policies)[1]  # the least recently used after the pinned one
+            log.info("unloading policy %s: --max_policies=%d", _name(evicted), self.max_policies)
+            del self._policies[evicted]
+        log.info("loading policy %s", _name(key))
         t0 = time.monotonic()
         policy = make_policy(hello.policy, hello)
         log.info("warming up with a real inference")
@@ -86,7 +130,7 @@ class PolicyCache:
             policy.chunk_size,
             "".join(f", {k} {v}" for k, v in policy.info.items()),
         )
-        self._policies[key] = (hello, policy)
+        self._policies[key] = policy
         return policy
 
     def preload(self, hello: Handshake) -> str | None:
@@ -107,10 +151,20 @@ class PolicyCache:
 
     def info(self) -> dict[str, object]:
         """What is loaded, for the status file: type, path, device and versions."""
-        return {
-            " ".join(key): {"chunk": policy.chunk_size, **policy.info}
-            for key, (_hello, policy) in self._policies.items()
-        }
+        out: dict[str, object] = {}
+        for key, policy in self._policies.items():
+            name = " ".join(key[:3])
+            if name in out:  # the same checkpoint built for another robot
+                name = f"{name} ({len(key[5])} joints, cameras {[c for c, _ in key[6]]})"
+            out[name] = {"chunk": policy.chunk_size, **policy.info}
+        return out
+
+
+def _name(key: tuple) -> str:
+    cameras = [cam for cam, _shape in key[6]]
+    return (
+        f"type={key[0]} path={key[1]!r} device={key[2]} for {len(key[5])} joints, cameras {cameras}"
+    )
 
 
 class PolicyServer:
@@ -138,7 +192,7 @@ class PolicyServer:
             if policy is None:
                 continue
             try:
-                self._session(transport, policy, should_stop)
+                self._session(transport, policy, hello, should_stop)
             except PeerClosed:
                 log.info("client said goodbye")
             except SegmentCorrupt as exc:
@@ -149,25 +203,29 @@ class PolicyServer:
             except TransportError as exc:
                 log.warning("session ended: %s", exc)
 
+    def _refuse(self, transport: ServerTransport, why: str) -> None:
+        """One line in the log, however large the handshake; the client is told the same."""
+        why = _shortened(why)
+        log.error("handshake refused: %s", why)
+        transport.reply(HandshakeReply(accepted=False, message=why))
+
     def _answer(self, transport: ServerTransport, hello: Handshake) -> Policy | None:
         if hello.schema_version != SCHEMA_VERSION:
-            transport.reply(
-                HandshakeReply(
-                    accepted=False,
-                    message=f"client speaks schema version {hello.schema_version}, "
-                    f"server speaks {SCHEMA_VERSION}",
-                )
+            self._refuse(
+                transport,
+                f"client speaks schema version {hello.schema_version}, "
+                f"server speaks {SCHEMA_VERSION}",
             )
             return None
         try:
+            check_handshake(hello)
             policy = self.cache.get(hello)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
-            log.error("cannot serve this client: %s", exc)
-            transport.reply(HandshakeReply(accepted=False, message=str(exc)))
+            self._refuse(transport, str(exc))
             return None
         except Exception as exc:  # any load failure is reported to the client
-            log.exception("cannot serve this client")
-            transport.reply(HandshakeReply(accepted=False, message=f"{type(exc).__name__}: {exc}"))
+            log.debug("policy load failed", exc_info=True)
+            self._refuse(transport, f"{type(exc).__name__}: {exc}")
             return None
         asked = hello.policy.actions_per_chunk
         transport.reply(
@@ -183,9 +241,18 @@ class PolicyServer:
         return policy
 
     def _session(
-        self, transport: ServerTransport, policy: Policy, should_stop: Callable[[], bool]
+        self,
+        transport: ServerTransport,
+        policy: Policy,
+        hello: Handshake,
+        should_stop: Callable[[], bool],
     ) -> None:
         last_state: np.ndarray | None = None
+        joints = len(hello.joint_names)
+        # The client sends the cameras the policy named, fitted to its shapes; all of them, as
+        # captured, when it named none (client.py, _plan_fit).
+        images = policy.image_shapes or hello.cameras
+        refused = 0
         while not should_stop():
             self._on_beat()
             lease = transport.next_observation(self.config.poll_s)
@@ -193,10 +260,19 @@ class PolicyServer:
                 continue
             with lease:
                 obs = lease.observation
-                if self._similar(obs.state, last_state) and not obs.must_go:
+                why = check_observation(obs, joints, images)
+                if why is not None:
+                    refused += 1
+                    if refused == 1:  # the client counts every one; the log says it once
+                        log.warning("refusing observations of this session: %s", why)
+                    reply: ActionChunk | ErrorMessage = ErrorMessage(
+                        "bad_observation", why, obs.timestep
+                    )
+                elif self._similar(obs.state, last_state) and not obs.must_go:
                     continue
-                last_state = obs.state.copy()
-                reply = self._infer(policy, lease)
+                else:
+                    last_state = obs.state.copy()
+                    reply = self._infer(policy, lease)
             if isinstance(reply, ErrorMessage):
                 transport.send_error(reply)
                 self.errors_sent += 1
@@ -236,3 +312,9 @@ class PolicyServer:
             inference_ns=t2 - t1,
             postprocess_ns=t3 - t2,
         )
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """A message bounded in size, whatever a client sent: one line of at most `limit`."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"

@@ -6,13 +6,20 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asyncinf.runtime.supervise.metrics_file import rotated
+
 if TYPE_CHECKING:
     from asyncinf.runtime.client import ClientConfig
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every tick still on disk: the rotated older half first, if any."""
+    rows = []
+    for part in (rotated(path), path):
+        if part.exists():
+            with part.open() as f:
+                rows += [json.loads(line) for line in f if line.strip()]
+    return rows
 
 
 def plot_queue(metrics_path: Path, png_path: Path, client: ClientConfig, chunk: int) -> None:

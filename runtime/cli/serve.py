@@ -34,10 +34,12 @@ def serve(
     # fmt: on
     """Serve a policy to robot clients (`asyncinf up --remote HOST:PORT`) until SIGTERM/Ctrl-C.
 
-    The policy is loaded once per (type, path, device) and kept across client sessions:
-    either now, from --policy.type/--policy.path/--policy.device plus the robot it will
-    drive (--robot.type and its options, used only for joint and camera names; the robot
-    is not connected), or when the first client's handshake asks for it.
+    The policy is loaded once per set of features it is built for (type, path, device,
+    options, joints, cameras) and kept across client sessions: either now, from
+    --policy.type/--policy.path/--policy.device plus the robot it will drive (--robot.type
+    and its options, used only for joint and camera names; the robot is not connected), or
+    when the first client's handshake asks for it. A client with another robot gets one
+    built for it; --max_policies (default 2) bound how many stay loaded, the first always.
 
     Server options as `up --local` takes them, e.g. --similarity_atol=0.5; --fps and
     --actions_per_chunk shape the preload. One client at a time: a second concurrent client

@@ -21,6 +21,7 @@ from asyncinf.runtime.config import (
 )
 from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
+from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 
 if TYPE_CHECKING:
     from asyncinf.runtime.supervise.plan import RunPlan
@@ -46,6 +47,7 @@ def up(
     duration: Annotated[float | None, Opt("--duration", help="Stop after this many seconds (default until Ctrl-C).")] = None,
     summary_json: Annotated[Path | None, Opt("--summary-json", help="Write the end-of-run summary here.")] = None,
     metrics: Annotated[Path | None, Opt("--metrics", help="Write one JSON line per control tick here.")] = None,
+    metrics_max_mb: Annotated[float, Opt("--metrics-max-mb", help=f"Cap --metrics on disk: at half this size the file moves to PATH.1 (replacing the last one) and a new one starts (default {DEFAULT_MAX_MB:g}).")] = DEFAULT_MAX_MB,
     plot: Annotated[Path | None, Opt("--plot", help="Draw queue size over time into this PNG.")] = None,
     start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
     stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
@@ -105,6 +107,8 @@ def up(
             "aggregate_fn_name": aggregate_fn_name,
             "task": task,
         }
+        if not metrics_max_mb > 0:
+            raise FlagError(f"--metrics-max-mb={metrics_max_mb}: must be > 0 (megabytes)")
         grpc_opts = dotted.pop("grpc", {})
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
@@ -137,7 +141,9 @@ def up(
         typer.echo(f"error: {exc}", err=True)
         bad_line = isinstance(exc, FlagError)
         raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
-    raise typer.Exit(run_supervised(plan, sup_config, summary_json, metrics, plot))
+    raise typer.Exit(
+        run_supervised(plan, sup_config, summary_json, metrics, plot, metrics_max_mb)
+    )
 
 
 def _check_grpc_options(options: dict[str, Any]) -> None:
@@ -148,9 +154,12 @@ def _check_grpc_options(options: dict[str, Any]) -> None:
     build(GrpcClientConfig, options, prefix="grpc.")
 
 
-def run_supervised(plan: RunPlan, sup_config, summary_json, metrics, plot) -> int:
+def run_supervised(
+    plan: RunPlan, sup_config, summary_json, metrics, plot, metrics_max_mb=DEFAULT_MAX_MB
+) -> int:
     """Run the plan under a supervisor; print and write what was asked for; return the code."""
     from asyncinf.runtime.cli import report  # noqa: PLC0415
+    from asyncinf.runtime.supervise.metrics_file import rotated  # noqa: PLC0415
     from asyncinf.runtime.supervise.status_file import State  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
 
@@ -160,7 +169,10 @@ def run_supervised(plan: RunPlan, sup_config, summary_json, metrics, plot) -> in
         metrics = Path(tmp.name)
     if metrics:
         plan = dataclasses.replace(
-            plan, client=dataclasses.replace(plan.client, metrics_path=str(metrics))
+            plan,
+            client=dataclasses.replace(
+                plan.client, metrics_path=str(metrics), metrics_max_mb=metrics_max_mb
+            ),
         )
     transport = (
         "shared memory (local)" if plan.server else f"gRPC {plan.remote.options['target']}"
@@ -190,4 +202,5 @@ def run_supervised(plan: RunPlan, sup_config, summary_json, metrics, plot) -> in
             plot_queue(metrics, plot, plan.client.client, chunk)
     if tmp is not None:
         Path(tmp.name).unlink(missing_ok=True)
+        rotated(tmp.name).unlink(missing_ok=True)
     return code

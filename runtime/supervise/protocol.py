@@ -17,7 +17,6 @@ sets the supervisor's, and the children log at the same level.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import sys
@@ -145,7 +144,10 @@ _KIND_OF = {cls: kind for (_, kind), cls in _KINDS.items()}
 
 
 def encode_event(event: Event, pid: int) -> bytes:
-    body = {"event": _KIND_OF[type(event)], "pid": pid, **dataclasses.asdict(event)}
+    # The events are flat, so their fields as they are (`vars`), not `dataclasses.asdict`:
+    # its generator expressions, run for the client's beat 4 times a second, grew the
+    # client's resident memory by ~2 bytes a control tick (scripts/measure_client_growth.py).
+    body = {"event": _KIND_OF[type(event)], "pid": pid, **vars(event)}
     return (json.dumps(body) + "\n").encode()
 
 

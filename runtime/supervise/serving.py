@@ -33,7 +33,7 @@ def serve_policy(
     take_attach: Callable[[], TransportSpec | None] = lambda: None,
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
-    cache = PolicyCache()
+    cache = PolicyCache(spec.server.max_policies)
     try:
         if spec.preload is not None and not should_stop():
             failure = cache.preload(spec.preload)

@@ -16,6 +16,7 @@ from typing import Any
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.messages import Handshake, PolicySpec
 from asyncinf.runtime.server import ServerConfig
+from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 from asyncinf.transports.factory import TransportSpec
 
 
@@ -35,6 +36,7 @@ class ClientSpec:
     # A busy server (another session) is asked again for this long (the supervisor sets its
     # --start-timeout) before the client gives up with ExitCode.SERVER_BUSY.
     busy_retry_s: float = 0.0
+    metrics_max_mb: float = DEFAULT_MAX_MB  # the file and its rotated predecessor together
 
     def to_json(self) -> str:
         return json.dumps(
@@ -45,6 +47,7 @@ class ClientSpec:
                 "transport": _transport_json(self.transport),
                 "metrics_path": self.metrics_path,
                 "busy_retry_s": self.busy_retry_s,
+                "metrics_max_mb": self.metrics_max_mb,
             }
         )
 
@@ -59,6 +62,7 @@ class ClientSpec:
             transport=_transport(d["transport"]),
             metrics_path=d["metrics_path"],
             busy_retry_s=float(d.get("busy_retry_s", 0.0)),
+            metrics_max_mb=d["metrics_max_mb"],
         )
 
 

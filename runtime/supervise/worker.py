@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from asyncinf.runtime.errors import (
 )
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.exitcodes import ExitCode
+from asyncinf.runtime.supervise.metrics_file import MetricsFile
 from asyncinf.runtime.supervise.protocol import Command, Role
 from asyncinf.runtime.supervise.specs import ClientSpec, ServerSpec
 from asyncinf.transports.factory import TransportSpec
@@ -136,8 +136,8 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
         robot = make_robot(spec.robot.type, spec.robot.options)
     except ConfigError as exc:
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
-    metrics = open(spec.metrics_path, "w") if spec.metrics_path else None  # noqa: PTH123, SIM115
-    on_tick = (lambda rec: metrics.write(json.dumps(rec) + "\n")) if metrics else None
+    metrics = MetricsFile(spec.metrics_path, spec.metrics_max_mb) if spec.metrics_path else None
+    on_tick = metrics.write if metrics else None
     client = RobotClient(
         robot, spec.client, spec.policy, on_tick, robot_type=policy_robot_type(spec.robot.type)
     )
@@ -173,7 +173,7 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
                 chunks=s.chunks_received,
                 errors=s.errors,
                 attached=client.transport is not None,
-                roundtrip_ms=s.roundtrip_ns[-1] / 1e6 if s.roundtrip_ns else None,
+                roundtrip_ms=s.roundtrip_ns.last / 1e6 if s.roundtrip_ns.count else None,
                 hold_s=round(client.holds.current_s(time.monotonic_ns()), 3),
                 hold_reason=client.holds.reason,
                 held_s=round(client.holds.held_s, 3),

@@ -165,7 +165,7 @@ def test_non_finite_chunks_are_rejected_not_executed():
     client, end = make_client(T, 0.5, robot=robot, max_consecutive_errors=100)
     run(client, ScriptedServer(end, T, 1, answer=bad), 20)
     assert client.stats.rejected_chunks > 0
-    assert robot.commands == []
+    assert not robot.commands
 
 
 def test_max_relative_target_clamps_each_tick():

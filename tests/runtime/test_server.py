@@ -5,7 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from asyncinf.runtime.errors import HandshakeError
+from asyncinf.runtime.errors import ConfigError, HandshakeError
+from asyncinf.runtime.limits import check_handshake, check_observation
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
@@ -119,3 +120,64 @@ def test_a_nan_from_the_policy_is_not_hidden(serving):
     chunk = client.receive(5)
     assert isinstance(chunk, ActionChunk) and np.isnan(chunk.actions[0, 0])
     assert not isinstance(chunk, ErrorMessage)
+
+
+def test_a_client_with_other_features_gets_a_policy_built_for_it(serving):
+    client, cache = serving
+    assert client.handshake(hello(), 5).accepted
+    first = cache.get(hello())
+    client.close()
+    other = hello({"front": (24, 32, 3)}, joint_names=["x", "y", "z"])
+    reply = client.handshake(other, 5)
+    assert reply.accepted and reply.action_names == ["x", "y", "z"]
+    client.send_observation(
+        Observation(0, 0, np.zeros(3, np.float32), {"front": np.zeros((24, 32, 3), np.uint8)})
+    )
+    assert client.receive(5).actions.shape == (4, 3)
+    client.close()
+    assert client.handshake(hello(), 5).accepted  # the first kind of client still is
+    assert cache.get(hello()) is first
+    assert len(cache.info()) == 2
+
+
+def test_the_first_policy_stays_and_the_others_are_bounded():
+    cache = PolicyCache(max_policies=2)
+    first = cache.get(hello())
+    for n in range(3, 6):  # three clients with other robots, one after another
+        cache.get(hello(joint_names=[f"j{i}" for i in range(n)]))
+    assert len(cache.info()) == 2
+    assert cache.get(hello()) is first  # never unloaded
+
+
+def test_one_policy_only_refuses_other_features_in_one_line():
+    cache = PolicyCache(max_policies=1)
+    cache.get(hello())
+    with pytest.raises(ConfigError, match=r"--max_policies=1 .*other joints than"):
+        cache.get(hello(joint_names=["x"]))
+
+
+def test_observation_checks_name_what_differs_from_the_handshake():
+    cams = {"front": (24, 32, 3)}
+    good = Observation(0, 0, np.zeros(2, np.float32), {"front": np.zeros((24, 32, 3), np.uint8)})
+    assert check_observation(good, 2, cams) is None
+    good.images["front"] = np.zeros((24, 32, 3), np.float32)  # the shm codec refuses it earlier
+    assert "float32 (24, 32, 3), the handshake agreed uint8" in check_observation(good, 2, cams)
+    good.images["front"] = np.zeros((24, 32, 3), np.uint8)
+    good.state = np.zeros(2, np.float64)
+    assert "state of float64" in check_observation(good, 2, cams)
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"cameras": {"front": (8, 8)}}, "camera 'front' of shape (8, 8)"),
+        ({"cameras": {"front": (8, 8, 4)}}, "(H, W, 3) with H and W from 1 to 4096"),
+        ({"joint_names": []}, "no joints"),
+        ({"fps": 5000.0}, "fps 5000, must be in (0, 1000]"),
+        ({"robot_type": "r" * 200}, "robot type name 'rrrr"),
+    ],
+)
+def test_handshake_limits_name_what_is_wrong(fields, says):
+    with pytest.raises(ConfigError) as info:
+        check_handshake(hello(**fields))
+    assert says in str(info.value) and len(str(info.value)) < 200

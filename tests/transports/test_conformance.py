@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
+from asyncinf.runtime.errors import HandshakeError, PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
     HandshakeReply,
     Observation,
+    PolicySpec,
 )
 from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.base import ClientTransport, ServerTransport
@@ -289,3 +290,73 @@ def _poll_client(client: ClientTransport) -> None:
     while time.monotonic() < deadline:
         client.receive(0.05)
     raise AssertionError(f"no error within {LOSS_DEADLINE_S} s")
+
+
+# --- a real PolicyServer behind each transport: what it refuses, and that it goes on ----------
+
+
+@pytest.fixture
+def served(pair):
+    """A PolicyServer (fake policy, chunks of 4) serving `pair.server` on a thread."""
+    from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
+
+    cache = PolicyCache()
+    server = PolicyServer(cache, ServerConfig(poll_s=0.02))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(pair.server, stop.is_set))
+    thread.start()
+    yield pair.client, cache
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+BAD_OBSERVATIONS = {
+    "nan state": lambda o: setattr(o, "state", np.array([np.nan, 1], np.float32)),
+    "inf state": lambda o: setattr(o, "state", np.array([1, -np.inf], np.float32)),
+    "state of 3 joints": lambda o: setattr(o, "state", np.zeros(3, np.float32)),
+    "frame of another size": lambda o: o.images.update(front=np.zeros((48, 64, 3), np.uint8)),
+    "camera missing": lambda o: o.images.clear(),
+    "camera extra": lambda o: o.images.update(wrist=np.zeros(CAMERA, np.uint8)),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_OBSERVATIONS))
+def test_server_refuses_what_the_handshake_did_not_announce_and_goes_on(served, bad) -> None:
+    client, cache = served
+    assert client.handshake(hello({"front": CAMERA}), 10).accepted
+    policy = cache.get(hello({"front": CAMERA}))  # the one serving this session
+    sent = obs(1)
+    BAD_OBSERVATIONS[bad](sent)
+    client.send_observation(sent)
+    reply = client.receive(10)
+    assert isinstance(reply, ErrorMessage), reply
+    assert reply.code == "bad_observation" and reply.timestep == 1 and not reply.fatal
+    assert policy.calls == 0  # never reached the policy
+    client.send_observation(obs(2))  # the session survives
+    chunk = client.receive(10)
+    assert isinstance(chunk, ActionChunk) and chunk.timestep == 2
+    assert np.isfinite(chunk.actions).all() and policy.calls == 1
+
+
+LIMITED = {
+    "actions_per_chunk": dict(policy=PolicySpec("fake", actions_per_chunk=10**7)),
+    "joints": dict(joint_names=[f"j{i}" for i in range(257)]),
+    "cameras": dict(cameras={f"c{i}": (8, 8, 3) for i in range(17)}),
+    "height": dict(cameras={"front": (5000, 8, 3)}),
+    "name": dict(joint_names=["a" * 129, "b"]),
+    "task": dict(task="x" * 5000),
+}
+
+
+@pytest.mark.parametrize("what", sorted(LIMITED))
+def test_handshake_beyond_a_limit_is_refused_in_one_line(served, what, caplog) -> None:
+    client, cache = served
+    with caplog.at_level("INFO"), pytest.raises(HandshakeError) as info:
+        client.handshake(hello(**LIMITED[what]), 10)
+    said = str(info.value)
+    assert "handshake refused" in said and "\n" not in said and len(said) < 400
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].exc_info is None
+    assert cache.info() == {}  # nothing was built for it
+    assert client.handshake(hello(), 10).accepted  # the next client is served

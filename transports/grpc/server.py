@@ -256,8 +256,10 @@ class GrpcServerTransport(ServerTransport):
             s = self._require_current()
             s.out.append((convert.reply_to_down(reply, s.id), False))
             if not reply.accepted:
-                log.info("refused session %s: %s", s.describe(), reply.message)
-                self._end(s, PeerGone(f"session refused: {reply.message}"))
+                # The server loop logs the refusal in one line; this adds who it was, with -v.
+                log.debug("refused session %s", s.describe())
+                s.end_error = PeerGone(f"session refused: {reply.message}")  # logged: not again
+                self._end(s, s.end_error)
                 self._current = None
             self._cond.notify_all()
 

@@ -161,3 +161,24 @@ def test_lerobots_own_command_lines_run(serve, tmp_path):
     assert "--client_device=cpu accepted and not needed" in r.stderr
     assert (tmp_path / "queue_size.png").stat().st_size > 0
     assert server.stop() == 0  # stopped after the client, as LeRobot's docs say
+
+
+def test_odd_clients_neither_pin_the_server_nor_flood_its_log(serve, tmp_path):
+    """A client with another robot gets a policy built for it; one beyond a handshake limit
+    is refused in one line; the usual client is served after both."""
+    server = serve("--robot.type=sim", "--policy.type=fake")  # preloaded for the sim arm
+    r, s = up_remote(server.port, tmp_path, "--robot.type=fake", "--robot.num_joints=3")
+    assert r.returncode == 0, r.stderr
+    assert s["chunks_received"] > 3 and s["errors"] == 0
+    r, _ = up_remote(server.port, tmp_path, "--actions_per_chunk=10000000")
+    assert r.returncode == 78, r.stderr
+    assert "1e+07 actions_per_chunk, the limit is 1000" in r.stderr
+    assert "Traceback" not in r.stderr
+    r, s = up_remote(server.port, tmp_path)  # the sim robot, as the server was started for
+    assert r.returncode == 0, r.stderr
+    assert s["chunks_received"] > 3
+    assert server.stop() == 0
+    assert "for 3 joints" in server.log  # the fake robot's policy was built for it
+    refused = [line for line in server.log.splitlines() if "refused" in line]
+    assert len(refused) == 1 and len(refused[0]) < 500, refused
+    assert "Traceback" not in server.log
