@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from asyncinf.policies.policy import check_spec
-from asyncinf.robots.robot import make_robot, policy_robot_type
+from asyncinf.robots.robot import policy_robot_type
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.config import build, group, refuse_unknown
 from asyncinf.runtime.errors import ConfigError, PayloadTooLarge
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import ServerConfig
+from asyncinf.runtime.supervise.robot_shape import robot_shape
 from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
 from asyncinf.transports.codec import FrameWriter
 from asyncinf.transports.factory import TransportSpec
@@ -86,10 +87,10 @@ def policy_spec(options: dict[str, Any]) -> PolicySpec:
 def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: str) -> Handshake:
     """What the server loads the policy with before READY: the robot's joint and camera
     names and shapes (the robot is built, not connected) and the policy asked for."""
-    built = make_robot(robot.type, robot.options)
+    joints, cameras = robot_shape(robot)
     return Handshake(
-        list(built.joint_names),
-        dict(built.camera_shapes),
+        joints,
+        cameras,
         policy,
         float(fps),
         task=task,

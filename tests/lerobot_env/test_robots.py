@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,23 @@ def test_up_drives_the_plugin_robot_at_30_hz_without_idle_frames(tmp_path, trans
     assert seen["torque_on_exit"] is True
     # The scripted policy swings a joint named gripper about 50: its value reached "gripper".
     assert seen["position"]["gripper"] > 20 > abs(seen["position"]["base"])
+
+
+def test_the_supervisor_reads_a_lerobot_robots_shape_without_importing_lerobot(tmp_path):
+    """The joints and cameras come from a short-lived child: the supervisor, alive for the
+    whole run, does not hold torch and LeRobot's processors (~800 MB) for it."""
+    run = Command(
+        ["up", "--local", "--robot.type=tinyarm", "--policy.type=scripted", "--fps=30"],
+        tmp_path / "up.log",
+    )
+    try:
+        run.wait_for_log("client started", 240)
+        assert "in a child process" in run.text()
+        maps = (Path("/proc") / str(run.proc.pid) / "maps").read_text()
+        assert "libtorch" not in maps and "lerobot" not in maps, "the supervisor imported LeRobot"
+        assert run.ctrl_c() == 130, run.text()
+    finally:
+        run.kill()
 
 
 # -- LeRobot's SO follower on our emulator ------------------------------------------------------
