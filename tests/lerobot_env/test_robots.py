@@ -167,10 +167,11 @@ def test_the_supervisor_reads_a_lerobot_robots_shape_without_importing_lerobot(t
         run.wait_for_log("client started", 240)
         assert "in a child process" in run.text()
         maps = (Path("/proc") / str(run.proc.pid) / "maps").read_text()
-        assert "libtorch" not in maps and "lerobot" not in maps, "the supervisor imported LeRobot"
-        assert run.ctrl_c() == 130, run.text()
+        # Not "lerobot" alone: the venv's own path may hold it (CI's is lerobot-venv).
+        assert "libtorch" not in maps and "/lerobot/" not in maps, "the supervisor imported them"
     finally:
-        run.kill()
+        code = run.ctrl_c()  # a clean stop removes the run's IPC objects (kill -9 would not)
+    assert code == 130, run.text()
 
 
 # -- LeRobot's SO follower on our emulator ------------------------------------------------------
