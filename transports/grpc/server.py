@@ -271,7 +271,7 @@ class GrpcServerTransport(ServerTransport):
                 return
             self._draining = True
         self._health.enter_graceful_shutdown()  # NOT_SERVING, and no later set() undoes it
-        log.info("draining: health NOT_SERVING, new sessions refused")
+        log.info("draining: health NOT_SERVING, no new sessions taken")
 
     def _report_health(self) -> None:
         status = _SERVING if self._serving else _NOT_SERVING
