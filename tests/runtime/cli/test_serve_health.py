@@ -2,6 +2,7 @@
 stub against a real `asyncinf serve` process on loopback."""
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -94,6 +95,19 @@ def test_not_serving_while_the_policy_loads_then_serving(serve):
     with pytest.raises(grpc.RpcError) as unknown:
         server.check("no.such.Service")
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_robot_started_during_the_load_waits_for_it_like_for_a_busy_server(serve, tmp_path):
+    """`up --remote` meets "server starting", retries as for a busy server, then runs."""
+    server = serve("--robot.type=sim", "--policy.type=fake", "--policy.load_s=4")
+    r = subprocess.run(
+        [*CLI, "up", f"--remote=127.0.0.1:{server.port}", "--robot.type=sim",
+         "--policy.type=fake", "--duration=2", f"--summary-json={tmp_path / 's.json'}"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "server starting" in r.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["chunks_received"] > 0
 
 
 def test_sigterm_drains_the_session_then_tells_its_client_to_reconnect(serve):
