@@ -52,6 +52,11 @@ class SessionBusy(HandshakeError):
     """The server is serving another client; the message names that session."""
 
 
+class ServerNotServing(SessionBusy):
+    """The server is loading its policy or draining (stopping): ask again, or another replica.
+    A kind of SessionBusy, so every place that retries a busy server retries this too."""
+
+
 class Unauthenticated(HandshakeError):
     """The server refused this client's credentials (missing or wrong token)."""
 

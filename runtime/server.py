@@ -180,6 +180,7 @@ class PolicyServer:
         self.chunks_published = 0
         self.errors_sent = 0
         self.sessions_corrupted = 0  # ended because the transport found its memory overwritten
+        self.in_session = False  # a drain waits while this is True
 
     def serve(self, transport: ServerTransport, should_stop: Callable[[], bool]) -> None:
         """Serve sessions one after another until `should_stop()`."""
@@ -191,6 +192,7 @@ class PolicyServer:
             policy = self._answer(transport, hello)
             if policy is None:
                 continue
+            self.in_session = True
             try:
                 self._session(transport, policy, hello, should_stop)
             except PeerClosed:
@@ -202,6 +204,8 @@ class PolicyServer:
                 )
             except TransportError as exc:
                 log.warning("session ended: %s", exc)
+            finally:
+                self.in_session = False
 
     def _refuse(self, transport: ServerTransport, why: str) -> None:
         """One line in the log, however large the handshake; the client is told the same."""

@@ -137,3 +137,11 @@ class ServerTransport(_Closable):
     @abc.abstractmethod
     def send_error(self, error: ErrorMessage) -> None:
         """Report an error to the client (never blocks on a full chunk queue)."""
+
+    def set_serving(self, serving: bool) -> None:
+        """Whether new sessions are taken and health checks say SERVING (a transport with a
+        health service refuses new sessions, retryably, while not serving)."""
+
+    def drain(self) -> None:
+        """Stop for good: report NOT_SERVING and refuse new sessions; the current one goes on
+        until `close()`, whose goodbye tells its client to reconnect elsewhere."""

@@ -30,6 +30,7 @@ def serve(
     tls_cert: Annotated[Path | None, Opt("--tls-cert", help="PEM certificate chain of this server.")] = None,
     tls_key: Annotated[Path | None, Opt("--tls-key", help="PEM private key of --tls-cert.")] = None,
     token_file: Annotated[Path | None, Opt("--token-file", help="File holding the bearer token every call must carry.")] = None,
+    drain_timeout: Annotated[float, Opt("--drain-timeout", help="On SIGTERM: seconds the current session may go on (health NOT_SERVING, new sessions refused) before its client is told to reconnect elsewhere. Ctrl-C or a second signal stops at once.")] = 10.0,
 ) -> None:
     # fmt: on
     """Serve a policy to robot clients (`asyncinf up --remote HOST:PORT`) until SIGTERM/Ctrl-C.
@@ -46,6 +47,10 @@ def serve(
     is refused (RESOURCE_EXHAUSTED) with the active session named. Any GrpcServerConfig
     field is accepted as --grpc.NAME=VALUE. LeRobot's policy_server flags work as they are
     (--inference_latency and --obs_queue_timeout are noted and not needed).
+
+    Health: the standard gRPC health service (grpc.health.v1, no token needed) says
+    NOT_SERVING until the policy is loaded and warmed up, SERVING after, and NOT_SERVING
+    again from SIGTERM on (the drain, bounded by --drain-timeout).
     """
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
@@ -53,6 +58,8 @@ def serve(
     from asyncinf.transports.grpc.config import check_bindable  # noqa: PLC0415
 
     try:
+        if not drain_timeout >= 0:
+            raise FlagError(f"--drain-timeout={drain_timeout}: must be >= 0 seconds")
         dotted = parse_dotted_args(ctx.args)
         grpc_opts = {
             "host": host, "port": port, "tls_cert": tls_cert and str(tls_cert),
@@ -76,10 +83,10 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         bad_line = isinstance(exc, FlagError)
         raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
-    raise typer.Exit(run_server(spec))
+    raise typer.Exit(run_server(spec, drain_timeout))
 
 
-def run_server(spec: ServerSpec) -> int:
+def run_server(spec: ServerSpec, drain_timeout_s: float = 0.0) -> int:
     from asyncinf.runtime.supervise import sdnotify, stop_signals  # noqa: PLC0415
     from asyncinf.runtime.supervise.serving import serve_policy  # noqa: PLC0415
 
@@ -102,6 +109,9 @@ def run_server(spec: ServerSpec) -> int:
         on_beat=lambda _server: sdnotify.watchdog_ping(),
         should_stop=lambda: bool(stop),
         fail=fail,
+        drain_timeout_s=drain_timeout_s,
+        # SIGTERM drains (a balancer's or Kubernetes' stop); Ctrl-C or a second signal hurries.
+        hurry=lambda: signal.SIGINT in stop or len(stop) > 1,
     )
     if code != ExitCode.OK:
         return code

@@ -46,6 +46,7 @@ from asyncinf.runtime.errors import (
     HandshakeError,
     PeerClosed,
     PeerGone,
+    ServerNotServing,
     SessionBusy,
     TransportError,
     Unauthenticated,
@@ -153,9 +154,21 @@ def _details(exc: grpc.RpcError) -> str:
     return (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
 
 
+# How a server loading its policy or draining refuses a new stream (UNAVAILABLE + these).
+NOT_SERVING_PREFIXES = ("server starting", "server draining")
+
+
+def _not_serving(exc: grpc.RpcError) -> bool:
+    return _code(exc) is grpc.StatusCode.UNAVAILABLE and _details(exc).startswith(
+        NOT_SERVING_PREFIXES
+    )
+
+
 def _status_error(exc: grpc.RpcError, target: str, *, handshaking: bool) -> TransportError:
     """A typed error for a failed call's status."""
     code, details = _code(exc), _details(exc)
+    if _not_serving(exc):
+        return ServerNotServing(f"server at {target}: {details}")
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(f"server at {target} refused our credentials: {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith("server busy"):
@@ -241,7 +254,8 @@ class GrpcClientTransport(ClientTransport):
     def handshake(self, hello: Handshake, timeout_s: float) -> HandshakeReply:
         """Connect (within `connect_timeout_s`) and agree with the server within `timeout_s`.
 
-        Raises HandshakeError (refused: schema, policy, image shapes), SessionBusy,
+        Raises HandshakeError (refused: schema, policy, image shapes), SessionBusy (or
+        ServerNotServing: loading its policy, draining; both worth asking again),
         Unauthenticated, PeerGone (unreachable) or TimeoutError (no answer in time).
         """
         if self._hello is not None:
@@ -583,7 +597,8 @@ class GrpcClientTransport(ClientTransport):
                     link.end(PeerClosed(f"server at {target} said goodbye: {down.goodbye.reason}"))
             link.end(PeerClosed(f"server at {target} ended the session"))
         except grpc.RpcError as exc:
-            if not link.replied.is_set() and _code(exc) is grpc.StatusCode.UNAVAILABLE:
+            unavailable = _code(exc) is grpc.StatusCode.UNAVAILABLE and not _not_serving(exc)
+            if not link.replied.is_set() and unavailable:
                 link.end(_Unreachable(f"{_code(exc).name}: {_details(exc)}"))
             else:
                 link.end(_status_error(exc, target, handshaking=not link.ready))

@@ -16,6 +16,14 @@ versions; anything else is handed to the server loop through `accept()`/`reply()
 session ends on the client's goodbye (`PeerClosed`), on silence beyond `heartbeat_timeout_s`,
 a broken stream, a protocol violation (`PeerGone`), or when the loop calls `accept()` again.
 
+Health (`grpc.health.v1`, the official `grpcio-health-checking` servicer): Check and Watch
+answer for the whole server ("") and for the AsyncInference service, without a token, so a
+balancer, `grpc_health_probe` or Kubernetes can probe. SERVING while `set_serving(True)`
+(a bare transport starts so; `asyncinf serve` holds it NOT_SERVING while the policy loads),
+NOT_SERVING for good after `drain()`. While not serving, a new stream is refused with
+UNAVAILABLE "server starting: ..." or "server draining: ..." — the client retries those like
+a busy server (`ServerNotServing`); a session already running goes on until `close()`.
+
 Protocol violations (observation before handshake, two handshakes, undecodable bytes, an
 empty message, a client not reading its errors) get an `Error` message with code
 `protocol` and then the stream's status (FAILED_PRECONDITION, INVALID_ARGUMENT, ...). A
@@ -39,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from asyncinf.runtime.errors import (
     CodecError,
@@ -62,6 +71,12 @@ from asyncinf.transports.grpc.config import GrpcServerConfig, is_loopback
 from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SERVICE, SESSION_METHOD
 
 log = logging.getLogger(__name__)
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The goodbye a draining server's session gets: the client reconnects (through the balancer).
+DRAIN_GOODBYE = "server draining: reconnect to another replica"
 
 # Outgoing errors beyond the chunk bound: a client that sends garbage and never reads the
 # answers is cut off here instead of growing our memory.
@@ -144,7 +159,10 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         for key, value in details.invocation_metadata or ():
             if key == "authorization" and isinstance(value, str):
                 got = value
-        if hmac.compare_digest(got.encode(), self._expected):
+        # Health probes carry no token (Kubernetes' cannot); they only learn SERVING or not.
+        if details.method.startswith(HEALTH_PREFIX) or hmac.compare_digest(
+            got.encode(), self._expected
+        ):
             return continuation(details)
         log.warning("refused a call to %s: missing or wrong bearer token", details.method)
         return self._deny_stream if details.method == SESSION_METHOD else self._deny_unary
@@ -161,9 +179,12 @@ class GrpcServerTransport(ServerTransport):
         self._active: _Session | None = None  # holds the single session slot
         self._current: _Session | None = None  # the session the server loop accepted
         self._closing = False
+        self._serving = True
+        self._draining = False
         self._hb_seq = 0
         self.sessions_opened = 0
         self.sessions_refused_busy = 0
+        self.sessions_refused_not_serving = 0
         self.protocol_errors = 0
         self.bad_observations = 0
         self.observations_received = 0  # valid ones, over all sessions
@@ -189,6 +210,9 @@ class GrpcServerTransport(ServerTransport):
                 ),
             )
         )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._report_health()
         try:
             self.port = self._bind(config)
             self._server.start()
@@ -235,6 +259,24 @@ class GrpcServerTransport(ServerTransport):
         return port
 
     # --- ServerTransport -----------------------------------------------------------------
+
+    def set_serving(self, serving: bool) -> None:
+        with self._cond:
+            self._serving = serving
+        self._report_health()
+
+    def drain(self) -> None:
+        with self._cond:
+            if self._draining:
+                return
+            self._draining = True
+        self._health.enter_graceful_shutdown()  # NOT_SERVING, and no later set() undoes it
+        log.info("draining: health NOT_SERVING, no new sessions taken")
+
+    def _report_health(self) -> None:
+        status = _SERVING if self._serving else _NOT_SERVING
+        for name in ("", SERVICE):
+            self._health.set(name, status)
 
     def accept(self, timeout_s: float) -> Handshake | None:
         deadline = time.monotonic() + timeout_s
@@ -315,6 +357,7 @@ class GrpcServerTransport(ServerTransport):
             "port": self.port,
             "sessions_opened": self.sessions_opened,
             "sessions_refused_busy": self.sessions_refused_busy,
+            "sessions_refused_not_serving": self.sessions_refused_not_serving,
             "protocol_errors": self.protocol_errors,
             "bad_observations": self.bad_observations,
             "observations_received": self.observations_received,
@@ -328,10 +371,12 @@ class GrpcServerTransport(ServerTransport):
             self._closing = True
             s = self._active
             if s is not None and not s.ended:
-                s.out.append((convert.goodbye_down("server shutting down"), False))
-                self._end(s, PeerClosed("server shutting down"))
+                why = DRAIN_GOODBYE if self._draining else "server shutting down"
+                s.out.append((convert.goodbye_down(why), False))
+                self._end(s, PeerClosed(why))
             self._cond.notify_all()
         # The grace lets the writer flush the goodbye; then every stream is cancelled.
+        self._health.enter_graceful_shutdown()  # ends open Watch calls with NOT_SERVING
         self._server.stop(self.config.stop_grace_s).wait(self.config.stop_grace_s + 5.0)
         log.info("gRPC policy server on port %d stopped", self.port)
 
@@ -393,6 +438,15 @@ class GrpcServerTransport(ServerTransport):
         with self._cond:
             if self._closing:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
+            if self._draining or not self._serving:
+                self.sessions_refused_not_serving += 1
+                msg = (
+                    "server draining: it is stopping; connect to another replica"
+                    if self._draining
+                    else "server starting: the policy is loading; ask again shortly"
+                )
+                log.warning("refused %s: %s", context.peer(), msg)
+                context.abort(grpc.StatusCode.UNAVAILABLE, msg)
             held = self._active
             if held is not None and not held.ended:
                 if self.config.allow_takeover and client_id and client_id == held.client_id:
