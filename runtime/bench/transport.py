@@ -9,9 +9,12 @@ over to holding the chunk. Rows:
   encoded into the ring, client receive and decode), with its default CRC-32 checks
   (`--shm.checksum=frames`: chunk and control frames, observations' header and state);
 - `shm_nocrc` and `shm_crc_all`: the same with no CRC at all, and with the observations'
-  images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost.
-  The three take turns round trip by round trip (three sessions open at once), so a noisy
-  neighbour hits them alike and the ratios compare like with like;
+  images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost;
+- `posix_ring`: the shm rows' floor, the thinnest ring of the same layout (a segment, two
+  semaphores as bells, raw bytes in, a zero-copy view, the chunk copied back: posix_ring.py);
+  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups.
+  The four take turns round trip by round trip (all open at once), so a noisy neighbour
+  hits them alike and the ratios compare like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
 
 Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
@@ -76,7 +79,8 @@ class BenchConfig:
     sizes: tuple[int, ...] = SIZES
     modes: tuple[str, ...] = MODES
     rows: tuple[str, ...] = (
-        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "mp_queue", "grpc", "grpc_floor"
+        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "mp_queue", "grpc",
+        "grpc_floor",
     )  # fmt: skip
     iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
     warmup: int = 20
@@ -211,6 +215,21 @@ def shm_row(checksum: str = "frames") -> Iterator[RoundTrip]:
             _stop_child(child)
 
 
+@contextlib.contextmanager
+def posix_ring_row() -> Iterator[RoundTrip]:
+    """The floor of the shm rows: posix_ring.py's bare ring, its observation area as large
+    as the shm transport's default observation slot."""
+    from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+    from asyncinf.transports.shm import ShmConfig  # noqa: PLC0415
+
+    with posix_ring(ShmConfig().obs_slot_bytes, CHUNK_SHAPE) as sender:
+
+        def roundtrip(obs: Observation) -> None:
+            sender(list(obs.images.values()) or [obs.state], TIMEOUT_S)
+
+        yield roundtrip
+
+
 def _mp_echo(up: mp.Queue, down: mp.Queue, parent: int) -> None:
     """Child: mp.Queue echo; leaves when told (None) or when its parent is gone."""
     actions = np.zeros(CHUNK_SHAPE, np.float32)
@@ -327,6 +346,7 @@ ROWS: dict[str, Row] = {
     "shm": shm_row,
     "shm_nocrc": functools.partial(shm_row, "none"),
     "shm_crc_all": functools.partial(shm_row, "all"),
+    "posix_ring": posix_ring_row,
     "mp_queue": mp_queue_row,
     "grpc": grpc_row,
     "grpc_floor": grpc_floor_row,
@@ -376,8 +396,9 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     return {f"{k}_us": round(v, 2) for k, v in stats.items()}
 
 
-# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes.
-INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all")
+# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes
+# and their ring floor.
+INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring")
 
 
 def _batches(rows: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -445,18 +466,15 @@ def ratios_to_floor(results: list[dict[str, Any]]) -> dict[tuple[str, str, int],
     return out
 
 
-# The shm rows' checksum cost: each over the row without any CRC, measured beside it.
-UNCHECKED = "shm_nocrc"
-CHECKED = ("shm", "shm_crc_all")
-
-
-def checksum_cost(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
-    """(p50, p99) of each checked shm row over `shm_nocrc`'s at the same mode and size."""
-    base = {(r["mode"], r["payload_bytes"]): r for r in results if r["transport"] == UNCHECKED}
+def _over(
+    results: list[dict[str, Any]], base_row: str, rows: tuple[str, ...]
+) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each of `rows` over `base_row`'s at the same mode and size."""
+    base = {(r["mode"], r["payload_bytes"]): r for r in results if r["transport"] == base_row}
     out = {}
     for r in results:
         b = base.get((r["mode"], r["payload_bytes"]))
-        if r["transport"] in CHECKED and b:
+        if r["transport"] in rows and b:
             out[(r["transport"], r["mode"], r["payload_bytes"])] = (
                 r["p50_us"] / b["p50_us"],
                 r["p99_us"] / b["p99_us"],
@@ -464,11 +482,40 @@ def checksum_cost(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], t
     return out
 
 
-def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """The `--json` document."""
-    cost = [
+# The shm rows' checksum cost: each over the row without any CRC, measured beside it.
+UNCHECKED = "shm_nocrc"
+CHECKED = ("shm", "shm_crc_all")
+
+
+def checksum_cost(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each checked shm row over `shm_nocrc`'s at the same mode and size."""
+    return _over(results, UNCHECKED, CHECKED)
+
+
+# How far each shm row is from the bare ring of the same layout, measured beside it.
+RING = "posix_ring"
+SHM_ROWS = ("shm", "shm_nocrc", "shm_crc_all")
+
+
+def ring_ratio(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each shm row over `posix_ring`'s at the same mode and size."""
+    return _over(results, RING, SHM_ROWS)
+
+
+def _ratio_rows(ratios: dict[tuple[str, str, int], tuple[float, float]]) -> list[dict[str, Any]]:
+    return [
         {"transport": t, "mode": m, "payload_bytes": n, "p50_ratio": round(p50, 3),
          "p99_ratio": round(p99, 3)}
-        for (t, m, n), (p50, p99) in checksum_cost(results).items()
+        for (t, m, n), (p50, p99) in ratios.items()
     ]  # fmt: skip
-    return {"schema": JSON_SCHEMA, "mode": mode, "results": results, "checksum_cost": cost}
+
+
+def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The `--json` document."""
+    return {
+        "schema": JSON_SCHEMA,
+        "mode": mode,
+        "results": results,
+        "checksum_cost": _ratio_rows(checksum_cost(results)),
+        "ring_ratio": _ratio_rows(ring_ratio(results)),
+    }

@@ -67,7 +67,9 @@ def transport(
     Rows: `memcpy` (in-process copy of the same payload: the floor), `shm` (the asyncinf
     shared-memory transport, encode and decode included, default CRC-32 checks),
     `shm_nocrc` and `shm_crc_all` (no CRC; observations' images checked too: their p50 and
-    p99 over `shm_nocrc`'s are the checksums' cost), `mp_queue` (multiprocessing.Queue
+    p99 over `shm_nocrc`'s are the checksums' cost), `posix_ring` (the bare ring of the
+    same layout, no codec or checks: the shm rows' floor, their p50 and p99 over it
+    printed as × ring), `mp_queue` (multiprocessing.Queue
     both ways: the naive baseline), `grpc` (the asyncinf gRPC transport on loopback) and
     `grpc_floor` (a bare gRPC stream echoing raw bytes of the same size: grpc's floor).
     Prints p50/p90/p99/max in µs and each row's p50 as a multiple of its floor's.
@@ -117,7 +119,7 @@ def transport(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
     out = Console()
-    out.width = max(out.width, 124)  # the table's eleven columns, also when piped
+    out.width = max(out.width, 138)  # the table's eleven columns, also when piped
     out.print(_table(results))
     err.print(f"done in {time.monotonic() - started:.0f} s")
     if json_path is not None:
@@ -129,10 +131,12 @@ def transport(
 def _table(results: list[dict[str, Any]]) -> Table:
     ratios = bt.ratios_to_floor(results)
     cost = bt.checksum_cost(results)
+    ring = bt.ring_ratio(results)
     table = Table(
         title="observation → chunk round trip (µs)",
         caption="× floor: p50 over memcpy's, or over grpc_floor's for grpc (same run); "
-        f"× no crc: p50 and p99 over {bt.UNCHECKED}'s (the CRC-32 checks' cost)",
+        f"× no crc: p50 and p99 over {bt.UNCHECKED}'s (the CRC-32 checks' cost); "
+        f"× ring: p50 and p99 over {bt.RING}'s (the bare ring of the same layout)",
     )
     cols = (
         "transport",
@@ -145,6 +149,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
         "max",
         "× floor",
         "× no crc",
+        "× ring",
     )
     for col in cols:
         table.add_column(col, justify="left" if col in ("transport", "mode") else "right")
@@ -157,6 +162,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
         last = key
         ratio = ratios.get((r["transport"], r["mode"], r["payload_bytes"]))
         crc = cost.get((r["transport"], r["mode"], r["payload_bytes"]))
+        over_ring = ring.get((r["transport"], r["mode"], r["payload_bytes"]))
         table.add_row(
             r["transport"],
             r["mode"],
@@ -165,5 +171,6 @@ def _table(results: list[dict[str, Any]]) -> Table:
             *(f"{r[k]:,.1f}" for k in ("p50_us", "p90_us", "p99_us", "max_us")),
             "" if ratio is None else f"{ratio:,.1f}",
             "" if crc is None else f"{crc[0]:.2f} / {crc[1]:.2f}",
+            "" if over_ring is None else f"{over_ring[0]:.2f} / {over_ring[1]:.2f}",
         )
     return table

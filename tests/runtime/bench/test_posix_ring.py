@@ -1,0 +1,60 @@
+"""The bare ring floor of `bench transport`: it answers, shows up beside the shm rows with
+its ratios, and leaves no POSIX object behind, also when the round trips fail."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from asyncinf.runtime.bench.posix_ring import posix_ring
+from asyncinf.transports.shm.names import SHM_DIR
+
+
+def _on_disk(objects: tuple[str, ...]) -> list[str]:
+    """Which of the ring's objects /dev/shm still shows (semaphores as sem.<name>)."""
+    seg, *sems = (name.lstrip("/") for name in objects)
+    paths = [SHM_DIR / seg, *(SHM_DIR / f"sem.{s}" for s in sems)]
+    return [str(p) for p in paths if p.exists()]
+
+
+def test_ring_round_trips_return_the_chunk_and_unlink_every_object():
+    state = np.arange(16, dtype=np.float32)
+    with posix_ring(1 << 20, (50, 14)) as sender:
+        assert len(_on_disk(sender.objects)) == 3
+        for _ in range(50):
+            chunk = sender([state], 10.0)
+            assert chunk.shape == (50, 14) and chunk.dtype == np.float32
+        objects = sender.objects
+    assert _on_disk(objects) == []
+
+
+def test_ring_objects_are_unlinked_when_the_caller_fails():
+    with pytest.raises(RuntimeError, match="boom"), posix_ring(4096, (50, 14)) as sender:
+        objects = sender.objects
+        sender([np.zeros(16, np.float32)], 10.0)
+        raise RuntimeError("boom")
+    assert _on_disk(objects) == []
+
+
+@pytest.mark.slow
+def test_bench_prints_the_ring_row_and_every_shm_rows_ratio_to_it(tmp_path):
+    out = tmp_path / "t.json"
+    before = {p.name for p in SHM_DIR.glob("*asyncinf.*.ring*")}
+    r = subprocess.run(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "bench", "transport", "-n", "20",
+         "--sizes", "64,3072", "--mode", "both", "--transports", "shm,shm_nocrc,posix_ring",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "posix_ring" in r.stdout and "× ring" in r.stdout
+    doc = json.loads(out.read_text())
+    keys = {(m, n) for m in ("backtoback", "paced") for n in (64, 3072)}
+    got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
+    assert {("posix_ring", m, n) for m, n in keys} <= got
+    ratios = {(x["transport"], x["mode"], x["payload_bytes"]): x for x in doc["ring_ratio"]}
+    assert set(ratios) == {(t, m, n) for t in ("shm", "shm_nocrc") for m, n in keys}
+    assert all(x["p50_ratio"] > 0 and x["p99_ratio"] > 0 for x in ratios.values())
+    assert {p.name for p in SHM_DIR.glob("*asyncinf.*.ring*")} <= before
