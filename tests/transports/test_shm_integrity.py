@@ -16,32 +16,21 @@ import time
 import numpy as np
 import posix_ipc
 import pytest
+from shm_configs import fast_config
 
 from asyncinf.runtime.errors import LayoutError, SegmentCorrupt
 from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply, Observation
 from asyncinf.runtime.testing import hello
 from asyncinf.transports.shm import (
     ShmClientTransport,
-    ShmConfig,
     ShmServerTransport,
     ShmSession,
     names,
 )
 from asyncinf.transports.shm import layout as L
-from asyncinf.transports.shm.config import KiB, MiB
+from asyncinf.transports.shm.config import MiB
 
 CAM = (48, 64, 3)
-
-
-def config(**kw) -> ShmConfig:
-    base = dict(
-        obs_slot_bytes=1 * MiB,
-        chunk_slot_bytes=64 * KiB,
-        control_slot_bytes=8 * KiB,
-        heartbeat_interval_s=0.05,
-        peer_timeout_s=0.5,
-    )
-    return ShmConfig(**{**base, **kw})
 
 
 def observation(t: int) -> Observation:
@@ -82,9 +71,9 @@ class Segment:
 
 @pytest.fixture
 def linked(run_id, request):
-    """(segment, client, server), handshake done, on a session made with `config(**param)`."""
+    """(segment, client, server), handshake done, on a session made with `fast_config(**param)`."""
     kw = getattr(request, "param", {})
-    with ShmSession.create(run_id, 0, config(**kw)) as session:
+    with ShmSession.create(run_id, 0, fast_config(**kw)) as session:
         client = ShmClientTransport.attach(session.name)
         server = ShmServerTransport.attach(session.name)
         seg = Segment(session)
@@ -154,7 +143,7 @@ def test_a_corrupted_error_frame_on_the_control_ring_is_refused(linked) -> None:
 
 
 def test_a_corrupted_handshake_ends_in_one_log_line_not_a_replay(run_id, caplog) -> None:
-    with ShmSession.create(run_id, 0, config()) as session:
+    with ShmSession.create(run_id, 0, fast_config()) as session:
         seg = Segment(session)
         client = ShmClientTransport.attach(session.name)
         server = ShmServerTransport.attach(session.name)
@@ -331,7 +320,7 @@ def test_a_garbage_pid_is_corruption_not_an_overflow(linked, pid) -> None:
 
 
 def test_the_supervisors_view_survives_a_garbage_pid(run_id) -> None:
-    with ShmSession.create(run_id, 0, config()) as session:
+    with ShmSession.create(run_id, 0, fast_config()) as session:
         seg = Segment(session)
         try:
             seg.poke(L.W_CLIENT_PID, 2**62)
@@ -355,7 +344,7 @@ def test_a_corrupt_segment_serves_no_new_session(linked) -> None:
 
 
 def test_a_garbage_checksum_field_is_a_layout_error(run_id) -> None:
-    with ShmSession.create(run_id, 0, config()) as session:
+    with ShmSession.create(run_id, 0, fast_config()) as session:
         seg = Segment(session)
         try:
             seg.poke(L.W_CHECKSUM, 9)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from shm_configs import fast_config
 
 from asyncinf.runtime.errors import (
     HandshakeError,
@@ -29,26 +30,14 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.testing import hello
 from asyncinf.transports.shm import (
     ShmClientTransport,
-    ShmConfig,
     ShmServerTransport,
     ShmSession,
     WhenFull,
 )
-from asyncinf.transports.shm.config import KiB, MiB
+from asyncinf.transports.shm.config import MiB
 
 SLACK_S = 1.0  # scheduling slack on a shared 2-core machine
 CAM = (48, 64, 3)
-
-
-def fast_config(**kw) -> ShmConfig:
-    base = dict(
-        obs_slot_bytes=1 * MiB,
-        chunk_slot_bytes=64 * KiB,
-        control_slot_bytes=8 * KiB,
-        heartbeat_interval_s=0.05,
-        peer_timeout_s=0.5,
-    )
-    return ShmConfig(**{**base, **kw})
 
 
 @pytest.fixture
