@@ -3,6 +3,11 @@
 The server times three stages separately: `preprocess` (default: pass the observation
 through), `predict_chunk` (the model), `postprocess` (to a float32 [T, A] array). A policy
 overrides `predict_chunk` and, when it has real pre/post work, the other two.
+
+Real-time chunking: a policy that sets `supports_rtc = True` takes a keyword `rtc` in
+`predict_chunk` (an `RtcInput`, or None when the session runs without RTC) and makes its
+chunk agree with the given tail over the first `inference_delay` actions. The server passes
+`rtc` only to such policies; `--rtc` is refused for the others.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class Policy(abc.ABC):
     default_options: ClassVar[dict[str, Any]] = {}
     # True: options beyond default_options are the policy's to check (a checkpoint's config).
     open_options: ClassVar[bool] = False
+    # True: predict_chunk(inputs, rtc=RtcInput | None) does real-time chunking.
+    supports_rtc: ClassVar[bool] = False
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         self.check_options(spec)

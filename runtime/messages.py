@@ -74,6 +74,29 @@ class PolicySpec:
         return (self.type, self.path, self.device)
 
 
+@dataclass(frozen=True)
+class RtcSettings:
+    """Real-time chunking's knobs (`--rtc.*`), passed to a policy that supports it."""
+
+    execution_horizon: int = 10  # how far into the new chunk the old tail still guides it
+    max_guidance_weight: float = 10.0
+    prefix_attention_schedule: str = "LINEAR"  # LINEAR, EXP, ONES or ZEROS (LeRobot's names)
+
+
+@dataclass
+class RtcInput:
+    """What one RTC call is told: how many actions run before its chunk lands, and what the
+    client will execute meanwhile and after (DESIGN §3 timesteps).
+
+    `prev_chunk_left_over[0]` is the queued action for the observation's own timestep, the one
+    the new chunk's first action replaces; in the robot's units. It may be empty (cold start).
+    """
+
+    inference_delay: int  # control ticks, >= 0
+    prev_chunk_left_over: np.ndarray  # float32 [K, A], K >= 0
+    settings: RtcSettings
+
+
 @dataclass
 class Handshake:
     """The client's opening message: who it is and what it wants."""
