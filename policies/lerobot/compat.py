@@ -22,6 +22,10 @@ from asyncinf.runtime.errors import PolicyError, PolicyOptionError
 
 log = logging.getLogger(__name__)
 
+# Types whose LeRobot implementation does real-time chunking in 0.4.x; 0.6.x adds more, each
+# telling by its policy class's supports_rtc().
+RTC_TYPES = ("smolvla", "pi0", "pi05")
+
 INSTALL_HINT = "see the README's 'Serving a LeRobot checkpoint' (scripts/lerobot_env.sh builds one)"
 
 
