@@ -114,6 +114,47 @@ def check_type(name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Rtc:
+    """LeRobot's real-time chunking pieces (same modules in 0.4.x and 0.6.x)."""
+
+    RTCConfig: Any
+    RTCAttentionSchedule: Any  # a str Enum: ZEROS, ONES, LINEAR, EXP
+    NormalizerProcessorStep: Any
+    TransitionKey: Any
+    create_transition: Any
+
+
+@cache
+def rtc() -> Rtc:
+    load()
+    from lerobot.configs.types import RTCAttentionSchedule  # noqa: PLC0415
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig  # noqa: PLC0415
+    from lerobot.processor import (  # noqa: PLC0415
+        NormalizerProcessorStep,
+        TransitionKey,
+        create_transition,
+    )
+
+    return Rtc(
+        RTCConfig, RTCAttentionSchedule, NormalizerProcessorStep, TransitionKey, create_transition
+    )
+
+
+def supports_rtc(policy_type: str, model: Any, preprocessor: Any) -> bool:
+    """Whether a loaded policy does real-time chunking through the adapter: the policy's own
+    `supports_rtc()` where LeRobot has it (0.6.x; MolmoAct2's depends on its config), else
+    RTC_TYPES. Not a checkpoint trained on relative actions (0.6.x π0.5's
+    `use_relative_actions`): its tail would first have to be re-anchored on the state."""
+    own = getattr(model, "supports_rtc", None)
+    capable = policy_type in RTC_TYPES if own is None else bool(own() if callable(own) else own)
+    relative = any(
+        type(step).__name__ == "RelativeActionsProcessorStep" and getattr(step, "enabled", False)
+        for step in getattr(preprocessor, "steps", ())
+    )
+    return capable and not relative
+
+
 def feature_classes() -> tuple[Any, Any]:
     """(FeatureType, PolicyFeature), which moved to `lerobot.configs` in 0.5."""
     return (

@@ -12,6 +12,8 @@ Around the model nothing is wasted: the postprocessor runs once on the whole (1,
 `inference_mode`, which breaks the autograd real-time chunking uses), and on an accelerator the
 device is synchronized before a timing is read.
 
+Real-time chunking (RTC types only: `supports_rtc`, known once loaded): see `rtc.py`.
+
 Policies that keep an observation history (Diffusion, VQ-BeT, TDMPC: a `_queues` dict that
 only `select_action` fills) get their queues filled the way `select_action` fills them before
 `predict_action_chunk`, which is what LeRobot's own async server misses (#3445). After a reset
@@ -28,10 +30,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from asyncinf.policies.lerobot import checkpoint, compat
+from asyncinf.policies.lerobot.rtc import Guidance
 from asyncinf.policies.policy import Policy
 from asyncinf.policies.torch_device import import_torch, resolve_device, synchronize
 from asyncinf.runtime.errors import PolicyError
-from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec, RtcInput, RtcSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,16 @@ class LeRobotPolicy(Policy):
         self._image_shapes = self._camera_shapes(where, rename_map)
         self._has_state = self.config.robot_state_feature is not None
         self._returns = 0  # actions per predict_action_chunk call, measured at warm-up
+        # Real-time chunking, where this type does it (None: it does not).
+        self.guidance = (
+            Guidance(torch, self.model, self.pre, self.device)
+            if compat.supports_rtc(spec.type, self.model, self.pre)
+            else None
+        )
+
+    @property  # one class serves every type: known per instance, once loaded
+    def supports_rtc(self) -> bool:  # type: ignore[override]
+        return self.guidance is not None
 
     # -- features, checked against the robot -------------------------------------------------
 
@@ -164,8 +177,14 @@ class LeRobotPolicy(Policy):
         )
         return self.pre(batch)
 
-    def predict_chunk(self, inputs: dict[str, Any]) -> Any:
+    def predict_chunk(self, inputs: dict[str, Any], rtc: RtcInput | None = None) -> Any:
         torch, model = self.torch, self.model
+        guided: dict[str, Any] = {}
+        if rtc is not None:
+            if self.guidance is None:
+                raise PolicyError(f"--policy.type={self.spec.type} does no real-time chunking")
+            guided = self.guidance.arguments(rtc, len(self.action_names), self._returns)
+        # no_grad, not inference_mode: RTC takes a gradient inside (torch.autograd.grad).
         with torch.no_grad():
             queues = getattr(model, "_queues", None)
             if isinstance(queues, dict):  # a history policy: fill its queues as select_action does
@@ -179,7 +198,7 @@ class LeRobotPolicy(Policy):
                         [inputs[k] for k in images], dim=-4
                     )
                 self.lerobot.populate_queues(queues, inputs)
-            actions = model.predict_action_chunk(inputs)
+            actions = model.predict_action_chunk(inputs, **guided)
         synchronize(torch, self.device)
         return actions
 
@@ -211,7 +230,15 @@ class LeRobotPolicy(Policy):
                 "or fewer, or leave it out to take them all"
             )
         self.postprocess(outputs)
+        if self.guidance is not None:  # the guided path too: no slow first RTC call
+            self.model.reset()
+            blank_tail = np.zeros((self._returns, len(self.action_names)), np.float32)
+            guided = RtcInput(min(4, self._returns), blank_tail, RtcSettings())
+            self.postprocess(self.predict_chunk(self.preprocess(blank), rtc=guided))
         self.reset()
         log.info(
-            "warmed up: %d actions per call, %d per chunk sent", self._returns, self.chunk_size
+            "warmed up: %d actions per call, %d per chunk sent%s",
+            self._returns,
+            self.chunk_size,
+            ", real-time chunking too" if self.guidance is not None else "",
         )
