@@ -61,7 +61,7 @@ def _fields(cls: type) -> set[str]:
 
 
 # Top-level options `up` takes and `serve` does not.
-_UP_ONLY = _fields(ClientConfig) | {"shm", "rtc"}
+_UP_ONLY = _fields(ClientConfig) | {"shm"}
 
 
 def _own(cls: type, options: dict[str, Any]) -> Any:
@@ -71,7 +71,7 @@ def _own(cls: type, options: dict[str, Any]) -> Any:
 
 def server_options() -> set[str]:
     """The top-level options `serve` takes (and `up --local`'s server)."""
-    return _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy"}
+    return _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy", "rtc"}
 
 
 def up_options() -> set[str]:
@@ -130,6 +130,7 @@ def build_server_spec(
     server = _own(ServerConfig, options)
     # The preload's fps, actions_per_chunk and task mean what they mean to the client.
     _own(ClientConfig, {k: v for k, v in options.items() if k in _PRELOAD_OPTIONS})
+    rtc_settings(options.get("rtc"))  # checked with a preload or without
     preload = None
     if group(options, "policy"):
         check_spec(policy_spec(options), loads_here=loads_here)

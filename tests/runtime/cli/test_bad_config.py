@@ -210,6 +210,9 @@ CASES: list[tuple[str, int, str]] = [
     ("serve --port=0 --grpc.max_workers=1", CONFIG, "--max_workers=1"),
     ("serve --port=0 --grpc.nope=1", CONFIG, "--grpc.nope"),
     ("serve --port=0 --grpc.when_full=maybe", CONFIG, "--when_full='maybe'"),
+    ("serve --port=0 --rtc.execution_horizon=3", USAGE, "without --rtc"),
+    ("serve --port=0 --rtc --rtc.execution_horizon=0", CONFIG, "--rtc.execution_horizon=0"),
+    ("serve --port=0 --rtc --policy.type=fake --robot.type=sim", CONFIG, "--rtc: --policy.type"),
     # robot commissioning
     ("robot check --robot.type=nope", CONFIG, "--robot.type='nope'"),
     ("robot check", CONFIG, "--robot.type"),

@@ -124,3 +124,15 @@ def test_the_log_level_travels_on_the_worker_command_line():
     argv = protocol.worker_argv(Role.SERVER, "{}", 7, "DEBUG")
     assert argv[1:3] == ["-m", protocol.WORKER_MODULE]
     assert argv[-2:] == ["--log-level", "DEBUG"]
+
+
+def test_serve_preloads_the_rtc_variant_that_rtc_clients_ask_for():
+    options = {
+        "rtc": {"execution_horizon": 25},
+        "robot": {"type": "sim"},
+        "policy": {"type": "scripted"},
+    }
+    spec = build_server_spec(options)
+    assert spec.preload.policy.rtc == RtcSettings(execution_horizon=25)
+    client = build_plan(options).client
+    assert client.policy == spec.preload.policy  # the same built_for: no second copy
