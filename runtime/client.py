@@ -334,6 +334,7 @@ class RobotClient:
         stats.ticks += 1
         self.holds.tick(capture_ns, None if action is not None else self._hold_reason())
         if action is None:
+            self._step = 0.0  # the robot holds its last command
             stats.idle_frames += 1
             if stats.chunks_received:
                 stats.idle_frames_after_first_chunk += 1
@@ -387,10 +388,10 @@ class RobotClient:
             self.detach(exc)
             return
         self._inflight_ns = capture_ns
-        self.stats.observations_sent += 1
+        stats = self.stats
+        stats.observations_sent += 1
         if len(self._sent) >= 8:  # answers lost with a server: forget the oldest
             del self._sent[next(iter(self._sent))]
-        stats = self.stats
         self._sent[obs.timestep] = (delay, stats.ticks, stats.idle_frames, obs.must_go)
 
     def _fitted(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
