@@ -138,6 +138,7 @@ def check_spec(spec: PolicySpec, *, loads_here: bool) -> None:
     (`loads_here`) LeRobot must be installed; whether it knows the type and its options is
     checked when it loads, since importing LeRobot takes seconds.
     """
+    check_rtc(spec)
     if spec.type in POLICIES.names():
         POLICIES.load(spec.type).check_options(spec)
         check_device_name(spec.device)
@@ -146,6 +147,24 @@ def check_spec(spec: PolicySpec, *, loads_here: bool) -> None:
 
         compat.require(spec.type)
         check_device_name(spec.device)
+
+
+def rtc_policy_types() -> list[str]:
+    """The policy types that can do real-time chunking: the built-ins that say so, and
+    LeRobot's (known without importing LeRobot)."""
+    from asyncinf.policies.lerobot import compat  # noqa: PLC0415  (imports no LeRobot)
+
+    builtin = [name for name in POLICIES.names() if POLICIES.load(name).supports_rtc]
+    return [*builtin, *compat.RTC_TYPES]
+
+
+def check_rtc(spec: PolicySpec) -> None:
+    """Refuse `--rtc` for a policy type that cannot do it, naming those that can."""
+    if spec.rtc is not None and spec.type not in rtc_policy_types():
+        raise PolicyOptionError(
+            f"--rtc: --policy.type={spec.type} cannot do real-time chunking; the policies "
+            f"that can: {', '.join(rtc_policy_types())}"
+        )
 
 
 def check_device_name(name: str) -> None:

@@ -12,6 +12,14 @@ bytes, and a robot that lags or is pushed is pulled back onto the reference. Joi
 `gripper…` oscillate about 50 (LeRobot's 0..100 gripper range); others about 0.
 
 `latency_ms` emulates a slow model: `predict_chunk` takes at least that long.
+
+`disagreement` makes successive chunks disagree the way a real model's do: each chunk's
+actions are shifted by its own offset per joint, uniform in ±disagreement (joint units),
+drawn from `seed` and the chunk's timestep (so the same observation still gives the same
+bytes). It supports real-time chunking the way the RTC hook asks (`Policy.supports_rtc`):
+given the previous chunk's tail, action i is `w_i·tail[i] + (1 − w_i)·own[i]` with LeRobot's
+prefix weights (`asyncinf.runtime.rtc.prefix_weights`: 1 over the first `inference_delay`
+actions, then down to 0 at the execution horizon, or at the tail's end if that is sooner).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import numpy as np
 
 from asyncinf.policies.policy import Policy
 from asyncinf.runtime.errors import PolicyError, PolicyOptionError
-from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec, RtcInput
+from asyncinf.runtime.rtc import prefix_weights
 
 
 def _number(options: dict[str, Any], name: str, low: float, allow_zero: bool) -> float:
@@ -51,7 +60,10 @@ class ScriptedPolicy(Policy):
         "amplitude": 30.0,  # joint units (degrees; gripper 0..100, capped at 50)
         "converge_s": 0.5,  # time constant of closing the gap between state and reference
         "fps": None,  # timestep rate; None: the client's fps from the handshake
+        "disagreement": 0.0,  # per-chunk offset, uniform in ±this (joint units); 0: none
+        "seed": 0,  # of the per-chunk offsets
     }
+    supports_rtc = True
 
     # name -> (lower bound, bound included)
     _BOUNDS: ClassVar = {
@@ -60,6 +72,7 @@ class ScriptedPolicy(Policy):
         "amplitude": (0.0, True),
         "converge_s": (0.0, False),
         "fps": (0.0, False),
+        "disagreement": (0.0, True),
     }
 
     @classmethod
@@ -69,6 +82,9 @@ class ScriptedPolicy(Policy):
         for name, (low, allow_zero) in cls._BOUNDS.items():
             if options[name] is not None:
                 _number(options, name, low, allow_zero)
+        seed = options["seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise PolicyOptionError(f"--policy.seed={seed!r}: must be an integer >= 0")
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)
@@ -77,6 +93,8 @@ class ScriptedPolicy(Policy):
         self.period_s = float(o["period_s"])
         amplitude = float(o["amplitude"])
         self.converge_s = float(o["converge_s"])
+        self.disagreement = float(o["disagreement"])
+        self.seed = int(o["seed"])
         if o["fps"] is None:
             if not (isinstance(features.fps, (int, float)) and features.fps > 0):
                 raise PolicyError(
@@ -102,7 +120,7 @@ class ScriptedPolicy(Policy):
             2 * math.pi * t_s / self.period_s + self._phase
         )
 
-    def predict_chunk(self, inputs: Observation) -> np.ndarray:
+    def predict_chunk(self, inputs: Observation, rtc: RtcInput | None = None) -> np.ndarray:
         deadline = time.monotonic() + self.latency_s
         state = np.asarray(inputs.state, np.float64)
         if state.shape != (len(self.joint_names),):
@@ -110,7 +128,21 @@ class ScriptedPolicy(Policy):
                 f"observation state has shape {state.shape}, expected ({len(self.joint_names)},)"
             )
         ref = self.reference(inputs.timestep + self._steps)
-        actions = (ref + (state - ref[0]) * self._decay).astype(np.float32)
+        actions = ref + (state - ref[0]) * self._decay
+        if self.disagreement:
+            rng = np.random.default_rng([self.seed, inputs.timestep])
+            actions += rng.uniform(-self.disagreement, self.disagreement, len(self.joint_names))
+        if rtc is not None and len(rtc.prev_chunk_left_over):
+            tail = np.asarray(rtc.prev_chunk_left_over, np.float64)[: len(actions)]
+            k = len(tail)
+            w = prefix_weights(
+                rtc.inference_delay,
+                min(rtc.settings.execution_horizon, k),
+                len(actions),
+                rtc.settings.prefix_attention_schedule,
+            )[:k, None]
+            actions[:k] = w * tail + (1 - w) * actions[:k]
+        actions = actions.astype(np.float32)
         # Emulated model time, measured from the call: the one place sleeping is the point.
         while (remaining := deadline - time.monotonic()) > 0:
             time.sleep(remaining)

@@ -4,6 +4,11 @@ The queue always holds the contiguous actions for timesteps `next_timestep … e
 for `t0 … t0+T-1` arriving later: actions for timesteps already executed (< next_timestep)
 are dropped, those overlapping queued ones are blended by the aggregate function, the rest
 are appended. Nothing else is thrown away — in particular not a chunk's first action.
+
+With real-time chunking the chunk already agrees with what was queued, so it *replaces* the
+queue from `next_timestep` on (`replace`): how far into the chunk that is comes from the
+timesteps, i.e. the true number of actions executed since its observation, never from the
+delay the observation announced.
 """
 
 from __future__ import annotations
@@ -50,6 +55,29 @@ class ActionQueue:
             self._buf = grown
         self._buf[start + overlap : end] = tail
         self._len = max(self._len, end)
+
+    def replace(self, t0: int, actions: np.ndarray) -> None:
+        """The queue becomes the chunk for `t0 …` from `next_timestep` on (RTC)."""
+        skip = self.next_timestep - t0  # actions executed since the chunk's observation
+        if skip < 0:  # a chunk for a later timestep: only after a reset, as in merge()
+            self.next_timestep, skip = t0, 0
+        self.stale_dropped += min(skip, len(actions))
+        rest = actions[skip:]
+        if len(rest) == 0:  # all of it ran already: keep what is queued
+            return
+        if len(rest) > len(self._buf):
+            grown = max(len(rest), 2 * len(self._buf))
+            self._buf = np.zeros((grown, self._buf.shape[1]), np.float32)
+        self._buf[: len(rest)] = rest
+        self._len = len(rest)
+
+    def peek(self) -> np.ndarray | None:
+        """The action for `next_timestep` (a view), or None when empty."""
+        return self._buf[0] if self._len else None
+
+    def queued(self) -> np.ndarray:
+        """A copy of the actions for `next_timestep …`, float32 [len, A]."""
+        return self._buf[: self._len].copy()
 
     def clear(self) -> None:
         """Drop every queued action (the server that computed them is gone)."""

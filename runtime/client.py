@@ -9,6 +9,12 @@ Each tick, in this order:
    inference cannot disarm it;
 4. execute the next action, clamped to `max_relative_target`, or hold and count an idle frame.
 
+Real-time chunking (`PolicySpec.rtc` set): each observation also carries the estimated delay
+and the queue from its timestep on (`asyncinf.runtime.rtc`), and a chunk replaces the queue
+from the next timestep instead of being blended into it. Every chunk folded in, with RTC or
+without, has its seam measured: the largest joint jump between what the old plan would have
+executed next and what executes now.
+
 At most one observation is in flight: it is answered by a chunk or an error, or given up
 after `resend_after_s` (lost with a dead server). Sending more would only make the server
 infer observations whose chunks overlap the one it is computing — and would make g = 0
@@ -45,6 +51,7 @@ from asyncinf.runtime.messages import (
     PolicySpec,
 )
 from asyncinf.runtime.rate import Rate
+from asyncinf.runtime.rtc import DelayEstimator
 from asyncinf.runtime.stats import LogHistogram
 from asyncinf.transports.base import ClientTransport
 
@@ -103,6 +110,11 @@ class ClientFailure(RuntimeError):
     """The client gave up (too many server errors, a fatal error); the robot is holding."""
 
 
+def _units_histogram() -> LogHistogram:
+    """For joint units (degrees, 0..100 gripper, radians): 1e-6 … 1e6, 0.5 %."""
+    return LogHistogram(lowest=1e-6, highest=1e6)
+
+
 @dataclass
 class ClientStats:
     ticks: int = 0
@@ -126,6 +138,11 @@ class ClientStats:
     postprocess_ns: LogHistogram = field(default_factory=LogHistogram)
     # Round trip less the server's queue wait and compute: the transport's share.
     overhead_ns: LogHistogram = field(default_factory=LogHistogram)
+    # Per chunk folded in: max over joints |new plan − old plan| at the first action that
+    # executes from it (robot units); per executed tick: max over joints of the command's change.
+    seam_jump: LogHistogram = field(default_factory=_units_histogram)
+    command_step: LogHistogram = field(default_factory=_units_histogram)
+    delay: DelayEstimator = field(default_factory=DelayEstimator)
 
     def summary(self, fps: float, actions_per_chunk: int) -> dict:
         """The end-of-run summary, in the documented `--summary-json` schema."""
@@ -152,6 +169,9 @@ class ClientStats:
             "server_inference_ms": self.inference_ns.summary(1e-6),
             "server_postprocess_ms": self.postprocess_ns.summary(1e-6),
             "overhead_ms": self.overhead_ns.summary(1e-6),
+            "seam_jump": self.seam_jump.summary(),
+            "command_step": self.command_step.summary(),
+            "inference_delay": self.delay.summary(),
         }
 
 
@@ -191,6 +211,11 @@ class RobotClient:
         self._link_up = True  # last seen value of transport.connected
         self._resend_after_ns = int(config.resend_after_s * 1e9)
         self.holds = HoldTracker(int(1e9 / config.fps))
+        # Per observation in flight, by timestep: (delay announced, ticks and idle frames at
+        # sending, queue empty at sending), to measure its delay when its chunk lands.
+        self._sent: dict[int, tuple[int, int, int, bool]] = {}
+        self._seam: float | None = None  # the latest seam, for the next metrics line
+        self._step = 0.0  # the latest command change, for the metrics line
 
     def hello(self) -> Handshake:
         return Handshake(
@@ -226,6 +251,7 @@ class RobotClient:
         if reply.message:
             log.info("server: %s", reply.message)
         self.transport, self.reply, self.chunk_size = transport, reply, chunk_size
+        self.stats.delay.restart()
         return reply
 
     def _plan_fit(self, reply: HandshakeReply) -> dict[str, tuple[int, int, int] | None]:
@@ -263,6 +289,7 @@ class RobotClient:
         self.queue.clear()
         transport, self.transport = self.transport, None
         self._inflight_ns = 0
+        self._sent.clear()
         transport.close()
 
     def stop(self) -> None:
@@ -307,12 +334,16 @@ class RobotClient:
         stats.ticks += 1
         self.holds.tick(capture_ns, None if action is not None else self._hold_reason())
         if action is None:
+            self._step = 0.0  # the robot holds its last command
             stats.idle_frames += 1
             if stats.chunks_received:
                 stats.idle_frames_after_first_chunk += 1
         else:
             target = clamp_relative(action, state, self.robot.config.max_relative_target)
             self.robot.send_action(target)
+            if self.last_target is not None:
+                self._step = float(np.max(np.abs(target - self.last_target)))
+                stats.command_step.record(self._step)
             self.last_target = target
             stats.actions_executed += 1
         if self._on_tick is not None:
@@ -323,8 +354,11 @@ class RobotClient:
                     "queue": len(queue),
                     "idle": action is None,
                     "period_error_ms": stats.period_error_ns.last / 1e6,
+                    "seam_jump": self._seam,  # null: no chunk folded in since the last line
+                    "command_step": self._step,
                 }
             )
+            self._seam = None
 
     def _hold_reason(self) -> str:
         if self.transport is None:
@@ -345,13 +379,20 @@ class RobotClient:
             task=self.config.task,
             must_go=len(self.queue) == 0,
         )
+        delay = self.stats.delay.estimate()
+        if self.policy.rtc is not None:
+            obs.inference_delay, obs.prev_chunk_left_over = delay, self.queue.queued()
         try:
             self.transport.send_observation(obs)
         except TransportError as exc:
             self.detach(exc)
             return
         self._inflight_ns = capture_ns
-        self.stats.observations_sent += 1
+        stats = self.stats
+        stats.observations_sent += 1
+        if len(self._sent) >= 8:  # answers lost with a server: forget the oldest
+            del self._sent[next(iter(self._sent))]
+        self._sent[obs.timestep] = (delay, stats.ticks, stats.idle_frames, obs.must_go)
 
     def _fitted(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rule = self.config.image_fit
@@ -421,7 +462,7 @@ class RobotClient:
             )
             return
         self._consecutive_errors = 0
-        self.queue.merge(chunk.timestep, actions)
+        self._fold(chunk.timestep, actions)
         s = self.stats
         s.chunks_received += 1
         if chunk.obs_sent_ns:
@@ -433,6 +474,26 @@ class RobotClient:
             s.inference_ns.record(chunk.inference_ns)
             s.postprocess_ns.record(chunk.postprocess_ns)
             s.overhead_ns.record(roundtrip_ns - chunk.queue_wait_ns - chunk.compute_ns)
+
+    def _fold(self, t0: int, actions: np.ndarray) -> None:
+        """Into the queue (replacing it from the next timestep with RTC, else merging), with
+        the seam measured and the delay counted."""
+        queue, stats = self.queue, self.stats
+        executed = queue.next_timestep - t0  # the true delay: actions run since its observation
+        old = queue.peek()
+        old = None if old is None or not 0 <= executed < len(actions) else old.copy()
+        if self.policy.rtc is not None:
+            queue.replace(t0, actions)
+        else:
+            queue.merge(t0, actions)
+        if old is not None:
+            self._seam = float(np.max(np.abs(queue.peek() - old)))
+            stats.seam_jump.record(self._seam)
+        sent = self._sent.pop(t0, None)
+        if sent is not None:
+            announced, ticks, idle_frames, standstill = sent
+            steady = not standstill and stats.idle_frames == idle_frames
+            stats.delay.record(executed, stats.ticks - ticks, announced, steady)
 
     def _on_error(self, error: ErrorMessage) -> None:
         self._inflight_ns = 0

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.messages import Handshake, Observation
+from asyncinf.runtime.messages import NO_RTC, Handshake, Observation
 
 MAX_JOINTS = 256  # a humanoid with hands has ~60
 MAX_CAMERAS = 16
@@ -74,11 +74,17 @@ def check_handshake(hello: Handshake) -> None:
 
 
 def check_observation(
-    obs: Observation, joints: int, images: dict[str, tuple[int, int, int]]
+    obs: Observation,
+    joints: int,
+    images: dict[str, tuple[int, int, int]],
+    rtc_chunk: int | None = None,
 ) -> str | None:
     """None for an observation the handshake announced; else why not, in one line.
 
     `images`: camera -> (H, W, 3) expected, exactly the cameras the client agreed to send.
+    `rtc_chunk`: the session's actions per chunk when it runs with real-time chunking (the
+    delay and the tail are then bounded by it); None: the session has none, and the
+    observation must carry none.
     """
     state = obs.state
     if state.dtype != np.float32 or state.shape != (joints,):
@@ -97,4 +103,28 @@ def check_observation(
             )
     if len(obs.task) > MAX_TASK_CHARS:
         return f"task of {len(obs.task)} characters, the limit is {MAX_TASK_CHARS}"
+    return _check_rtc(obs, joints, rtc_chunk)
+
+
+def _check_rtc(obs: Observation, joints: int, chunk: int | None) -> str | None:
+    delay, tail = obs.inference_delay, obs.prev_chunk_left_over
+    if chunk is None:
+        if delay != NO_RTC or tail.size:
+            return (
+                f"inference_delay {delay} and a tail of {tail.shape[0]} actions, but the session "
+                "was started without --rtc: not inferred"
+            )
+        return None
+    if not 0 <= delay <= chunk:
+        return f"inference_delay {delay}: must be 0 to {chunk} ticks (the chunk's length)"
+    if tail.dtype != np.float32 or tail.ndim != 2 or tail.shape[1:] != (joints,):
+        return (
+            f"prev_chunk_left_over of {tail.dtype} {tail.shape}, the handshake agreed "
+            f"float32 (K, {joints})"
+        )
+    if len(tail) > chunk:
+        return f"prev_chunk_left_over of {len(tail)} actions, more than a chunk ({chunk})"
+    if not np.isfinite(tail).all():
+        k, j = np.argwhere(~np.isfinite(tail))[0]
+        return f"prev_chunk_left_over has {tail[k, j]} at action {k}, joint {j}: not inferred"
     return None

@@ -9,13 +9,20 @@ carries `timestep = t`, and the chunk it produces covers `t, t+1, …, t+T-1`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from asyncinf.runtime.errors import ConfigError
+
 # Bump on any change to a message's fields or meaning. Peers refuse a version they do not know.
-SCHEMA_VERSION = 2  # 2: Handshake.robot_type; actions_per_chunk 0 = the policy's own
+# 2: Handshake.robot_type; actions_per_chunk 0 = the policy's own. 3: real-time chunking
+# (Observation.inference_delay and prev_chunk_left_over, PolicySpec.rtc).
+SCHEMA_VERSION = 3
+
+NO_RTC = -1  # Observation.inference_delay of a session without real-time chunking
 
 
 @dataclass
@@ -29,6 +36,11 @@ class Observation:
     task: str = ""
     must_go: bool = False  # the server must run it even if it looks like the previous one
     sent_ns: int = 0  # time.monotonic_ns() when handed to the transport (set by the client)
+    # Real-time chunking (PolicySpec.rtc set): the client's estimate of how many actions run
+    # before this observation's chunk lands (ticks; NO_RTC without RTC), and its queue from
+    # `timestep` on, as it will execute it (float32 [K, A], robot units; K = 0 without RTC).
+    inference_delay: int = NO_RTC
+    prev_chunk_left_over: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
 @dataclass
@@ -60,6 +72,11 @@ class PolicySpec:
     device: str = "cpu"
     actions_per_chunk: int = 0  # 0: as many as the policy returns per call
     options: dict[str, Any] = field(default_factory=dict)
+    rtc: RtcSettings | None = None  # None: no real-time chunking (no --rtc)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rtc, dict):  # as it travels in JSON (the supervisor's specs)
+            self.rtc = RtcSettings(**self.rtc)
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any], actions_per_chunk: int | None) -> PolicySpec:
@@ -81,6 +98,25 @@ class RtcSettings:
     execution_horizon: int = 10  # how far into the new chunk the old tail still guides it
     max_guidance_weight: float = 10.0
     prefix_attention_schedule: str = "LINEAR"  # LINEAR, EXP, ONES or ZEROS (LeRobot's names)
+
+    def __post_init__(self) -> None:
+        h, g = self.execution_horizon, self.max_guidance_weight
+        if not isinstance(h, int) or isinstance(h, bool) or not 1 <= h <= MAX_RTC_HORIZON:
+            raise ConfigError(
+                f"--rtc.execution_horizon={h!r}: must be an integer from 1 to {MAX_RTC_HORIZON} "
+                "(actions of the new chunk the old tail still guides)"
+            )
+        if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 < g < math.inf:
+            raise ConfigError(f"--rtc.max_guidance_weight={g!r}: must be a number > 0")
+        if self.prefix_attention_schedule not in RTC_SCHEDULES:
+            raise ConfigError(
+                f"--rtc.prefix_attention_schedule={self.prefix_attention_schedule!r}: "
+                f"choose one of {list(RTC_SCHEDULES)}"
+            )
+
+
+RTC_SCHEDULES = ("LINEAR", "EXP", "ONES", "ZEROS")
+MAX_RTC_HORIZON = 1000  # = limits.MAX_ACTIONS_PER_CHUNK: no chunk is longer
 
 
 @dataclass

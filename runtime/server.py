@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asyncinf.policies.policy import Policy, make_policy
+from asyncinf.policies.policy import Policy, check_rtc, make_policy
 from asyncinf.runtime.errors import (
     ConfigError,
     PeerClosed,
@@ -34,6 +34,8 @@ from asyncinf.runtime.messages import (
     ErrorMessage,
     Handshake,
     HandshakeReply,
+    RtcInput,
+    RtcSettings,
 )
 from asyncinf.transports.base import Lease, ServerTransport
 
@@ -73,6 +75,7 @@ def built_for(hello: Handshake) -> tuple:
         tuple(hello.joint_names),
         tuple(sorted((cam, tuple(shape)) for cam, shape in hello.cameras.items())),
         hello.robot_type,
+        spec.rtc,  # LeRobot's RTC processor is set up at load
     )
 
 
@@ -85,6 +88,7 @@ _FIELDS = (
     "joints",
     "cameras",
     "robot type",
+    "rtc",
 )
 
 
@@ -223,7 +227,9 @@ class PolicyServer:
             return None
         try:
             check_handshake(hello)
+            check_rtc(hello.policy)
             policy = self.cache.get(hello)
+            _check_loaded_rtc(hello, policy)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
             self._refuse(transport, str(exc))
             return None
@@ -256,6 +262,7 @@ class PolicyServer:
         # The client sends the cameras the policy named, fitted to its shapes; all of them, as
         # captured, when it named none (client.py, _plan_fit).
         images = policy.image_shapes or hello.cameras
+        rtc = hello.policy.rtc
         refused = 0
         while not should_stop():
             self._on_beat()
@@ -264,7 +271,7 @@ class PolicyServer:
                 continue
             with lease:
                 obs = lease.observation
-                why = check_observation(obs, joints, images)
+                why = check_observation(obs, joints, images, policy.chunk_size if rtc else None)
                 if why is not None:
                     refused += 1
                     if refused == 1:  # the client counts every one; the log says it once
@@ -276,7 +283,7 @@ class PolicyServer:
                     continue
                 else:
                     last_state = obs.state.copy()
-                    reply = self._infer(policy, lease)
+                    reply = self._infer(policy, lease, rtc)
             if isinstance(reply, ErrorMessage):
                 transport.send_error(reply)
                 self.errors_sent += 1
@@ -294,13 +301,19 @@ class PolicyServer:
         return atol is not None and last is not None and bool(np.all(np.abs(state - last) < atol))
 
     @staticmethod
-    def _infer(policy: Policy, lease: Lease) -> ActionChunk | ErrorMessage:
+    def _infer(
+        policy: Policy, lease: Lease, rtc: RtcSettings | None = None
+    ) -> ActionChunk | ErrorMessage:
         obs = lease.observation
         t0 = lease.taken_ns
         try:
             inputs = policy.preprocess(obs)
             t1 = time.monotonic_ns()
-            outputs = policy.predict_chunk(inputs)
+            if rtc is None:
+                outputs = policy.predict_chunk(inputs)
+            else:
+                tail = obs.prev_chunk_left_over
+                outputs = policy.predict_chunk(inputs, rtc=RtcInput(obs.inference_delay, tail, rtc))
             t2 = time.monotonic_ns()
             actions = policy.postprocess(outputs)
             t3 = time.monotonic_ns()
@@ -316,6 +329,12 @@ class PolicyServer:
             inference_ns=t2 - t1,
             postprocess_ns=t3 - t2,
         )
+
+
+def _check_loaded_rtc(hello: Handshake, policy: Policy) -> None:
+    """A policy of a type that can do RTC, loaded in a version that cannot, is refused too."""
+    if hello.policy.rtc is not None and not policy.supports_rtc:
+        raise PolicyError(f"--rtc: this {hello.policy.type} policy cannot do real-time chunking")
 
 
 def _shortened(text: str, limit: int = 300) -> str:

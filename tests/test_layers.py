@@ -32,6 +32,7 @@ VOCABULARY = {
         "testing",
         "lerobot",
         "logs",
+        "rtc",  # the delay estimator and prefix weights a policy may use for its RTC hook
     )
 }
 UPPER = ("asyncinf.runtime.supervise", "asyncinf.runtime.cli", "asyncinf.runtime.bench")

@@ -43,6 +43,7 @@ from asyncinf.runtime.messages import (
     Message,
     Observation,
     PolicySpec,
+    RtcSettings,
 )
 
 MAGIC = b"AIFm"
@@ -79,7 +80,7 @@ def _align(n: int) -> int:
 # msgpack header.
 
 ARRAY_FIELDS: dict[type, tuple[str, ...]] = {
-    Observation: ("state", "images"),
+    Observation: ("state", "prev_chunk_left_over", "images"),
     ActionChunk: ("actions",),
 }
 
@@ -90,7 +91,7 @@ def _scalars(m: Any) -> dict[str, Any]:
     out = {}
     for name, _ in _READERS_OF[type(m)]:
         value = getattr(m, name)
-        out[name] = dataclasses.asdict(value) if name in nested else value
+        out[name] = dataclasses.asdict(value) if name in nested and value is not None else value
     return out
 
 
@@ -101,16 +102,19 @@ def _build(cls: type, f: dict[str, Any], arrays: dict[str, Any] | None = None) -
 
 
 def _obs_parts(m: Observation) -> tuple[dict[str, Any], Arrays]:
-    return _scalars(m), [("state", m.state), *((f"image/{k}", v) for k, v in m.images.items())]
+    # The images last: the arrays before them are the frame's `lead_bytes`.
+    arrays = [("state", m.state), ("prev_chunk_left_over", m.prev_chunk_left_over)]
+    return _scalars(m), [*arrays, *((f"image/{k}", v) for k, v in m.images.items())]
 
 
 def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
     state = _array(a, "state", ndim=1, dtype=np.float32)
+    tail = _array(a, "prev_chunk_left_over", ndim=2, dtype=np.float32)
     images = {}
     for name, arr in a.items():
         if name.startswith("image/"):
             images[name[6:]] = _check_array(name, arr, ndim=3, dtype=np.uint8)
-    return _build(Observation, f, {"state": state, "images": images})
+    return _build(Observation, f, {"state": state, "prev_chunk_left_over": tail, "images": images})
 
 
 def _chunk_parts(m: ActionChunk) -> tuple[dict[str, Any], Arrays]:
@@ -213,6 +217,15 @@ def _policy(f: dict[str, Any], name: str) -> PolicySpec:
     return _build(PolicySpec, p)
 
 
+def _rtc(f: dict[str, Any], name: str) -> RtcSettings | None:
+    r = f.get(name)
+    if r is None:
+        return None
+    if not isinstance(r, dict):
+        raise CodecError(f"field {name!r} must be a map or nil")
+    return _build(RtcSettings, r)
+
+
 # Each field's annotation, as written in runtime/messages.py -> its reader. A field a peer
 # leaves out reads as its type's zero (0, "", False, empty), as in proto3.
 _READERS: dict[str, Callable[..., Any]] = {
@@ -224,6 +237,7 @@ _READERS: dict[str, Callable[..., Any]] = {
     "dict[str, tuple[int, int, int]]": _shapes,
     "dict[str, Any]": _map,
     "PolicySpec": _policy,
+    "RtcSettings | None": _rtc,
 }
 
 
@@ -240,7 +254,7 @@ def _readers(cls: type) -> tuple[tuple[str, Callable[..., Any]], ...]:
     return tuple(out)
 
 
-_READERS_OF = {cls: _readers(cls) for cls in (*_KIND_OF, PolicySpec)}
+_READERS_OF = {cls: _readers(cls) for cls in (*_KIND_OF, PolicySpec, RtcSettings)}
 # The fields sent as maps of a nested dataclass (those `_policy` reads back), known per type:
 # asking `is_dataclass` of every field of every message cost ~0.5 µs a field on the hot path.
 _NESTED_OF = {
@@ -284,8 +298,10 @@ class FrameWriter:
         self.data_start = _align(_PREFIX.size + len(self.header))
         self.arrays = placed
         self.nbytes = self.data_start + (table[-1][3] + table[-1][4] if table else 0)
-        # Up to the end of the first array: an observation's header and state, no images.
-        self.lead_bytes = self.data_start + (table[0][3] + table[0][4] if table else 0)
+        # Up to the end of the last array that is not an image: an observation's header,
+        # state and RTC tail, or all of a chunk.
+        lead = [row for row in table if not row[0].startswith("image/")]
+        self.lead_bytes = self.data_start + (lead[-1][3] + lead[-1][4] if lead else 0)
 
     def write(self, buf: memoryview | bytearray) -> int:
         """Write the frame at the start of `buf`; returns its length."""

@@ -7,6 +7,9 @@ the runtime adds (round trip minus the server's queue wait and compute), the ser
 per stage, and the server process's peak resident memory, from the client's own summary.
 `inprocess_inference` times the same policy's model call in this process, as the floor the
 server's inference time is compared with.
+
+With `rtc` (`--rtc`), each g runs twice, without real-time chunking and with it, and the rows
+carry the seams (`seam_jump`) of both, so the table compares them in one invocation.
 """
 
 from __future__ import annotations
@@ -38,15 +41,22 @@ def e2e_options(
     height: int,
     policy: dict[str, Any] | None = None,
     robot: dict[str, Any] | None = None,
+    disagreement: float = 0.0,
+    rtc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`robot`: the `--robot.*` map (with its type); default the sim arm, one sim camera."""
+    """`robot`: the `--robot.*` map (with its type); default the sim arm, one sim camera.
+    `disagreement`: the default scripted policy's; `rtc`: the `--rtc.*` map (None: off)."""
+    scripted = {"type": "scripted", "latency_ms": latency_ms}
+    if disagreement:
+        scripted["disagreement"] = disagreement
     return {
+        "rtc": rtc,
         "fps": fps,
         "actions_per_chunk": chunk,
         "chunk_size_threshold": g,
         "robot": robot
         or {"type": "sim", "cameras": {"front": {"type": "sim", "width": width, "height": height}}},
-        "policy": policy or {"type": "scripted", "latency_ms": latency_ms},
+        "policy": policy or scripted,
     }
 
 
@@ -133,10 +143,14 @@ def run_e2e(
     robot: dict[str, Any] | None = None,
     log_level: str = "WARNING",
     progress: Callable[[str], None] = lambda _msg: None,
+    disagreement: float = 0.0,
+    rtc: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """`rtc`: the `--rtc.*` map ({} for the defaults): each g without RTC, then with it."""
     rows = []
-    for g in gs:
-        progress(f"g = {g:g}: running {duration_s:g} s")
+    runs = [(g, r) for g in gs for r in ((None, rtc) if rtc is not None else (None,))]
+    for g, run_rtc in runs:
+        progress(f"g = {g:g}{' with RTC' if run_rtc is not None else ''}: running {duration_s:g} s")
         options = e2e_options(
             g=g,
             latency_ms=latency_ms,
@@ -146,6 +160,8 @@ def run_e2e(
             height=height,
             policy=policy,
             robot=robot,
+            disagreement=disagreement,
+            rtc=run_rtc,
         )
         s = run_one(options, duration_s, remote, log_level)
         ticks = max(1, s["ticks"])
@@ -154,6 +170,7 @@ def run_e2e(
             {
                 "transport": "grpc" if remote else "shm",
                 "g": g,
+                "rtc": run_rtc is not None,
                 "policy": options["policy"],
                 "options": options,
                 "fps": fps,
@@ -172,6 +189,9 @@ def run_e2e(
                 "server_inference_ms": s["server_inference_ms"],
                 "server_postprocess_ms": s["server_postprocess_ms"],
                 "server_rss_mb": s["server_rss_mb"],
+                "seam_jump": s["seam_jump"],
+                "command_step": s["command_step"],
+                "inference_delay": s["inference_delay"],
                 **extra,
             }
         )

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from asyncinf.runtime.config import parse_dotted_args, parse_value, writable_file
 from asyncinf.runtime.errors import ConfigError, FlagError, PolicyError
+from asyncinf.runtime.stats import KEYS
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 
 Opt = typer.Option
@@ -35,6 +36,8 @@ def e2e(
     height: Annotated[int, Opt("--height", help="Sim camera height (without --robot.*).")] = 480,
     transport: Annotated[str, Opt("--transport", help="shm (up --local) or grpc (up --remote against a loopback asyncinf serve).")] = "shm",
     json_path: Annotated[Path | None, Opt("--json", metavar="PATH", help="Also write the rows as JSON here.")] = None,
+    rtc: Annotated[bool, Opt("--rtc", help="Run each g without real-time chunking and with it (--rtc.* sets it), and compare the seams.")] = False,
+    disagreement: Annotated[float, Opt("--disagreement", help="The scripted policy's per-chunk offset, ± joint units (without --policy.*; 0: none).")] = 0.0,
 ) -> None:
     # fmt: on
     """Idle frames, actions/s, round trip, overhead and period error of real runs.
@@ -47,6 +50,10 @@ def e2e(
     runtime and the transport cost in both directions. With --policy.*, the same model call
     is also timed in this process, back to back and paced like the server (one call per
     chunk interval of the first run): the floor for the server's inference time.
+
+    Every row reports its seams: per chunk, the largest joint jump between the old plan and
+    the new one at the first action that executes from it. With --rtc each g runs twice,
+    without and with real-time chunking, and the ratio of their seams is printed.
     """
     from asyncinf.runtime.bench.e2e import (  # noqa: PLC0415
         e2e_options,
@@ -65,9 +72,15 @@ def e2e(
         dotted = parse_dotted_args(ctx.args)
         policy = {k: parse_value(v) for k, v in dotted.pop("policy", {}).items()} or None
         robot = {k: parse_value(v) for k, v in dotted.pop("robot", {}).items()} or None
+        rtc_map = {k: parse_value(v) for k, v in dotted.pop("rtc", {}).items()}
         if dotted:
-            others = [a for a in ctx.args if not a.startswith(("--policy.", "--robot."))]
-            raise FlagError(f"bench e2e takes --policy.* and --robot.* flags only, not {others}")
+            others = [a for a in ctx.args if not a.startswith(("--policy.", "--robot.", "--rtc."))]
+            raise FlagError(f"bench e2e takes --policy.*, --robot.* and --rtc.* flags only, not {others}")
+        if rtc_map and not rtc:
+            raise FlagError(f"--rtc.{next(iter(rtc_map))} given without --rtc: add --rtc")
+        if disagreement and policy is not None:
+            raise FlagError("--disagreement is the default scripted policy's: with --policy.*, give --policy.disagreement")
+        rtc_opts = rtc_map if rtc else None
         if robot is not None and "type" not in robot:
             raise ConfigError("--robot.* given without --robot.type")
         if chunk is None and policy is None:
@@ -84,8 +97,10 @@ def e2e(
         # Every run's plan, as each run will build it: all checked before the first starts.
         SupervisorConfig(duration_s=duration)
         for g in gs:
-            e2e_plan(e2e_options(g=g, latency_ms=latency_ms, fps=fps, chunk=chunk, width=width,
-                                 height=height, policy=policy, robot=robot))  # fmt: skip
+            for run_rtc in (None, rtc_opts):
+                e2e_plan(e2e_options(g=g, latency_ms=latency_ms, fps=fps, chunk=chunk, width=width,
+                                     height=height, policy=policy, robot=robot,
+                                     disagreement=disagreement, rtc=run_rtc))  # fmt: skip
         if json_path is not None:
             writable_file("--json", json_path)
     except ConfigError as exc:
@@ -99,7 +114,7 @@ def e2e(
         rows = run_e2e(
             gs, latency_ms=latency_ms, duration_s=duration, fps=fps, chunk=chunk,
             width=width, height=height, remote=remote, progress=err.print, policy=policy,
-            robot=robot, log_level=log_level,
+            robot=robot, log_level=log_level, disagreement=disagreement, rtc=rtc_opts,
         )  # fmt: skip
         floor = None
         if policy is not None:
@@ -117,8 +132,10 @@ def e2e(
             server[0].send_signal(signal.SIGTERM)
             server[0].wait(20)
     out = Console()
-    out.width = max(out.width, 120)
+    out.width = max(out.width, 180)
     out.print(_table(rows))
+    for line in _seam_ratios(rows):
+        out.print(line)
     if floor is not None:
         for how, ms in floor.items():
             out.print(
@@ -158,17 +175,41 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     policy = rows[0]["policy"]["type"] if rows else "scripted"
     robot = rows[0]["options"]["robot"]["type"] if rows else "sim"
     t = Table(title=f"end to end: {'sim arm' if robot == 'sim' else robot} + {policy} policy (ms)")
-    cols = ("transport", "g", "T", "idle %", "idle after 1st", "actions/s", "rtt p50", "rtt p99",
-            "overhead p50", "overhead p99", "infer p50", "server MB", "period err p99")  # fmt: skip
+    cols = ("transport", "g", "rtc", "T", "idle %", "idle after 1st", "actions/s", "rtt p50",
+            "rtt p99", "overhead p50", "overhead p99", "infer p50", "server MB", "period err p99",
+            "seam p50", "seam p99", "seam max", "step max")  # fmt: skip
     for c in cols:
         t.add_column(c, justify="right")
     for r in rows:
         t.add_row(
-            r["transport"], f"{r['g']:g}", str(r["chunk"]), f"{r['idle_pct']:.1f}",
+            r["transport"], f"{r['g']:g}", "on" if r["rtc"] else "off", str(r["chunk"]),
+            f"{r['idle_pct']:.1f}",
             str(r["idle_frames_after_first_chunk"]), f"{r['actions_per_s']:.1f}",
             f"{r['roundtrip_ms']['p50']:.2f}", f"{r['roundtrip_ms']['p99']:.2f}",
             f"{r['overhead_ms']['p50']:.3f}", f"{r['overhead_ms']['p99']:.3f}",
             f"{r['server_inference_ms']['p50']:.2f}", f"{r['server_rss_mb']:.0f}",
-            f"{r['period_error_ms']['p99']:.3f}",
+            f"{r['period_error_ms']['p99']:.3f}", *(f"{r['seam_jump'][k]:.3f}" for k in KEYS),
+            f"{r['command_step']['max']:.3f}",
         )  # fmt: skip
     return t
+
+
+def _seam_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Per g run both ways: the seams with RTC over those without, and how the delay
+    estimate did (steady-state chunks: equal to the measured delay, one above, off)."""
+    lines = []
+    for on in (r for r in rows if r["rtc"]):
+        off = next(r for r in rows if r["g"] == on["g"] and not r["rtc"])
+        ratios = ", ".join(
+            f"{k} {on['seam_jump'][k]:.3f}/{off['seam_jump'][k]:.3f} = "
+            f"{on['seam_jump'][k] / off['seam_jump'][k] if off['seam_jump'][k] else float('nan'):.3f}"
+            for k in KEYS
+        )
+        d = on["inference_delay"]
+        within = d["exact"] + d["one_above"]
+        lines.append(
+            f"g = {on['g']:g}: seam with RTC / without: {ratios}; delay estimate equal or one "
+            f"above the measured one for {within}/{d['chunks']} chunks "
+            f"(too low {d['too_low']}, too high {d['too_high']})"
+        )
+    return lines

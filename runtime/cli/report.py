@@ -79,3 +79,18 @@ def summary_table(summary: dict[str, Any]) -> None:
         if row:
             lat.add_row(key.removesuffix("_ms"), *(f"{row[p]:.3f}" for p in ("p50", "p99", "max")))
     _console.print(lat)
+    if summary.get("seam_jump"):
+        seams = Table(title="smoothness (robot units)")
+        for col in ("", "p50", "p99", "max"):
+            seams.add_column(col, justify="right")
+        for key in ("seam_jump", "command_step"):
+            seams.add_row(key, *(f"{summary[key][p]:.3f}" for p in ("p50", "p99", "max")))
+        _console.print(seams)
+    delay = summary.get("inference_delay")
+    if delay and delay["chunks"]:
+        ticks = delay["measured_ticks"]
+        _console.print(
+            f"inference delay: {ticks['p50']:g} ticks (p50), {ticks['max']:g} (max) over "
+            f"{delay['chunks']} chunks; estimate exact {delay['exact']}, one above "
+            f"{delay['one_above']}, too low {delay['too_low']}, too high {delay['too_high']}"
+        )

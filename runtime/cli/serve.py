@@ -30,6 +30,7 @@ def serve(
     tls_cert: Annotated[Path | None, Opt("--tls-cert", help="PEM certificate chain of this server.")] = None,
     tls_key: Annotated[Path | None, Opt("--tls-key", help="PEM private key of --tls-cert.")] = None,
     token_file: Annotated[Path | None, Opt("--token-file", help="File holding the bearer token every call must carry.")] = None,
+    rtc: Annotated[bool, Opt("--rtc", help="Preload the policy for real-time chunking (--rtc.* as up takes them), so that up --remote --rtc clients use it instead of a second copy.")] = False,
     drain_timeout: Annotated[float, Opt("--drain-timeout", help="On SIGTERM: seconds the current session may go on (health NOT_SERVING, new sessions refused) before its client is told to reconnect elsewhere. Ctrl-C or a second signal stops at once.")] = 10.0,
 ) -> None:
     # fmt: on
@@ -74,6 +75,11 @@ def serve(
         for name in ("robot", "policy"):  # --robot=5 is refused (not a map), not overwritten
             given = {k: parse_value(v) for k, v in dotted.pop(name, {}).items()}
             options[name] = {**group(options, name), **given}
+        rtc_map = {k: parse_value(v) for k, v in dotted.pop("rtc", {}).items()}
+        if rtc_map and not rtc:
+            raise FlagError(f"--rtc.{next(iter(rtc_map))} given without --rtc: add --rtc")
+        if rtc:
+            options["rtc"] = rtc_map
         if dotted:
             raise FlagError(f"--{next(iter(dotted))}.* options are not known to serve")
         spec = dataclasses.replace(

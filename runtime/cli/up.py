@@ -60,6 +60,7 @@ def up(
     tls_ca: Annotated[Path | None, Opt("--tls-ca", help="--remote: PEM CA that signed the server's certificate (turns TLS on).")] = None,
     image_codec: Annotated[str | None, Opt("--image_codec", help="--remote: raw or jpeg (default raw).")] = None,
     jpeg_quality: Annotated[int | None, Opt("--jpeg_quality", help="--remote: JPEG quality 1-100 (default 90).")] = None,
+    rtc: Annotated[bool | None, Opt("--rtc/--no-rtc", help="Real-time chunking: tell the policy the inference delay and the queued tail, so its chunk agrees with it (smolvla, pi0, pi05, scripted); tune it with --rtc.execution_horizon, --rtc.max_guidance_weight, --rtc.prefix_attention_schedule.")] = None,
 ) -> None:
     # fmt: on
     """Run a policy on a robot asynchronously, until --duration or Ctrl-C.
@@ -100,6 +101,8 @@ def up(
         if local == (remote is not None):
             raise FlagError("choose exactly one of --local or --remote HOST:PORT")
         options: dict[str, Any] = load_file(str(config)) if config else {}
+        if "rtc" in dotted and not rtc:
+            raise FlagError(f"--rtc.{next(iter(dotted['rtc']))} given without --rtc: add --rtc")
         flags = {
             "fps": fps,
             "actions_per_chunk": actions_per_chunk,
@@ -107,6 +110,8 @@ def up(
             "aggregate_fn_name": aggregate_fn_name,
             "task": task,
         }
+        if rtc is False or (rtc and not isinstance(options.get("rtc"), dict)):
+            flags["rtc"] = rtc  # --rtc keeps a file's rtc map (which is on)
         if not metrics_max_mb > 0:
             raise FlagError(f"--metrics-max-mb={metrics_max_mb}: must be > 0 (megabytes)")
         grpc_opts = dotted.pop("grpc", {})

@@ -1,7 +1,8 @@
 """From merged options (config file + flags) to the specs the supervisor runs.
 
 Option names follow LeRobot's async-inference flags: `fps`, `actions_per_chunk`,
-`chunk_size_threshold`, `aggregate_fn_name`, `task`, `robot.*`, `policy.*`.
+`chunk_size_threshold`, `aggregate_fn_name`, `task`, `robot.*`, `policy.*`; and `rtc`
+(true, or a map of `RtcSettings` fields, which also turns it on).
 `build_plan` serves `asyncinf up`; `build_server_spec` serves both its local server and
 `asyncinf serve`, so the two accept the same server options and refuse the same unknown ones.
 """
@@ -19,7 +20,8 @@ from asyncinf.robots.robot import policy_robot_type
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.config import build, group, refuse_unknown
 from asyncinf.runtime.errors import ConfigError, PayloadTooLarge
-from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+from asyncinf.runtime.limits import MAX_ACTIONS_PER_CHUNK
+from asyncinf.runtime.messages import Handshake, Observation, PolicySpec, RtcSettings
 from asyncinf.runtime.server import ServerConfig
 from asyncinf.runtime.supervise.robot_shape import robot_shape
 from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
@@ -58,6 +60,10 @@ def _fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+# Top-level options `up` takes and `serve` does not.
+_UP_ONLY = _fields(ClientConfig) | {"shm"}
+
+
 def _own(cls: type, options: dict[str, Any]) -> Any:
     """Build `cls` from the top-level options that are its fields."""
     return build(cls, {k: v for k, v in options.items() if k in _fields(cls)})
@@ -65,12 +71,12 @@ def _own(cls: type, options: dict[str, Any]) -> Any:
 
 def server_options() -> set[str]:
     """The top-level options `serve` takes (and `up --local`'s server)."""
-    return _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy"}
+    return _fields(ServerConfig) | _PRELOAD_OPTIONS | {"robot", "policy", "rtc"}
 
 
 def up_options() -> set[str]:
     """The top-level options `up` takes: the client's, the server's, shared memory's."""
-    return server_options() | _fields(ClientConfig) | {"shm"}
+    return server_options() | _UP_ONLY
 
 
 def robot_spec(options: dict[str, Any]) -> RobotSpec:
@@ -81,7 +87,23 @@ def robot_spec(options: dict[str, Any]) -> RobotSpec:
 
 
 def policy_spec(options: dict[str, Any]) -> PolicySpec:
-    return PolicySpec.from_flags(group(options, "policy"), options.get("actions_per_chunk"))
+    spec = PolicySpec.from_flags(group(options, "policy"), options.get("actions_per_chunk"))
+    return dataclasses.replace(spec, rtc=rtc_settings(options.get("rtc")))
+
+
+def rtc_settings(value: Any) -> RtcSettings | None:
+    """`rtc` as given: absent or false (off), true (on, LeRobot's defaults), or a map of
+    `--rtc.*` settings (on)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RtcSettings()
+    if isinstance(value, dict):
+        return build(RtcSettings, value, prefix="rtc.")
+    raise ConfigError(
+        f"--rtc={value!r}: expected true, false or a map of --rtc.* settings, e.g. "
+        "`rtc: {execution_horizon: 10}` in a file"
+    )
 
 
 def preload_handshake(robot: RobotSpec, policy: PolicySpec, fps: float, task: str) -> Handshake:
@@ -108,6 +130,7 @@ def build_server_spec(
     server = _own(ServerConfig, options)
     # The preload's fps, actions_per_chunk and task mean what they mean to the client.
     _own(ClientConfig, {k: v for k, v in options.items() if k in _PRELOAD_OPTIONS})
+    rtc_settings(options.get("rtc"))  # checked with a preload or without
     preload = None
     if group(options, "policy"):
         check_spec(policy_spec(options), loads_here=loads_here)
@@ -131,9 +154,7 @@ def build_plan(options: dict[str, Any], remote: TransportSpec | None = None) -> 
     client_cfg = _own(ClientConfig, options)
     # Built for a remote server too: it validates the server options and builds the robot
     # (names and shapes), refusing bad robot options before any process starts.
-    server = build_server_spec(
-        options, others=_fields(ClientConfig) | {"shm"}, loads_here=remote is None
-    )
+    server = build_server_spec(options, others=_UP_ONLY, loads_here=remote is None)
     client = ClientSpec(robot_spec(options), client_cfg, policy_spec(options))
     shm = group(options, "shm")
     shm_config = build(ShmConfig, shm, prefix="shm.")
@@ -158,6 +179,11 @@ def _check_observation_fits(shm: ShmConfig, robot: Handshake, task: str) -> None
         task=task,
         sent_ns=2**62,
     )
+    if robot.policy.rtc is not None:  # the tail, at its longest
+        blank.inference_delay = 2**62
+        blank.prev_chunk_left_over = np.zeros(
+            (MAX_ACTIONS_PER_CHUNK, len(robot.joint_names)), np.float32
+        )
     try:
         nbytes = FrameWriter(blank).nbytes
         if nbytes > shm.obs_slot_bytes:

@@ -24,6 +24,7 @@ import pytest
 
 from asyncinf.runtime.errors import HandshakeError, PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import (
+    NO_RTC,
     ActionChunk,
     ErrorMessage,
     HandshakeReply,
@@ -189,6 +190,23 @@ def test_observation_reaches_the_server_intact(session) -> None:
         assert lease.available_ns <= lease.taken_ns
 
 
+def test_rtc_fields_reach_the_server_intact(session) -> None:
+    sent = obs(5)
+    sent.inference_delay = 3
+    sent.prev_chunk_left_over = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    session.client.send_observation(sent)
+    lease = session.server.next_observation(10)
+    assert lease is not None
+    with lease:
+        got = lease.observation
+        assert got.inference_delay == 3 and got.prev_chunk_left_over.dtype == np.float32
+        np.testing.assert_array_equal(got.prev_chunk_left_over, sent.prev_chunk_left_over)
+    session.client.send_observation(obs(6))  # without RTC: the markers of none
+    with session.server.next_observation(10) as lease:
+        assert lease.observation.inference_delay == NO_RTC
+        assert lease.observation.prev_chunk_left_over.size == 0
+
+
 def test_newest_observation_wins(session) -> None:
     for t in range(10):
         session.client.send_observation(obs(t))
@@ -318,6 +336,7 @@ BAD_OBSERVATIONS = {
     "frame of another size": lambda o: o.images.update(front=np.zeros((48, 64, 3), np.uint8)),
     "camera missing": lambda o: o.images.clear(),
     "camera extra": lambda o: o.images.update(wrist=np.zeros(CAMERA, np.uint8)),
+    "rtc fields without --rtc": lambda o: setattr(o, "inference_delay", 2),
 }
 
 

@@ -15,11 +15,12 @@ import pytest
 
 from asyncinf.runtime import messages
 from asyncinf.transports import codec
-from asyncinf.transports.grpc import convert
+from asyncinf.transports.grpc import convert, wire
 
 ARRAYS = {
     "state": np.arange(6, dtype=np.float32) + 0.5,
     "actions": np.linspace(-1, 1, 3 * 6, dtype=np.float32).reshape(3, 6),
+    "prev_chunk_left_over": np.linspace(-2, 2, 4 * 6, dtype=np.float32).reshape(4, 6),
     "images": {"front": np.full((4, 5, 3), 7, np.uint8), "wrist": np.ones((2, 3, 3), np.uint8)},
 }
 # A non-default value per annotation, as written in runtime/messages.py.
@@ -31,6 +32,7 @@ VALUES = {
     "list[str]": ["shoulder_pan.pos", "gripper.pos"],
     "dict[str, tuple[int, int, int]]": {"front": (480, 640, 3), "wrist": (224, 224, 3)},
     "dict[str, Any]": {"temporal_ensemble": 0.01, "n": [1, 2]},
+    "RtcSettings | None": messages.RtcSettings(7, 3.5, "EXP"),
 }
 MESSAGES = list(typing.get_args(messages.Message))
 Observation, ActionChunk, Handshake, HandshakeReply, ErrorMessage, Heartbeat, Goodbye = (
@@ -93,9 +95,10 @@ LIMITS = convert.Limits(max_tensor_elements=1 << 24, max_tensor_bytes=1 << 26)
 def _grpc_round_trip(msg: object) -> object:
     """Each message through the conversion functions the gRPC ends use."""
     if isinstance(msg, Observation):
-        return convert.observation_from_proto(
-            convert.parse_up(convert.observation_to_up(msg)).observation, LIMITS
-        )
+        raw = convert.observation_to_up(msg)
+        fast = convert.observation_at(raw, wire.observation_span(raw), LIMITS)  # the server's
+        assert_equal(fast, msg)
+        return convert.observation_from_proto(convert.parse_up(raw).observation, LIMITS)
     if isinstance(msg, Handshake):
         up = convert.parse_up(convert.handshake_to_up(msg, client_id="c1"))
         return convert.handshake_from_proto(up.handshake, LIMITS)

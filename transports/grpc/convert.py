@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from asyncinf.runtime.errors import CodecError
+from asyncinf.runtime.errors import CodecError, ConfigError
 from asyncinf.runtime.messages import (
     ActionChunk,
     ErrorMessage,
@@ -29,6 +29,7 @@ from asyncinf.runtime.messages import (
     HandshakeReply,
     Observation,
     PolicySpec,
+    RtcSettings,
 )
 from asyncinf.transports.codec import ALLOWED_DTYPES, MAX_NDIM
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
@@ -145,6 +146,11 @@ def handshake_to_up(hello: Handshake, client_id: str) -> bytes:
     h.policy.device = hello.policy.device
     h.policy.actions_per_chunk = hello.policy.actions_per_chunk
     h.policy.options_json = options
+    if hello.policy.rtc is not None:
+        r = hello.policy.rtc
+        h.policy.rtc.execution_horizon = r.execution_horizon
+        h.policy.rtc.max_guidance_weight = r.max_guidance_weight
+        h.policy.rtc.prefix_attention_schedule = r.prefix_attention_schedule
     h.fps = hello.fps
     h.task = hello.task
     h.robot_type = hello.robot_type
@@ -175,11 +181,24 @@ def handshake_from_proto(h: pb.Handshake, limits: Limits) -> Handshake:
             device=h.policy.device,
             actions_per_chunk=h.policy.actions_per_chunk,
             options=options,
+            rtc=_rtc_from_proto(h.policy) if h.policy.HasField("rtc") else None,
         ),
         fps=h.fps,
         task=h.task,
         robot_type=h.robot_type,
     )
+
+
+def _rtc_from_proto(p: pb.PolicySpec) -> RtcSettings:
+    r = p.rtc
+    try:
+        return RtcSettings(
+            execution_horizon=r.execution_horizon,
+            max_guidance_weight=r.max_guidance_weight,
+            prefix_attention_schedule=r.prefix_attention_schedule,
+        )
+    except ConfigError as exc:
+        raise CodecError(f"handshake: {exc}") from None
 
 
 def observation_to_up(obs: Observation, image_codec: str = "raw", jpeg_quality: int = 90) -> bytes:
@@ -193,8 +212,10 @@ def observation_to_up(obs: Observation, image_codec: str = "raw", jpeg_quality: 
         task=obs.task,
         must_go=obs.must_go,
         sent_ns=obs.sent_ns,
+        inference_delay=obs.inference_delay,
     )
     tensor_to_proto(obs.state, o.state)
+    tensor_to_proto(obs.prev_chunk_left_over, o.prev_chunk_left_over)
     raw_images = {}
     for cam, img in obs.images.items():
         if image_codec == "jpeg":
@@ -230,7 +251,17 @@ def observation_at(raw: bytes, span: tuple[int, int], limits: Limits) -> Observa
         task=f["task"],
         must_go=f["must_go"],
         sent_ns=f["sent_ns"],
+        inference_delay=f["inference_delay"],
+        prev_chunk_left_over=_tail(f["prev_chunk_left_over"], limits),
     )
+
+
+def _tail(t: pb.Tensor | wire.RawTensor, limits: Limits) -> np.ndarray:
+    """The RTC tail; a peer that sends none (no RTC) sends an empty one."""
+    if not t.dtype and not t.shape:
+        return np.zeros((0, 0), np.float32)
+    tail = tensor_from_proto(t, "prev_chunk_left_over", limits, dtype=np.float32, ndim=2)
+    return tail.copy()  # small; aligned and writable for the policy
 
 
 def observation_from_proto(o: pb.Observation, limits: Limits) -> Observation:
@@ -251,6 +282,8 @@ def observation_from_proto(o: pb.Observation, limits: Limits) -> Observation:
         task=o.task,
         must_go=o.must_go,
         sent_ns=o.sent_ns,
+        inference_delay=o.inference_delay,
+        prev_chunk_left_over=_tail(o.prev_chunk_left_over, limits),
     )
 
 

@@ -206,8 +206,10 @@ def decode_observation(raw: bytes, span: tuple[int, int]) -> dict[str, Any]:
         "task": "",
         "must_go": False,
         "sent_ns": 0,
+        "inference_delay": 0,
+        "prev_chunk_left_over": RawTensor("", [], buf[0:0]),
     }
-    ints = {1: "timestep", 2: "capture_ns", 7: "sent_ns"}
+    ints = {1: "timestep", 2: "capture_ns", 7: "sent_ns", 8: "inference_delay"}
     for field, wire_type, value in _fields(buf, *span):
         if field in ints:
             _expect(field, wire_type, VARINT, "observation")
@@ -215,9 +217,10 @@ def decode_observation(raw: bytes, span: tuple[int, int]) -> dict[str, Any]:
         elif field == 6:
             _expect(field, wire_type, VARINT, "observation")
             obs["must_go"] = value != 0
-        elif field == 3:
+        elif field in (3, 9):
             _expect(field, wire_type, LEN, "observation")
-            obs["state"] = _tensor(buf, *value, "state")
+            name = "state" if field == 3 else "prev_chunk_left_over"
+            obs[name] = _tensor(buf, *value, name)
         elif field == 5:
             _expect(field, wire_type, LEN, "observation")
             obs["task"] = _text(buf, value, "task")

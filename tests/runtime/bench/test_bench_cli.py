@@ -48,6 +48,24 @@ def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
         assert x["actions_per_s"] > 0 and set(x["overhead_ms"]) == {"p50", "p99", "max"}
 
 
+def test_bench_e2e_rtc_runs_each_g_without_and_with_it_and_compares_the_seams(tmp_path):
+    out = tmp_path / "e.json"
+    r = subprocess.run(
+        [*CLI, "e2e", "--g", "0.5", "--duration", "3", "--latency_ms", "50", "--rtc",
+         "--rtc.execution_horizon=8", "--disagreement", "5", "--actions_per_chunk", "20",
+         "--width", "64", "--height", "48", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [(x["g"], x["rtc"]) for x in rows] == [(0.5, False), (0.5, True)]
+    assert rows[1]["options"]["rtc"] == {"execution_horizon": 8}
+    for x in rows:
+        assert set(x["seam_jump"]) == {"p50", "p99", "max"} and x["seam_jump"]["max"] > 0
+        assert x["command_step"]["max"] > 0 and "too_low" in x["inference_delay"]
+    assert "g = 0.5: seam with RTC / without: p50" in " ".join(r.stdout.split())
+
+
 def test_bench_e2e_runs_the_robot_given_by_its_flags(tmp_path):
     out = tmp_path / "e.json"
     r = subprocess.run(

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from asyncinf.runtime.cli import app
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.messages import PolicySpec
+from asyncinf.runtime.messages import PolicySpec, RtcSettings
 from asyncinf.runtime.server import ServerConfig
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.plan import build_plan, build_server_spec
@@ -24,19 +24,39 @@ def test_a_client_spec_survives_its_json_round_trip():
     spec = ClientSpec(
         RobotSpec("so101_follower", {"port": "/dev/ttyACM0", "id": "left"}),
         ClientConfig(fps=15.0, actions_per_chunk=20, chunk_size_threshold=0.7, task="stack"),
-        PolicySpec("act", "/ckpt", "cuda:0", 20, {"temporal_ensemble": 0.01}),
+        PolicySpec("smolvla", "/ckpt", "cuda:0", 20, {"n": 1}, RtcSettings(8, 5.0, "EXP")),
         GRPC,
         metrics_path="/tmp/m.jsonl",
     )
     assert ClientSpec.from_json(spec.to_json()) == spec
 
 
-@pytest.mark.parametrize("preload", [None, hello({"front": (480, 640, 3)}, task="stack")])
+RTC = PolicySpec("scripted", rtc=RtcSettings(execution_horizon=12))
+
+
+@pytest.mark.parametrize(
+    "preload", [None, hello({"front": (480, 640, 3)}, task="stack"), hello(policy=RTC)]
+)
 def test_a_server_spec_survives_its_json_round_trip(preload):
     spec = ServerSpec(
         ServerConfig(similarity_atol=0.5), preload, TransportSpec("shm", {"name": "x"})
     )
     assert ServerSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("rtc", "settings"),
+    [
+        (None, None),
+        (False, None),
+        (True, RtcSettings()),
+        ({"execution_horizon": 7}, RtcSettings(7)),
+    ],
+)
+def test_the_plan_gives_client_and_preload_the_same_rtc(rtc, settings):
+    plan = build_plan({"robot": {"type": "sim"}, **({} if rtc is None else {"rtc": rtc})})
+    assert plan.client.policy.rtc == settings
+    assert plan.server.preload.policy.rtc == settings  # so the preloaded policy is the one used
 
 
 def test_a_child_rebuilds_and_rechecks_the_configs():
@@ -104,3 +124,15 @@ def test_the_log_level_travels_on_the_worker_command_line():
     argv = protocol.worker_argv(Role.SERVER, "{}", 7, "DEBUG")
     assert argv[1:3] == ["-m", protocol.WORKER_MODULE]
     assert argv[-2:] == ["--log-level", "DEBUG"]
+
+
+def test_serve_preloads_the_rtc_variant_that_rtc_clients_ask_for():
+    options = {
+        "rtc": {"execution_horizon": 25},
+        "robot": {"type": "sim"},
+        "policy": {"type": "scripted"},
+    }
+    spec = build_server_spec(options)
+    assert spec.preload.policy.rtc == RtcSettings(execution_horizon=25)
+    client = build_plan(options).client
+    assert client.policy == spec.preload.policy  # the same built_for: no second copy
