@@ -379,7 +379,9 @@ class RobotClient:
             task=self.config.task,
             must_go=len(self.queue) == 0,
         )
-        delay = self.stats.delay.estimate()
+        # A slow first chunk (a server still warming up) can take longer than a chunk lasts;
+        # the server accepts at most T, and following more than the whole tail means nothing.
+        delay = min(self.stats.delay.estimate(), self.chunk_size)
         if self.policy.rtc is not None:
             obs.inference_delay, obs.prev_chunk_left_over = delay, self.queue.queued()
         try:

@@ -167,6 +167,15 @@ def test_from_standstill_no_action_is_skipped_whatever_the_estimate():
     assert executed_timesteps(robot) == [0]  # the first chunk's first action, not its 7th
 
 
+def test_the_announced_delay_never_exceeds_the_chunk():
+    client, end, _robot = rtc_client(chunk=10)
+    client.stats.delay = DelayEstimator(warmup=0)
+    feed(client.stats.delay, [55] * 3)  # a first chunk that took longer than a chunk lasts
+    server = Server(end, 10, latency=3)
+    server.step(client, 2)
+    assert server.taken[0].inference_delay == 10
+
+
 def test_chunks_replace_the_queue_by_the_true_count_not_the_estimate():
     client, end, robot = rtc_client(chunk=10, g=0.5)
     client.stats.delay = DelayEstimator(warmup=0, window=3)
