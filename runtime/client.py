@@ -189,6 +189,7 @@ class RobotClient:
         self._stopped = False
         self._inflight_ns = 0  # when the unanswered observation was sent; 0: none
         self._link_up = True  # last seen value of transport.connected
+        self._links_lost = 0  # last seen value of transport.disconnects
         self._resend_after_ns = int(config.resend_after_s * 1e9)
         self.holds = HoldTracker(int(1e9 / config.fps))
 
@@ -226,6 +227,7 @@ class RobotClient:
         if reply.message:
             log.info("server: %s", reply.message)
         self.transport, self.reply, self.chunk_size = transport, reply, chunk_size
+        self._links_lost = transport.disconnects
         return reply
 
     def _plan_fit(self, reply: HandshakeReply) -> dict[str, tuple[int, int, int] | None]:
@@ -361,19 +363,8 @@ class RobotClient:
         }
 
     def _drain(self) -> None:
-        """Fold in everything that arrived, without waiting."""
-        if self.transport is not None and self._link_up != self.transport.connected:
-            self._link_up = not self._link_up
-            if self._link_up:
-                log.info("server link restored: resuming")
-                self._inflight_ns = 0  # one sent during the outage was dropped: send afresh
-            else:
-                # A reconnecting transport: the chunks queued came from a server that may
-                # have lost its state, and none can arrive meanwhile. Hold, like a lost server.
-                log.warning("server link lost: holding the robot while the transport reconnects")
-                self.stats.server_lost += 1
-                self.queue.clear()
-                self._inflight_ns = 0
+        """Fold in everything that arrived, without waiting; then look at the link, so that
+        no action queued from a stream that broke before this tick is executed."""
         while self.transport is not None:
             try:
                 msg = self.transport.receive(0.0)
@@ -381,8 +372,27 @@ class RobotClient:
                 self.detach(exc)
                 return
             if msg is None:
-                return
+                break
             self._handle(msg)
+        if self.transport is not None:
+            self._watch_link(self.transport)
+
+    def _watch_link(self, transport: ClientTransport) -> None:
+        lost = transport.disconnects  # read first: it counts up only after `connected` drops
+        up = transport.connected
+        healed_unseen = up and lost != self._links_lost  # lost and back between two ticks
+        if healed_unseen or (self._link_up and not up):
+            # A reconnecting transport: the chunks queued came from a session that is gone
+            # (through a balancer, maybe a dead replica), and none can arrive meanwhile.
+            # Hold, like a lost server.
+            log.warning("server link lost: holding the robot while the transport reconnects")
+            self.stats.server_lost += 1
+            self.queue.clear()
+            self._inflight_ns = 0
+        if up and not self._link_up:
+            log.info("server link restored: resuming")
+            self._inflight_ns = 0  # one sent during the outage was dropped: send afresh
+        self._link_up, self._links_lost = up, lost
 
     def _handle(self, msg: ActionChunk | ErrorMessage | None) -> None:
         if isinstance(msg, ActionChunk):

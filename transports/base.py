@@ -93,6 +93,10 @@ class _Closable(abc.ABC):
 class ClientTransport(_Closable):
     """The robot's end of a session."""
 
+    # Streams lost so far (a self-healing transport counts them): a change tells the loop
+    # that its queued actions came from a session that is gone, even one healed between ticks.
+    disconnects: int = 0
+
     @abc.abstractmethod
     def handshake(self, hello: Handshake, timeout_s: float) -> HandshakeReply:
         """Send `hello` and wait for the server's reply. Raises HandshakeError if refused."""

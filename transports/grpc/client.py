@@ -14,9 +14,13 @@ Threads and hand-offs:
 Reconnect semantics (`reconnect=True`, the default): when the stream is lost, the transport
 backs off (`reconnect_backoff_s`, doubling up to `reconnect_backoff_max_s`, with jitter),
 reconnects and re-handshakes with the same Handshake and client id (so the server lets it
-replace its own stale session), and carries on. Meanwhile `receive` returns None,
+replace its own stale session), and carries on. Meanwhile `receive` returns None and
 `send_observation` drops what it is given (counted in `observations_dropped`: nothing stale
-is sent after the reconnect), and chunks already received are still delivered. The loop sees
+is sent after the reconnect). Chunks and errors of a stream that has ended are never handed
+out, even those read before it broke (`stale_dropped`): through a balancer the next stream
+is another replica's session, and the dead one's actions must not run after the break. A
+draining server's goodbye ("server draining: ...") is not a failure: the transport
+reconnects at once, without backing off, and lands on another replica. The loop sees
 `connected` turn False and back True (so it can hold the robot while the server is away),
 and `disconnects` and `reconnects` count up. Only what cannot heal raises, from `receive` and
 `send_observation`: a refused re-handshake (`HandshakeError`), a refused token
@@ -46,6 +50,7 @@ from asyncinf.runtime.errors import (
     HandshakeError,
     PeerClosed,
     PeerGone,
+    ServerDraining,
     ServerNotServing,
     SessionBusy,
     TransportError,
@@ -164,6 +169,11 @@ def _not_serving(exc: grpc.RpcError) -> bool:
     )
 
 
+def _draining(reason: str) -> bool:
+    """A goodbye that asks us to reconnect elsewhere (the server is draining)."""
+    return reason.startswith(NOT_SERVING_PREFIXES[1])
+
+
 def _status_error(exc: grpc.RpcError, target: str, *, handshaking: bool) -> TransportError:
     """A typed error for a failed call's status."""
     code, details = _code(exc), _details(exc)
@@ -191,12 +201,14 @@ class _Link:
         self.ready = False  # accepted: observations may flow
         self.ended = threading.Event()
         self.error: TransportError | None = None
+        self.ended_ns = 0  # monotonic: when the stream was found broken or closed
         self.last_rx_ns = time.monotonic_ns()
         self.delivering = False  # reader blocked on a full receive queue: not the server's fault
 
     def end(self, error: TransportError) -> None:
         if not self.ended.is_set():
             self.error = error
+            self.ended_ns = time.monotonic_ns()
             self.ended.set()
 
     def cancel(self) -> None:
@@ -235,6 +247,7 @@ class GrpcClientTransport(ClientTransport):
         self._supervisor: threading.Thread | None = None
         self._readers: list[threading.Thread] = []
         self._hb_seq = 0
+        self._lost_ns = 0  # ended_ns of the last stream lost
         self.reply: HandshakeReply | None = None
         # Counters (read them any time; written by the transport's threads).
         self.observations_sent = 0
@@ -247,6 +260,8 @@ class GrpcClientTransport(ClientTransport):
         self.errors_received = 0
         self.disconnects = 0
         self.reconnects = 0
+        self.drains = 0  # of disconnects: a draining server's goodbye
+        self.stale_dropped = 0  # chunks and errors of an ended stream, not handed out
         self.last_disconnect_reason = ""
 
     # --- ClientTransport ---------------------------------------------------------------------
@@ -292,14 +307,20 @@ class GrpcClientTransport(ClientTransport):
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         if self._hello is None:
             raise TransportError("receive() before handshake()")
-        try:
-            msg = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
-        except queue.Empty:
-            msg = _FAILED if self._failure is not None else None
-        if msg is _FAILED:
-            self._queue_failed_marker()
-            raise self._failure
-        return msg
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                get = self._inbox.get
+                link, msg = get(timeout=remaining) if remaining > 0 else get(block=False)
+            except queue.Empty:
+                link, msg = None, _FAILED if self._failure is not None else None
+            if msg is _FAILED:
+                self._queue_failed_marker()
+                raise self._failure
+            if link is None or not link.ended.is_set():
+                return msg
+            self.stale_dropped += 1  # read before its stream broke: from a dead session
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -347,8 +368,16 @@ class GrpcClientTransport(ClientTransport):
             "errors_received": self.errors_received,
             "disconnects": self.disconnects,
             "reconnects": self.reconnects,
+            "drains": self.drains,
+            "stale_dropped": self.stale_dropped,
             "last_disconnect_reason": self.last_disconnect_reason,
         }
+
+    @property
+    def last_disconnect_ns(self) -> int:
+        """Monotonic time the last stream was found broken or closed; 0: never."""
+        link = self._link
+        return link.ended_ns if link is not None and link.ended.is_set() else self._lost_ns
 
     # --- connecting ----------------------------------------------------------------------
 
@@ -460,7 +489,7 @@ class GrpcClientTransport(ClientTransport):
             if not cfg.reconnect or isinstance(error, HandshakeError):
                 self._fail(error)
                 return
-            if not self._reconnect():
+            if not self._reconnect(drained=isinstance(error, ServerDraining)):
                 return
 
     def _on_lost(self, link: _Link) -> None:
@@ -469,17 +498,25 @@ class GrpcClientTransport(ClientTransport):
                 self.observations_dropped += 1
                 self._pending = None
             self.disconnects += 1
+            self._lost_ns = link.ended_ns
             self.last_disconnect_reason = str(link.error)
             self._cond.notify_all()
-        log.warning("lost the server at %s: %s", self.config.target, link.error)
+        if isinstance(link.error, ServerDraining):
+            self.drains += 1
+            log.info("%s: reconnecting (through a balancer: to another replica)", link.error)
+        else:
+            log.warning("lost the server at %s: %s", self.config.target, link.error)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self, drained: bool = False) -> bool:
+        """Back off and reconnect until it works; a drained session's first try is at once
+        (the server asked us to go: nothing is wrong with trying now)."""
         cfg = self.config
         started = time.monotonic()
         attempt = 0
         while True:
             delay = min(cfg.reconnect_backoff_max_s, cfg.reconnect_backoff_s * 2**attempt)
-            if self._closed.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311  (jitter)
+            jitter = random.uniform(0.5, 1.0)  # noqa: S311
+            if (attempt or not drained) and self._closed.wait(delay * jitter):
                 return False
             attempt += 1
             try:
@@ -527,7 +564,7 @@ class GrpcClientTransport(ClientTransport):
     def _queue_failed_marker(self) -> None:
         # When full, receive() raises once it has drained the queue and found it empty.
         with contextlib.suppress(queue.Full):
-            self._inbox.put_nowait(_FAILED)
+            self._inbox.put_nowait((None, _FAILED))
 
     # --- the stream's two directions -------------------------------------------------------
 
@@ -594,7 +631,9 @@ class GrpcClientTransport(ClientTransport):
                     link.reply = convert.reply_from_proto(down.reply, self._limits)
                     link.replied.set()
                 elif kind == "goodbye":
-                    link.end(PeerClosed(f"server at {target} said goodbye: {down.goodbye.reason}"))
+                    reason = down.goodbye.reason
+                    said = f"server at {target} said goodbye: {reason}"
+                    link.end(ServerDraining(said) if _draining(reason) else PeerClosed(said))
             link.end(PeerClosed(f"server at {target} ended the session"))
         except grpc.RpcError as exc:
             unavailable = _code(exc) is grpc.StatusCode.UNAVAILABLE and not _not_serving(exc)
@@ -610,7 +649,7 @@ class GrpcClientTransport(ClientTransport):
         """Queue for receive(); waits (never drops) while the loop is not taking them."""
         while True:
             try:
-                self._inbox.put(msg, timeout=0.1)
+                self._inbox.put((link, msg), timeout=0.1)
             except queue.Full:
                 if self._closed.is_set():
                     return
