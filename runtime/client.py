@@ -38,6 +38,7 @@ from asyncinf.runtime.holds import LINK_DOWN, NO_CHUNK, SERVER_LOST, HoldTracker
 from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -312,6 +313,7 @@ class RobotClient:
             stats.idle_frames += 1
             if stats.chunks_received:
                 stats.idle_frames_after_first_chunk += 1
+            self._report()
         else:
             target = clamp_relative(action, state, self.robot.config.max_relative_target)
             self.robot.send_action(target)
@@ -443,6 +445,21 @@ class RobotClient:
             s.inference_ns.record(chunk.inference_ns)
             s.postprocess_ns.record(chunk.postprocess_ns)
             s.overhead_ns.record(roundtrip_ns - chunk.queue_wait_ns - chunk.compute_ns)
+            self._report(roundtrip_ns)
+
+    def _report(self, roundtrip_ns: int | None = None) -> None:
+        """Tell the server the loop's counters (for its metrics; never blocks)."""
+        if self.transport is None:
+            return
+        s = self.stats
+        self.transport.report(
+            ClientReport(
+                ticks=s.ticks,
+                idle_frames=s.idle_frames,
+                idle_frames_after_first_chunk=s.idle_frames_after_first_chunk,
+                roundtrip_ns=[] if roundtrip_ns is None else [roundtrip_ns],
+            )
+        )
 
     def _on_error(self, error: ErrorMessage) -> None:
         self._inflight_ns = 0

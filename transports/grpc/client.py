@@ -8,6 +8,8 @@ Threads and hand-offs:
   caller must not modify a handed-over observation's arrays afterwards.
 - A reader thread per stream parses what arrives; chunks and errors go to a queue that
   `receive(timeout_s)` takes from, in order.
+- `report` (the loop's counters, for the server's metrics) is kept and sent in a heartbeat
+  at most once per `heartbeat_interval_s`, also while observations flow.
 - A supervisor thread watches the stream: a server silent beyond `heartbeat_timeout_s`, a
   broken stream or a server goodbye ends it.
 
@@ -60,6 +62,7 @@ from asyncinf.runtime.images import import_cv2
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -75,6 +78,7 @@ log = logging.getLogger(__name__)
 
 _FAILED = object()  # queued after the last message once the transport has failed for good
 CLOSE_WAIT_S = 1.0  # on close: how long the server has to acknowledge our goodbye
+MAX_REPORTED_ROUNDTRIPS = 256  # per report; older ones are dropped when reports back up
 
 
 def channel_options(config: GrpcClientConfig) -> list[tuple[str, Any]]:
@@ -248,6 +252,7 @@ class GrpcClientTransport(ClientTransport):
         self._readers: list[threading.Thread] = []
         self._hb_seq = 0
         self._lost_ns = 0  # ended_ns of the last stream lost
+        self._report: ClientReport | None = None  # not sent yet (guarded by _cond)
         self.reply: HandshakeReply | None = None
         # Counters (read them any time; written by the transport's threads).
         self.observations_sent = 0
@@ -303,6 +308,13 @@ class GrpcClientTransport(ClientTransport):
                 self.observations_replaced += 1
             self._pending = observation
             self._cond.notify_all()
+
+    def report(self, report: ClientReport) -> None:
+        with self._cond:
+            if self._report is not None:  # not sent yet: keep its round trips too
+                both = self._report.roundtrip_ns + report.roundtrip_ns
+                report.roundtrip_ns = both[-MAX_REPORTED_ROUNDTRIPS:]
+            self._report = report
 
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         if self._hello is None:
@@ -572,7 +584,7 @@ class GrpcClientTransport(ClientTransport):
         """Run by gRPC's sender thread: the handshake, then observations and heartbeats."""
         hb_ns = int(self.config.heartbeat_interval_s * 1e9)
         yield first
-        last_tx = time.monotonic_ns()
+        last_tx = last_beat = time.monotonic_ns()
         while True:
             obs = None
             with self._cond:
@@ -587,12 +599,19 @@ class GrpcClientTransport(ClientTransport):
                     if link.ready and self._pending is not None:
                         obs, self._pending = self._pending, None
                         break
-                    idle_ns = time.monotonic_ns() - last_tx
-                    if idle_ns >= hb_ns:
+                    now = time.monotonic_ns()
+                    next_ns = last_tx + hb_ns  # a heartbeat when nothing else was sent
+                    report = self._report if link.ready else None
+                    if report is not None:  # and one per interval with the loop's report
+                        next_ns = min(next_ns, last_beat + hb_ns)
+                    if now >= next_ns:
                         self._hb_seq += 1
-                        data = convert.heartbeat_up(self._hb_seq, time.monotonic_ns())
+                        if report is not None:
+                            self._report = None
+                        data = convert.heartbeat_up(self._hb_seq, now, report)
+                        last_beat = now
                         break
-                    self._cond.wait((hb_ns - idle_ns) / 1e9)
+                    self._cond.wait((next_ns - now) / 1e9)
             if obs is not None:
                 data = self._encode(obs)
                 if data is None:
