@@ -1,10 +1,12 @@
-"""nginx in front of `asyncinf serve` replicas, run from the shipped `nginx-grpc.conf`.
+"""nginx in front of `asyncinf serve` replicas, run from the shipped `nginx-grpc.conf`, and
+the replicas as processes: what the balancer tests and `scripts/bench_balancer.py` run.
 
 The file users copy is the one the tests and the balancer benchmark run: `render` only puts
 in the ports (the listen line, one upstream `server` line per replica) and, when asked,
 switches on its commented TLS lines (`#tls`: terminated at nginx; `#grpcs`: end to end).
 `Nginx` runs it in the foreground from a folder of its own (pid file, temp files), on
-loopback, and stops it.
+loopback, and stops it. `Replica` is one `asyncinf serve` process with its Prometheus
+endpoint; `health` and `scrape` ask it (or nginx) as a probe and a scraper would.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.testing import LineReader, wait_until
+
+CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 
 CONF = Path(__file__).with_name("nginx-grpc.conf")
 _LISTEN = re.compile(r"^(\s*)listen 127\.0\.0\.1:8080 http2;$", re.M)
@@ -127,3 +134,68 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health(port: int, service: str = "") -> int:
+    """A real grpc.health.v1 Check on 127.0.0.1:`port`."""
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        return stub.Check(request, timeout=5).status
+
+
+def scrape(port: int) -> dict[str, list]:
+    """The metrics at http://127.0.0.1:`port`/metrics, parsed by prometheus_client:
+    sample name -> [(labels, value), ...]."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+class Replica:
+    """`asyncinf serve` on `port` (0: a free one), with its metrics on a free port; started at
+    once, `ready()` waits for it (so that several load their policies side by side)."""
+
+    def __init__(self, *args: str, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--host=127.0.0.1", f"--port={port}", "--prometheus-port=0", *args],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.err = LineReader(self.proc.stderr)
+        self.port = self.metrics_port = 0
+
+    def ready(self) -> Replica:
+        """Wait for its ready line (the policy loaded); the ports are known from then on."""
+        wait_until(lambda: "serving on 127.0.0.1:" in self.err.text(), 60, "a replica's ready line")
+        text = self.err.text()
+        self.port = int(re.search(r"serving on 127\.0\.0\.1:(\d+)", text).group(1))
+        self.metrics_port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)", text).group(1))
+        return self
+
+    def sessions(self) -> int:
+        """Sessions open now, from its Prometheus endpoint."""
+        return int(sum(v for _, v in scrape(self.metrics_port).get("asyncinf_sessions", [])))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -4,83 +4,24 @@ endpoints, a real nginx in front of them (the shipped config), `up --remote` rob
 from __future__ import annotations
 
 import json
-import re
 import signal
-import socket
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
+from asyncinf.runtime.testing import LineReader
+from asyncinf.transports.grpc.balancer import (
+    CLI,
+    Nginx,
+    Replica,
+    free_port,
+    health,
+    render,
+    scrape,
+)
 
-from asyncinf.runtime.testing import LineReader, wait_until
-from asyncinf.transports.grpc.balancer import Nginx, render
-
-CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
+__all__ = ["CLI", "ROBOT", "Replica", "Robot", "health", "scrape", "start_balancer"]
 # No camera: the robots' observations stay small, so several fit this 2-core machine.
 ROBOT = ["--robot.type=sim", "--robot.cameras={}", "--policy.type=scripted"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def health(port: int, service: str = "") -> int:
-    """A real grpc.health.v1 Check on 127.0.0.1:`port`."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
-
-
-def scrape(port: int) -> dict[str, list]:
-    """The metrics at http://127.0.0.1:`port`/metrics, parsed by prometheus_client:
-    sample name -> [(labels, value), ...]."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
-
-
-class Replica:
-    """`asyncinf serve` on `port` (0: a free one), with its metrics on a free port; started at
-    once, `ready()` waits for it (so that several load their policies side by side)."""
-
-    def __init__(self, *args: str, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", "--host=127.0.0.1", f"--port={port}", "--prometheus-port=0", *args],
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.err = LineReader(self.proc.stderr)
-        self.port = self.metrics_port = 0
-
-    def ready(self) -> Replica:
-        """Wait for its ready line (the policy loaded); the ports are known from then on."""
-        wait_until(lambda: "serving on 127.0.0.1:" in self.err.text(), 60, "a replica's ready line")
-        text = self.err.text()
-        self.port = int(re.search(r"serving on 127\.0\.0\.1:(\d+)", text).group(1))
-        self.metrics_port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)", text).group(1))
-        return self
-
-    def sessions(self) -> int:
-        """Sessions open now, from its Prometheus endpoint."""
-        return int(sum(v for _, v in scrape(self.metrics_port).get("asyncinf_sessions", [])))
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 class Robot:
