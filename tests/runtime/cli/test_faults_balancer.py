@@ -30,6 +30,9 @@ REPLICA_ARGS = ("--drain-timeout=2",)  # with --max_sessions: add it here
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 RECOVER_S = 40  # generous: reconnect backoff + re-handshake, on a loaded 2-core machine
+# Executing this long after the event counts as resumed: the robots' tick files are written
+# in blocks, so a file that shows that moment also shows the hold before it.
+SETTLE_NS = int(1e9)
 
 
 def test_nginx_is_installed():
@@ -69,6 +72,15 @@ def all_resumed(replicas, robots, since_ns):
     return all(robot.executing_since(since_ns) for robot in robots)
 
 
+def wait_resumed(replicas, robots, since_ns, what):
+    try:
+        wait_until(lambda: all_resumed(replicas, robots, since_ns), RECOVER_S, what)
+    except AssertionError as exc:
+        sessions = [r.sessions() if r.alive else "dead" for r in replicas]
+        tails = "\n".join("".join(r.err.text().splitlines(True)[-8:]) for r in robots)
+        raise AssertionError(f"{exc}; sessions per replica {sessions}; robots:\n{tails}") from None
+
+
 def test_robots_resume_on_a_live_replica_after_kill_and_drain(fleet, tmp_path):
     replicas, robots, nginx = fleet
     # Health: directly, every replica; through nginx, whichever replica it picks.
@@ -79,17 +91,14 @@ def test_robots_resume_on_a_live_replica_after_kill_and_drain(fleet, tmp_path):
 
     robots.extend(Robot(nginx.port, tmp_path, f"robot{i}") for i in range(ROBOTS))
     start_ns = time.monotonic_ns()
-    wait_until(lambda: all_resumed(replicas, robots, start_ns), 90, "every robot running")
+    wait_resumed(replicas, robots, start_ns, "every robot running")
 
     # kill -9 a replica that serves a robot.
     victim = next(r for r in replicas if r.sessions() > 0)
     moved = victim.sessions()
     killed_ns = time.monotonic_ns()
     victim.kill()
-    wait_until(
-        lambda: all_resumed(replicas, robots, time.monotonic_ns() - int(0.5e9)),
-        RECOVER_S, "every robot executing on a live replica after the kill",
-    )  # fmt: skip
+    wait_resumed(replicas, robots, killed_ns + SETTLE_NS, "every robot resumed after the kill")
     held = [robot for robot in robots if robot.held_since(killed_ns)]
     assert len(held) >= moved  # its robots held while they moved
     # As systemd would: the killed replica comes back on its port (nginx's config is fixed).
@@ -97,18 +106,15 @@ def test_robots_resume_on_a_live_replica_after_kill_and_drain(fleet, tmp_path):
 
     # SIGTERM (drain) a replica that serves a robot: NOT_SERVING, its robots told to move.
     drained = next(r for r in replicas if r.alive and r.sessions() > 0)
+    moved = drained.sessions()
     drained_ns = time.monotonic_ns()
     drained.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: health(drained.port) == NOT_SERVING, 5, "the drained replica NOT_SERVING")
     assert drained.proc.wait(30) == 0
+    exited_ns = time.monotonic_ns()
     assert "draining" in drained.err.join()
-    wait_until(
-        lambda: all_resumed(replicas, robots, time.monotonic_ns() - int(0.5e9)),
-        RECOVER_S, "every robot executing on a live replica after the drain",
-    )  # fmt: skip
-    assert all(
-        robot.held_since(drained_ns) or robot.executing_since(drained_ns) for robot in robots
-    )
+    wait_resumed(replicas, robots, exited_ns + SETTLE_NS, "every robot resumed after the drain")
+    assert len([robot for robot in robots if robot.held_since(drained_ns)]) >= moved
     assert health(nginx.port) == SERVING  # nginx finds a live replica
 
     for robot in robots:
