@@ -44,6 +44,7 @@ from asyncinf.runtime.holds import LINK_DOWN, NO_CHUNK, SERVER_LOST, HoldTracker
 from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -209,6 +210,7 @@ class RobotClient:
         self._stopped = False
         self._inflight_ns = 0  # when the unanswered observation was sent; 0: none
         self._link_up = True  # last seen value of transport.connected
+        self._links_lost = 0  # last seen value of transport.disconnects
         self._resend_after_ns = int(config.resend_after_s * 1e9)
         self.holds = HoldTracker(int(1e9 / config.fps))
         # Per observation in flight, by timestep: (delay announced, ticks and idle frames at
@@ -252,6 +254,7 @@ class RobotClient:
             log.info("server: %s", reply.message)
         self.transport, self.reply, self.chunk_size = transport, reply, chunk_size
         self.stats.delay.restart()
+        self._links_lost = transport.disconnects
         return reply
 
     def _plan_fit(self, reply: HandshakeReply) -> dict[str, tuple[int, int, int] | None]:
@@ -338,6 +341,7 @@ class RobotClient:
             stats.idle_frames += 1
             if stats.chunks_received:
                 stats.idle_frames_after_first_chunk += 1
+            self._report()
         else:
             target = clamp_relative(action, state, self.robot.config.max_relative_target)
             self.robot.send_action(target)
@@ -404,19 +408,8 @@ class RobotClient:
         }
 
     def _drain(self) -> None:
-        """Fold in everything that arrived, without waiting."""
-        if self.transport is not None and self._link_up != self.transport.connected:
-            self._link_up = not self._link_up
-            if self._link_up:
-                log.info("server link restored: resuming")
-                self._inflight_ns = 0  # one sent during the outage was dropped: send afresh
-            else:
-                # A reconnecting transport: the chunks queued came from a server that may
-                # have lost its state, and none can arrive meanwhile. Hold, like a lost server.
-                log.warning("server link lost: holding the robot while the transport reconnects")
-                self.stats.server_lost += 1
-                self.queue.clear()
-                self._inflight_ns = 0
+        """Fold in everything that arrived, without waiting; then look at the link, so that
+        no action queued from a stream that broke before this tick is executed."""
         while self.transport is not None:
             try:
                 msg = self.transport.receive(0.0)
@@ -424,8 +417,27 @@ class RobotClient:
                 self.detach(exc)
                 return
             if msg is None:
-                return
+                break
             self._handle(msg)
+        if self.transport is not None:
+            self._watch_link(self.transport)
+
+    def _watch_link(self, transport: ClientTransport) -> None:
+        lost = transport.disconnects  # read first: it counts up only after `connected` drops
+        up = transport.connected
+        healed_unseen = up and lost != self._links_lost  # lost and back between two ticks
+        if healed_unseen or (self._link_up and not up):
+            # A reconnecting transport: the chunks queued came from a session that is gone
+            # (through a balancer, maybe a dead replica), and none can arrive meanwhile.
+            # Hold, like a lost server.
+            log.warning("server link lost: holding the robot while the transport reconnects")
+            self.stats.server_lost += 1
+            self.queue.clear()
+            self._inflight_ns = 0
+        if up and not self._link_up:
+            log.info("server link restored: resuming")
+            self._inflight_ns = 0  # one sent during the outage was dropped: send afresh
+        self._link_up, self._links_lost = up, lost
 
     def _handle(self, msg: ActionChunk | ErrorMessage | None) -> None:
         if isinstance(msg, ActionChunk):
@@ -476,6 +488,21 @@ class RobotClient:
             s.inference_ns.record(chunk.inference_ns)
             s.postprocess_ns.record(chunk.postprocess_ns)
             s.overhead_ns.record(roundtrip_ns - chunk.queue_wait_ns - chunk.compute_ns)
+            self._report(roundtrip_ns)
+
+    def _report(self, roundtrip_ns: int | None = None) -> None:
+        """Tell the server the loop's counters (for its metrics; never blocks)."""
+        if self.transport is None:
+            return
+        s = self.stats
+        self.transport.report(
+            ClientReport(
+                ticks=s.ticks,
+                idle_frames=s.idle_frames,
+                idle_frames_after_first_chunk=s.idle_frames_after_first_chunk,
+                roundtrip_ns=[] if roundtrip_ns is None else [roundtrip_ns],
+            )
+        )
 
     def _fold(self, t0: int, actions: np.ndarray) -> None:
         """Into the queue (replacing it from the next timestep with RTC, else merging), with

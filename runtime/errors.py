@@ -44,6 +44,11 @@ class PeerClosed(TransportError):
     """The other end said goodbye in an orderly way."""
 
 
+class ServerDraining(PeerClosed):
+    """The server is draining (stopping) and asked this client to reconnect elsewhere: not a
+    failure; a self-healing transport reconnects at once (through a balancer, to a replica)."""
+
+
 class HandshakeError(TransportError):
     """The peers could not agree at handshake (schema version, features, policy)."""
 

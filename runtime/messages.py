@@ -175,6 +175,19 @@ class Heartbeat:
 
 
 @dataclass
+class ClientReport:
+    """What the robot's loop counts, told to the server for its metrics (never used to
+    compute anything there): this session's cumulative counters, and the round trips (the
+    client's clock) of the chunks since the last report. Optional on the wire: a peer that
+    does not know it ignores it."""
+
+    ticks: int = 0
+    idle_frames: int = 0
+    idle_frames_after_first_chunk: int = 0
+    roundtrip_ns: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Goodbye:
     """An orderly end of the session."""
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from asyncinf.runtime.messages import (
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -93,6 +94,10 @@ class _Closable(abc.ABC):
 class ClientTransport(_Closable):
     """The robot's end of a session."""
 
+    # Streams lost so far (a self-healing transport counts them): a change tells the loop
+    # that its queued actions came from a session that is gone, even one healed between ticks.
+    disconnects: int = 0
+
     @abc.abstractmethod
     def handshake(self, hello: Handshake, timeout_s: float) -> HandshakeReply:
         """Send `hello` and wait for the server's reply. Raises HandshakeError if refused."""
@@ -110,13 +115,40 @@ class ClientTransport(_Closable):
         """False while a self-healing transport is reconnecting (the robot should hold)."""
         return True
 
+    def report(self, report: ClientReport) -> None:
+        """Tell the server what the loop counts, for its metrics; never blocks, may be
+        dropped or merged. A transport that carries no reports ignores it."""
+
     def stats(self) -> dict[str, Any]:
         """Counters for the run summary (e.g. bytes per observation); empty by default."""
         return {}
 
 
+class SessionEvents:
+    """What a server transport tells an observer (e.g. Prometheus metrics) about its sessions,
+    from its own threads: every method must be quick and must not raise. No-ops here."""
+
+    def opened(self, session: str, hello: Handshake) -> None:
+        """A session was accepted (its handshake answered yes)."""
+
+    def chunk(self, session: str, chunk: ActionChunk) -> None:
+        """A chunk was queued for the client."""
+
+    def error(self, session: str, code: str) -> None:
+        """An error was sent to the client (`ErrorMessage.code`, or `protocol`)."""
+
+    def client_report(self, session: str, report: ClientReport) -> None:
+        """The client told what its loop counts."""
+
+    def ended(self, session: str) -> None:
+        """An accepted session is over."""
+
+
 class ServerTransport(_Closable):
     """The policy's end of a session."""
+
+    # Told about sessions, chunks, errors and client reports; set before serving.
+    events: SessionEvents = SessionEvents()
 
     @abc.abstractmethod
     def accept(self, timeout_s: float) -> Handshake | None:

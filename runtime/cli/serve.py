@@ -32,6 +32,7 @@ def serve(
     token_file: Annotated[Path | None, Opt("--token-file", help="File holding the bearer token every call must carry.")] = None,
     rtc: Annotated[bool, Opt("--rtc", help="Preload the policy for real-time chunking (--rtc.* as up takes them), so that up --remote --rtc clients use it instead of a second copy.")] = False,
     drain_timeout: Annotated[float, Opt("--drain-timeout", help="On SIGTERM: seconds the current session may go on (health NOT_SERVING, new sessions refused) before its client is told to reconnect elsewhere. Ctrl-C or a second signal stops at once.")] = 10.0,
+    prometheus_port: Annotated[int | None, Opt("--prometheus-port", help="Serve Prometheus metrics over HTTP on this port of --host (/metrics; 0 picks a free one and logs it). Off by default.")] = None,
 ) -> None:
     # fmt: on
     """Serve a policy to robot clients (`asyncinf up --remote HOST:PORT`) until SIGTERM/Ctrl-C.
@@ -52,6 +53,9 @@ def serve(
     Health: the standard gRPC health service (grpc.health.v1, no token needed) says
     NOT_SERVING until the policy is loaded and warmed up, SERVING after, and NOT_SERVING
     again from SIGTERM on (the drain, bounded by --drain-timeout).
+
+    Metrics: --prometheus-port serves sessions, chunks, errors, the clients' idle frames,
+    inference and round-trip histograms, labelled per policy and per session.
     """
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
@@ -69,6 +73,8 @@ def serve(
         }  # fmt: skip
         # Validated, and the address tried, before the policy loads (which can take minutes).
         check_bindable(build(GrpcServerConfig, grpc_opts, prefix="grpc."))
+        if prometheus_port is not None:
+            check_metrics_port(host, prometheus_port)
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
@@ -89,10 +95,23 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         bad_line = isinstance(exc, FlagError)
         raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
-    raise typer.Exit(run_server(spec, drain_timeout))
+    raise typer.Exit(run_server(spec, drain_timeout, prometheus_port))
 
 
-def run_server(spec: ServerSpec, drain_timeout_s: float = 0.0) -> int:
+def check_metrics_port(host: str, port: int) -> None:
+    """--prometheus-port: in range, the library installed, the address free (before start)."""
+    from asyncinf.runtime.supervise.prometheus import import_prometheus  # noqa: PLC0415
+    from asyncinf.transports.grpc.config import check_address  # noqa: PLC0415
+
+    if not 0 <= port <= 65535:
+        raise FlagError(f"--prometheus-port={port}: must be 0..65535 (0 picks a free port)")
+    import_prometheus()
+    check_address(host, port, "--prometheus-port")
+
+
+def run_server(
+    spec: ServerSpec, drain_timeout_s: float = 0.0, prometheus_port: int | None = None
+) -> int:
     from asyncinf.runtime.supervise import sdnotify, stop_signals  # noqa: PLC0415
     from asyncinf.runtime.supervise.serving import serve_policy  # noqa: PLC0415
 
@@ -109,16 +128,31 @@ def run_server(spec: ServerSpec, drain_timeout_s: float = 0.0) -> int:
         typer.echo(f"error: {message}", err=True)
         return int(code)
 
-    code = serve_policy(
-        spec,
-        on_ready=ready,
-        on_beat=lambda _server: sdnotify.watchdog_ping(),
-        should_stop=lambda: bool(stop),
-        fail=fail,
-        drain_timeout_s=drain_timeout_s,
-        # SIGTERM drains (a balancer's or Kubernetes' stop); Ctrl-C or a second signal hurries.
-        hurry=lambda: signal.SIGINT in stop or len(stop) > 1,
-    )
+    metrics = None
+    if prometheus_port is not None:
+        from asyncinf.runtime.supervise.prometheus import PrometheusMetrics  # noqa: PLC0415
+
+        metrics = PrometheusMetrics()
+        try:
+            metrics.serve(spec.transport.options["host"], prometheus_port)
+        except ConfigError as exc:  # taken between the check and now
+            return fail(ExitCode.CONFIG_ERROR, str(exc))
+    try:
+        code = serve_policy(
+            spec,
+            on_ready=ready,
+            on_beat=lambda _server: sdnotify.watchdog_ping(),
+            should_stop=lambda: bool(stop),
+            fail=fail,
+            drain_timeout_s=drain_timeout_s,
+            # SIGTERM drains (a balancer's or Kubernetes' stop); Ctrl-C or a second signal
+            # hurries.
+            hurry=lambda: signal.SIGINT in stop or len(stop) > 1,
+            events=metrics,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
     if code != ExitCode.OK:
         return code
     sdnotify.notify("STOPPING=1")

@@ -24,7 +24,7 @@ from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.server import PolicyCache, PolicyServer
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.specs import ServerSpec
-from asyncinf.transports.base import ServerTransport
+from asyncinf.transports.base import ServerTransport, SessionEvents
 from asyncinf.transports.factory import TransportSpec, open_server
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def serve_policy(
     take_attach: Callable[[], TransportSpec | None] = lambda: None,
     drain_timeout_s: float = 0.0,
     hurry: Callable[[], bool] = lambda: False,
+    events: SessionEvents | None = None,
 ) -> int:
     """Returns the exit code: OK after a stop, or what `fail` returned."""
     cache = PolicyCache(spec.server.max_policies)
@@ -47,6 +48,8 @@ def serve_policy(
         transport = open_server(spec.transport)
     except ConfigError as exc:  # an address that cannot be bound, a bad transport option
         return fail(ExitCode.CONFIG_ERROR, str(exc))
+    if events is not None:  # metrics: told about every session of every transport
+        transport.events = events
     transport.set_serving(False)  # until the policy is loaded and warmed up
     server = PolicyServer(cache, spec.server, on_beat=lambda: on_beat(server))
     pending: TransportSpec | None = None
@@ -75,6 +78,8 @@ def serve_policy(
         target, pending = pending, None
         log.info("serving on %s from now on", target.options.get("name", target.kind))
         transport = open_server(target)
+        if events is not None:
+            transport.events = events
         with transport:
             server.serve(transport, should_stop=stop_or_move)
     return int(ExitCode.OK)

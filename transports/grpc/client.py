@@ -8,15 +8,21 @@ Threads and hand-offs:
   caller must not modify a handed-over observation's arrays afterwards.
 - A reader thread per stream parses what arrives; chunks and errors go to a queue that
   `receive(timeout_s)` takes from, in order.
+- `report` (the loop's counters, for the server's metrics) is kept and sent in a heartbeat
+  at most once per `heartbeat_interval_s`, also while observations flow.
 - A supervisor thread watches the stream: a server silent beyond `heartbeat_timeout_s`, a
   broken stream or a server goodbye ends it.
 
 Reconnect semantics (`reconnect=True`, the default): when the stream is lost, the transport
 backs off (`reconnect_backoff_s`, doubling up to `reconnect_backoff_max_s`, with jitter),
 reconnects and re-handshakes with the same Handshake and client id (so the server lets it
-replace its own stale session), and carries on. Meanwhile `receive` returns None,
+replace its own stale session), and carries on. Meanwhile `receive` returns None and
 `send_observation` drops what it is given (counted in `observations_dropped`: nothing stale
-is sent after the reconnect), and chunks already received are still delivered. The loop sees
+is sent after the reconnect). Chunks and errors of a stream that has ended are never handed
+out, even those read before it broke (`stale_dropped`): through a balancer the next stream
+is another replica's session, and the dead one's actions must not run after the break. A
+draining server's goodbye ("server draining: ...") is not a failure: the transport
+reconnects at once, without backing off, and lands on another replica. The loop sees
 `connected` turn False and back True (so it can hold the robot while the server is away),
 and `disconnects` and `reconnects` count up. Only what cannot heal raises, from `receive` and
 `send_observation`: a refused re-handshake (`HandshakeError`), a refused token
@@ -46,6 +52,7 @@ from asyncinf.runtime.errors import (
     HandshakeError,
     PeerClosed,
     PeerGone,
+    ServerDraining,
     ServerNotServing,
     SessionBusy,
     TransportError,
@@ -55,6 +62,7 @@ from asyncinf.runtime.images import import_cv2
 from asyncinf.runtime.messages import (
     SCHEMA_VERSION,
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -70,6 +78,7 @@ log = logging.getLogger(__name__)
 
 _FAILED = object()  # queued after the last message once the transport has failed for good
 CLOSE_WAIT_S = 1.0  # on close: how long the server has to acknowledge our goodbye
+MAX_REPORTED_ROUNDTRIPS = 256  # per report; older ones are dropped when reports back up
 
 
 def channel_options(config: GrpcClientConfig) -> list[tuple[str, Any]]:
@@ -164,6 +173,11 @@ def _not_serving(exc: grpc.RpcError) -> bool:
     )
 
 
+def _draining(reason: str) -> bool:
+    """A goodbye that asks us to reconnect elsewhere (the server is draining)."""
+    return reason.startswith(NOT_SERVING_PREFIXES[1])
+
+
 def _status_error(exc: grpc.RpcError, target: str, *, handshaking: bool) -> TransportError:
     """A typed error for a failed call's status."""
     code, details = _code(exc), _details(exc)
@@ -191,12 +205,14 @@ class _Link:
         self.ready = False  # accepted: observations may flow
         self.ended = threading.Event()
         self.error: TransportError | None = None
+        self.ended_ns = 0  # monotonic: when the stream was found broken or closed
         self.last_rx_ns = time.monotonic_ns()
         self.delivering = False  # reader blocked on a full receive queue: not the server's fault
 
     def end(self, error: TransportError) -> None:
         if not self.ended.is_set():
             self.error = error
+            self.ended_ns = time.monotonic_ns()
             self.ended.set()
 
     def cancel(self) -> None:
@@ -235,6 +251,8 @@ class GrpcClientTransport(ClientTransport):
         self._supervisor: threading.Thread | None = None
         self._readers: list[threading.Thread] = []
         self._hb_seq = 0
+        self._lost_ns = 0  # ended_ns of the last stream lost
+        self._report: ClientReport | None = None  # not sent yet (guarded by _cond)
         self.reply: HandshakeReply | None = None
         # Counters (read them any time; written by the transport's threads).
         self.observations_sent = 0
@@ -247,6 +265,8 @@ class GrpcClientTransport(ClientTransport):
         self.errors_received = 0
         self.disconnects = 0
         self.reconnects = 0
+        self.drains = 0  # of disconnects: a draining server's goodbye
+        self.stale_dropped = 0  # chunks and errors of an ended stream, not handed out
         self.last_disconnect_reason = ""
 
     # --- ClientTransport ---------------------------------------------------------------------
@@ -289,17 +309,30 @@ class GrpcClientTransport(ClientTransport):
             self._pending = observation
             self._cond.notify_all()
 
+    def report(self, report: ClientReport) -> None:
+        with self._cond:
+            if self._report is not None:  # not sent yet: keep its round trips too
+                both = self._report.roundtrip_ns + report.roundtrip_ns
+                report.roundtrip_ns = both[-MAX_REPORTED_ROUNDTRIPS:]
+            self._report = report
+
     def receive(self, timeout_s: float) -> ActionChunk | ErrorMessage | None:
         if self._hello is None:
             raise TransportError("receive() before handshake()")
-        try:
-            msg = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
-        except queue.Empty:
-            msg = _FAILED if self._failure is not None else None
-        if msg is _FAILED:
-            self._queue_failed_marker()
-            raise self._failure
-        return msg
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                get = self._inbox.get
+                link, msg = get(timeout=remaining) if remaining > 0 else get(block=False)
+            except queue.Empty:
+                link, msg = None, _FAILED if self._failure is not None else None
+            if msg is _FAILED:
+                self._queue_failed_marker()
+                raise self._failure
+            if link is None or not link.ended.is_set():
+                return msg
+            self.stale_dropped += 1  # read before its stream broke: from a dead session
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -347,8 +380,16 @@ class GrpcClientTransport(ClientTransport):
             "errors_received": self.errors_received,
             "disconnects": self.disconnects,
             "reconnects": self.reconnects,
+            "drains": self.drains,
+            "stale_dropped": self.stale_dropped,
             "last_disconnect_reason": self.last_disconnect_reason,
         }
+
+    @property
+    def last_disconnect_ns(self) -> int:
+        """Monotonic time the last stream was found broken or closed; 0: never."""
+        link = self._link
+        return link.ended_ns if link is not None and link.ended.is_set() else self._lost_ns
 
     # --- connecting ----------------------------------------------------------------------
 
@@ -460,7 +501,7 @@ class GrpcClientTransport(ClientTransport):
             if not cfg.reconnect or isinstance(error, HandshakeError):
                 self._fail(error)
                 return
-            if not self._reconnect():
+            if not self._reconnect(drained=isinstance(error, ServerDraining)):
                 return
 
     def _on_lost(self, link: _Link) -> None:
@@ -469,17 +510,25 @@ class GrpcClientTransport(ClientTransport):
                 self.observations_dropped += 1
                 self._pending = None
             self.disconnects += 1
+            self._lost_ns = link.ended_ns
             self.last_disconnect_reason = str(link.error)
             self._cond.notify_all()
-        log.warning("lost the server at %s: %s", self.config.target, link.error)
+        if isinstance(link.error, ServerDraining):
+            self.drains += 1
+            log.info("%s: reconnecting (through a balancer: to another replica)", link.error)
+        else:
+            log.warning("lost the server at %s: %s", self.config.target, link.error)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self, drained: bool = False) -> bool:
+        """Back off and reconnect until it works; a drained session's first try is at once
+        (the server asked us to go: nothing is wrong with trying now)."""
         cfg = self.config
         started = time.monotonic()
         attempt = 0
         while True:
             delay = min(cfg.reconnect_backoff_max_s, cfg.reconnect_backoff_s * 2**attempt)
-            if self._closed.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311  (jitter)
+            jitter = random.uniform(0.5, 1.0)  # noqa: S311
+            if (attempt or not drained) and self._closed.wait(delay * jitter):
                 return False
             attempt += 1
             try:
@@ -527,7 +576,7 @@ class GrpcClientTransport(ClientTransport):
     def _queue_failed_marker(self) -> None:
         # When full, receive() raises once it has drained the queue and found it empty.
         with contextlib.suppress(queue.Full):
-            self._inbox.put_nowait(_FAILED)
+            self._inbox.put_nowait((None, _FAILED))
 
     # --- the stream's two directions -------------------------------------------------------
 
@@ -535,7 +584,7 @@ class GrpcClientTransport(ClientTransport):
         """Run by gRPC's sender thread: the handshake, then observations and heartbeats."""
         hb_ns = int(self.config.heartbeat_interval_s * 1e9)
         yield first
-        last_tx = time.monotonic_ns()
+        last_tx = last_beat = time.monotonic_ns()
         while True:
             obs = None
             with self._cond:
@@ -550,12 +599,19 @@ class GrpcClientTransport(ClientTransport):
                     if link.ready and self._pending is not None:
                         obs, self._pending = self._pending, None
                         break
-                    idle_ns = time.monotonic_ns() - last_tx
-                    if idle_ns >= hb_ns:
+                    now = time.monotonic_ns()
+                    next_ns = last_tx + hb_ns  # a heartbeat when nothing else was sent
+                    report = self._report if link.ready else None
+                    if report is not None:  # and one per interval with the loop's report
+                        next_ns = min(next_ns, last_beat + hb_ns)
+                    if now >= next_ns:
                         self._hb_seq += 1
-                        data = convert.heartbeat_up(self._hb_seq, time.monotonic_ns())
+                        if report is not None:
+                            self._report = None
+                        data = convert.heartbeat_up(self._hb_seq, now, report)
+                        last_beat = now
                         break
-                    self._cond.wait((hb_ns - idle_ns) / 1e9)
+                    self._cond.wait((next_ns - now) / 1e9)
             if obs is not None:
                 data = self._encode(obs)
                 if data is None:
@@ -594,7 +650,9 @@ class GrpcClientTransport(ClientTransport):
                     link.reply = convert.reply_from_proto(down.reply, self._limits)
                     link.replied.set()
                 elif kind == "goodbye":
-                    link.end(PeerClosed(f"server at {target} said goodbye: {down.goodbye.reason}"))
+                    reason = down.goodbye.reason
+                    said = f"server at {target} said goodbye: {reason}"
+                    link.end(ServerDraining(said) if _draining(reason) else PeerClosed(said))
             link.end(PeerClosed(f"server at {target} ended the session"))
         except grpc.RpcError as exc:
             unavailable = _code(exc) is grpc.StatusCode.UNAVAILABLE and not _not_serving(exc)
@@ -610,7 +668,7 @@ class GrpcClientTransport(ClientTransport):
         """Queue for receive(); waits (never drops) while the loop is not taking them."""
         while True:
             try:
-                self._inbox.put(msg, timeout=0.1)
+                self._inbox.put((link, msg), timeout=0.1)
             except queue.Full:
                 if self._closed.is_set():
                     return

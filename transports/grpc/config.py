@@ -101,17 +101,22 @@ def check_bindable(config: GrpcServerConfig) -> None:
     """Refuse an address this host cannot listen on before the policy loads: a host that
     does not resolve, an address that is not this host's, a port another process listens
     on (bound here for a moment, as the server will bind it)."""
+    check_address(config.host, config.port)
+
+
+def check_address(host: str, port: int, port_flag: str = "--port") -> None:
+    """`check_bindable` for any listener of ours (`port_flag` names its option)."""
     import errno  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
-    host = config.host.strip("[]")
+    bare = host.strip("[]")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError) as exc:
         raise ConfigError(
-            f"--host={config.host}: not an address of this host ({_ssl_reason(exc)}); "
+            f"--host={host}: not an address of this host ({_ssl_reason(exc)}); "
             "use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its names"
         ) from None
     with socket.socket(family, kind, proto) as sock:
@@ -121,12 +126,13 @@ def check_bindable(config: GrpcServerConfig) -> None:
             sock.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
+                shown = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
                 raise ConfigError(
-                    f"--port={config.port}: another process listens on {config.address}; "
-                    "stop it or choose another port (--port=0 picks a free one)"
+                    f"{port_flag}={port}: another process listens on {shown}; "
+                    f"stop it or choose another port ({port_flag}=0 picks a free one)"
                 ) from None
             raise ConfigError(
-                f"--host={config.host} --port={config.port}: cannot listen there "
+                f"--host={host} {port_flag}={port}: cannot listen there "
                 f"({exc.strerror}); use 127.0.0.1, 0.0.0.0 or an address of this host"
             ) from None
 

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from asyncinf.runtime.errors import CodecError, ConfigError
 from asyncinf.runtime.messages import (
     ActionChunk,
+    ClientReport,
     ErrorMessage,
     Handshake,
     HandshakeReply,
@@ -287,8 +288,25 @@ def observation_from_proto(o: pb.Observation, limits: Limits) -> Observation:
     )
 
 
-def heartbeat_up(seq: int, sent_ns: int) -> bytes:
-    return pb.Up(heartbeat=pb.Heartbeat(seq=seq, sent_ns=sent_ns)).SerializeToString()
+def heartbeat_up(seq: int, sent_ns: int, report: ClientReport | None = None) -> bytes:
+    beat = pb.Heartbeat(seq=seq, sent_ns=sent_ns)
+    if report is not None:
+        r = beat.report
+        r.ticks = report.ticks
+        r.idle_frames = report.idle_frames
+        r.idle_frames_after_first_chunk = report.idle_frames_after_first_chunk
+        r.roundtrip_ns.extend(report.roundtrip_ns)
+    return pb.Up(heartbeat=beat).SerializeToString()
+
+
+def report_from_proto(r: pb.ClientReport, max_samples: int = 1024) -> ClientReport:
+    """A client's report; its round trips bounded (a report is told, never trusted)."""
+    return ClientReport(
+        ticks=r.ticks,
+        idle_frames=r.idle_frames,
+        idle_frames_after_first_chunk=r.idle_frames_after_first_chunk,
+        roundtrip_ns=[max(0, int(v)) for v in r.roundtrip_ns[:max_samples]],
+    )
 
 
 def goodbye_up(reason: str) -> bytes:

@@ -128,6 +128,7 @@ class _Session:
         self.status: tuple[grpc.StatusCode, str] | None = None  # abort the stream with this
         self.observations_received = 0
         self.observations_replaced = 0
+        self.announced = False  # told to `events` as opened (and so, later, as ended)
 
     @property
     def ended(self) -> bool:
@@ -297,6 +298,9 @@ class GrpcServerTransport(ServerTransport):
         with self._cond:
             s = self._require_current()
             s.out.append((convert.reply_to_down(reply, s.id), False))
+            if reply.accepted and s.hello is not None and not s.ended:
+                s.announced = True
+                self.events.opened(s.id, s.hello)
             if not reply.accepted:
                 # The server loop logs the refusal in one line; this adds who it was, with -v.
                 log.debug("refused session %s", s.describe())
@@ -341,6 +345,7 @@ class GrpcServerTransport(ServerTransport):
             s.out.append((data, True))
             s.out_chunks += 1
             self._cond.notify_all()
+        self.events.chunk(s.id, chunk)
 
     def send_error(self, error: ErrorMessage) -> None:
         data = convert.error_to_down(error)
@@ -349,6 +354,7 @@ class GrpcServerTransport(ServerTransport):
             if s.end_error is not None:
                 raise s.end_error
             self._push_control(s, data)
+        self.events.error(s.id, error.code)
 
     def stats(self) -> dict[str, Any]:
         """Counters for the server's summary."""
@@ -398,6 +404,8 @@ class GrpcServerTransport(ServerTransport):
         if s.end_error is None:
             s.end_error = error
             log.info("session %s from %s ended: %s", s.id, s.peer, error)
+            if s.announced:
+                self.events.ended(s.id)
         self._cond.notify_all()
 
     def _push_control(self, s: _Session, data: bytes) -> None:
@@ -410,6 +418,7 @@ class GrpcServerTransport(ServerTransport):
     def _violation(self, s: _Session, code: grpc.StatusCode, message: str) -> None:
         self.protocol_errors += 1
         log.warning("session %s from %s: protocol error: %s", s.id, s.peer, message)
+        self.events.error(s.id, "protocol")
         if s.status is None:
             s.status = (code, message)
             err = ErrorMessage("protocol", message, fatal=True)
@@ -571,6 +580,7 @@ class GrpcServerTransport(ServerTransport):
                 if obs is None:
                     self.bad_observations += 1
                     log.warning("session %s: bad observation: %s", s.id, problem)
+                    self.events.error(s.id, "bad_observation")
                     err = ErrorMessage("bad_observation", problem)
                     self._push_control(s, convert.error_to_down(err))
                     return not s.ended
@@ -587,6 +597,8 @@ class GrpcServerTransport(ServerTransport):
             if s.ended:
                 return False
             if kind == "heartbeat":
+                if up.heartbeat.HasField("report") and s.announced:
+                    self.events.client_report(s.id, convert.report_from_proto(up.heartbeat.report))
                 return True
             if kind == "goodbye":
                 self._end(s, PeerClosed(f"client said goodbye: {up.goodbye.reason}"))
