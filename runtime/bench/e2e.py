@@ -129,6 +129,32 @@ def inprocess_inference(
     return {"back_to_back": timed(0.0), "paced": timed(interval_s)}
 
 
+def transport_roundtrip(
+    transport: str, payload_bytes: int, n: int = 300
+) -> dict[str, dict[str, float]]:
+    """The bare transport's round trip at the runs' payload, measured now (`bench transport`'s
+    row of that name, both modes): what the runs' overhead is compared with. In ms."""
+    from asyncinf.runtime.bench import transport as bt  # noqa: PLC0415
+
+    out = {}
+    with bt.ROWS[transport]() as roundtrip:
+        for mode in bt.MODES:
+            samples = bt.measure({transport: roundtrip}, payload_bytes, mode, n=n, warmup=20)
+            out[mode] = percentiles(samples[transport], 1e-6)
+    return out
+
+
+def overhead_ratio(
+    row: dict[str, Any], roundtrip: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """A run's overhead p50 and p99 over the bare transport's, per mode."""
+    over = row["overhead_ms"]
+    return {
+        mode: {q: over[q] / rt[q] if rt[q] else float("nan") for q in ("p50", "p99")}
+        for mode, rt in roundtrip.items()
+    }
+
+
 def run_e2e(
     gs: list[float],
     *,

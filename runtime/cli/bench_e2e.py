@@ -59,7 +59,9 @@ def e2e(
         e2e_options,
         e2e_plan,
         inprocess_inference,
+        overhead_ratio,
         run_e2e,
+        transport_roundtrip,
     )
     from asyncinf.runtime.supervise.supervisor import SupervisorConfig  # noqa: PLC0415
     from asyncinf.runtime.supervise.worker import leave_a_core_for_the_client  # noqa: PLC0415
@@ -116,6 +118,13 @@ def e2e(
             width=width, height=height, remote=remote, progress=err.print, policy=policy,
             robot=robot, log_level=log_level, disagreement=disagreement, rtc=rtc_opts,
         )  # fmt: skip
+        # The bare transport at the runs' payload (one frame per camera), in this same run:
+        # the runtime's overhead over it is the figure the transport work is judged by.
+        err.print(f"timing the bare {transport} transport at the same payload")
+        payload = _payload_bytes(rows[0]["options"]) if robot is None else None
+        bare = None if not payload else transport_roundtrip(transport, payload)
+        for r in rows if bare else ():
+            r["overhead_over_transport"] = overhead_ratio(r, bare)
         floor = None
         if policy is not None:
             err.print("timing the same model call in this process")
@@ -136,6 +145,8 @@ def e2e(
     out.print(_table(rows))
     for line in _seam_ratios(rows):
         out.print(line)
+    if bare is not None:
+        _print_bare(out, transport, payload, bare, rows)
     if floor is not None:
         for how, ms in floor.items():
             out.print(
@@ -143,9 +154,32 @@ def e2e(
                 f"p50 {ms['p50']:.2f} ms, p99 {ms['p99']:.2f} ms"
             )
     if json_path is not None:
-        doc = {"schema": 1, "results": rows, "inprocess_inference_ms": floor}
+        doc = {"schema": 1, "results": rows, "inprocess_inference_ms": floor,
+               "transport_roundtrip_ms": bare, "payload_bytes": payload}  # fmt: skip
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
         err.print(f"wrote {json_path}")
+
+
+def _payload_bytes(options: dict[str, Any]) -> int:
+    """The image bytes of one observation of the sim robot: one frame per camera."""
+    cams = options["robot"].get("cameras", {})
+    return sum(c.get("width", 640) * c.get("height", 480) * 3 for c in cams.values())
+
+
+def _print_bare(out: Console, transport: str, payload: int, bare: dict, rows: list) -> None:
+    """The bare transport's round trip, and each run's overhead over it (targets: p50 ≤ 1.2×,
+    p99 ≤ 2× back to back)."""
+    for mode, ms in bare.items():
+        out.print(
+            f"bare {transport} transport round trip at {payload:,} B ({mode}, bench transport's "
+            f"{transport} row, this run): p50 {ms['p50']:.3f} ms, p99 {ms['p99']:.3f} ms"
+        )
+    for r in rows:
+        line = ", ".join(
+            f"{mode} p50 {q['p50']:.2f}× p99 {q['p99']:.2f}×"
+            for mode, q in r["overhead_over_transport"].items()
+        )
+        out.print(f"g = {r['g']:g}: overhead / bare round trip: {line}")
 
 
 def _start_serve() -> tuple[subprocess.Popen, int]:

@@ -154,6 +154,9 @@ class ShmClientTransport(ShmEnd, ClientTransport):
     def _poll(self) -> ActionChunk | ErrorMessage | HandshakeReply | None:
         """Take the oldest frame of the two down rings (by sequence number), if any."""
         while True:
+            self._guard.check()
+            if not (self._chunks.pending() or self._dnctl.pending()):
+                return None  # nothing, as far as a look without the lock can tell
             lock = self._down_lock
             self._acquire(lock)
             try:

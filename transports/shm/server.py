@@ -57,6 +57,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._chunk_head = 0  # this end is the ring's only producer: a private copy
         self._seen_seq = 0
         self._lease_slot: int | None = None
+        self._scratch = memoryview(bytearray())  # where chunks are encoded before copied in
         self._pending_hello: Handshake | None = None
 
     def _on_register(self) -> None:
@@ -181,6 +182,9 @@ class ShmServerTransport(ShmEnd, ServerTransport):
 
     def _poll_observation(self) -> tuple[int, int, int, int, int, int] | None:
         """Control first (goodbye, a new client's hello), then the newest observation."""
+        self._guard.check()
+        if not (self._upctl.pending() or self._obs.newer_than(self._seen_seq)):
+            return None  # nothing, as far as a look without the lock can tell
         lock = self._up_lock
         self._acquire(lock)
         try:
@@ -225,10 +229,14 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._check_closed()
         # Encoded and checksummed privately, then copied in (a few KiB): the CRC is of what
         # the policy produced, so a stray write into the slot at any moment is caught.
-        frame = codec.encode(chunk)
-        nbytes = len(frame)
+        writer = codec.FrameWriter(chunk)
+        nbytes = writer.nbytes
         if nbytes > self._chunk_slot_bytes:
             raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
+        if len(self._scratch) < nbytes:  # one private buffer, grown to the largest chunk
+            self._scratch = memoryview(bytearray(nbytes))
+        frame = self._scratch[:nbytes]
+        writer.write(frame)
         ring = self._chunks
         crc = ring.crc(frame)
         self._take_space(timeout_s)

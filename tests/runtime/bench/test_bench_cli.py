@@ -41,11 +41,20 @@ def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    rows = json.loads(out.read_text())["results"]
+    doc = json.loads(out.read_text())
+    rows = doc["results"]
     assert [x["g"] for x in rows] == [0.0, 0.5]
     assert rows[0]["idle_frames_after_first_chunk"] > 0  # synchronous
     for x in rows:
         assert x["actions_per_s"] > 0 and set(x["overhead_ms"]) == {"p50", "p99", "max"}
+    # The bare transport at the same payload, measured in the same run, and the ratio to it.
+    assert doc["payload_bytes"] == 640 * 480 * 3
+    bare = doc["transport_roundtrip_ms"]
+    assert set(bare) == {"backtoback", "paced"} and all(m["p50"] > 0 for m in bare.values())
+    for x in rows:
+        ratio = x["overhead_over_transport"]["backtoback"]["p50"]
+        assert ratio == pytest.approx(x["overhead_ms"]["p50"] / bare["backtoback"]["p50"])
+    assert "overhead / bare round trip" in r.stdout
 
 
 def test_bench_e2e_rtc_runs_each_g_without_and_with_it_and_compares_the_seams(tmp_path):

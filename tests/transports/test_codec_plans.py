@@ -1,0 +1,103 @@
+"""The codec's cached encode plans and its reader-free decode of plain fields: a plan is
+reused only for the layout it was made for, and nothing a plan skips is left unchecked."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from asyncinf.runtime.errors import CodecError
+from asyncinf.runtime.messages import SCHEMA_VERSION, ActionChunk, Heartbeat, Observation
+from asyncinf.transports import codec
+
+
+def _header(frame: bytes) -> dict:
+    hlen = int.from_bytes(frame[4:8], "little")
+    return msgpack.unpackb(frame[8 : 8 + hlen])
+
+
+def test_a_plans_header_is_the_whole_map_packed_at_once() -> None:
+    obs = Observation(3, 4, np.ones(5, np.float32), {"front": np.zeros((2, 3, 3), np.uint8)})
+    frame = codec.encode(obs)
+    header = _header(frame)
+    hlen = int.from_bytes(frame[4:8], "little")
+    assert frame[8 : 8 + hlen] == msgpack.packb(header, use_bin_type=True)
+    assert header["v"] == SCHEMA_VERSION and header["k"] == "obs"
+    assert header["f"] == {
+        "timestep": 3, "capture_ns": 4, "task": "", "must_go": False, "sent_ns": 0,
+        "inference_delay": -1,
+    }  # fmt: skip
+
+
+def test_a_new_shape_makes_a_new_plan_and_the_old_one_stays_right() -> None:
+    small = ActionChunk(1, np.arange(6, dtype=np.float32).reshape(2, 3))
+    large = ActionChunk(2, np.arange(20, dtype=np.float32).reshape(4, 5))
+    for msg in (small, large, small, large):  # alternating shapes: each plan reused
+        got = codec.decode(codec.encode(msg))
+        assert got.timestep == msg.timestep
+        np.testing.assert_array_equal(got.actions, msg.actions)
+    assert _header(codec.encode(large))["a"][0][2] == [4, 5]
+    assert _header(codec.encode(small))["a"][0][2] == [2, 3]
+
+
+def test_scalar_values_are_packed_per_message_not_kept_in_the_plan() -> None:
+    state = np.zeros(4, np.float32)
+    for t, task in [(1, ""), (2**40, "a much longer task than before"), (3, "x")]:
+        got = codec.decode(codec.encode(Observation(t, t + 1, state, task=task, sent_ns=t)))
+        assert (got.timestep, got.capture_ns, got.task, got.sent_ns) == (t, t + 1, task, t)
+
+
+def test_a_refused_dtype_stays_refused_after_a_good_plan_of_the_same_shape() -> None:
+    codec.encode(Observation(0, 0, np.zeros(4, np.float32)))
+    for _ in range(2):  # a refusal is not cached as a plan either
+        with pytest.raises(CodecError, match="allowed: bool, int, uint, float"):
+            codec.encode(Observation(0, 0, np.zeros(4, np.complex64)))
+
+
+def test_a_wrong_dtype_of_the_same_shape_gets_its_own_plan_and_the_decoder_refuses_it() -> None:
+    codec.encode(Observation(0, 0, np.zeros(4, np.float32)))
+    frame = codec.encode(Observation(0, 0, np.zeros(4, np.float64)))
+    assert _header(frame)["a"][0][1] == "<f8"
+    with pytest.raises(CodecError, match="'state' must be float32 with 1 dims"):
+        codec.decode(frame)
+
+
+def test_byte_order_and_layout_of_the_array_are_honoured_per_message() -> None:
+    native = np.arange(12, dtype="<f4")
+    swapped = native.astype(">f4")
+    strided = np.arange(24, dtype="<f4")[::2]  # same dtype and shape, not contiguous
+    for arr in (native, swapped, strided, native):
+        got = codec.decode(codec.encode(Observation(0, 0, arr)))
+        assert got.state.dtype == np.dtype("<f4")
+        np.testing.assert_array_equal(got.state, arr)
+
+
+def test_the_plan_cache_is_bounded() -> None:
+    for n in range(codec.PLAN_CACHE_SIZE + 10):
+        codec.encode(Observation(0, 0, np.zeros(n, np.float32)))
+    assert len(codec._PLANS) <= codec.PLAN_CACHE_SIZE
+
+
+@pytest.mark.parametrize("annotation", sorted(codec.EXACT_TYPES))
+def test_the_reader_free_path_agrees_with_each_plain_reader(annotation) -> None:
+    exact, zero = codec.EXACT_TYPES[annotation]
+    read = codec._READERS[annotation]
+    assert read({}, "x") == zero and type(read({}, "x")) is exact
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"seq": True, "sent_ns": 1}, "'seq' must be an integer, got bool"),
+        ({"seq": 1.0, "sent_ns": 1}, "'seq' must be an integer, got float"),
+        ({"seq": "1", "sent_ns": 1}, "'seq' must be an integer, got str"),
+    ],
+)
+def test_a_plain_field_of_another_type_still_reaches_its_reader(fields, match) -> None:
+    header = {"v": SCHEMA_VERSION, "k": "heartbeat", "f": fields, "a": []}
+    h = msgpack.packb(header, use_bin_type=True)
+    frame = (codec.MAGIC + len(h).to_bytes(4, "little") + h).ljust(64 * 2, b"\0")
+    with pytest.raises(CodecError, match=match):
+        codec.decode(frame)
+    assert codec.decode(codec.encode(Heartbeat(1, 2))) == Heartbeat(1, 2)
