@@ -6,6 +6,13 @@ leaves. Policies are loaded once per set of features they are built for (`built_
 kept across sessions. A handshake beyond the limits, or an observation unlike what its
 handshake announced, is refused before the policy sees it (`asyncinf.runtime.limits`).
 An exception in the policy becomes an `ErrorMessage` to the client — never swallowed.
+
+Several sessions at once (`--max_sessions`): a transport with several lanes
+(`ServerTransport.lanes()`) gets one thread per lane, each running the same per-session
+loop with its own handshake, similarity state and errors; the sessions on one policy share
+its `Batcher`, which runs the observations waiting at once in one batch
+(`asyncinf.runtime.batching`). A lane whose client dies, stalls or sends garbage ends only
+its own session. With one lane the loop runs in the caller's thread, as it always did.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from asyncinf.policies.policy import Policy, make_policy
+from asyncinf.runtime.batching import BatchConfig, Batcher
+from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import (
     ConfigError,
     PeerClosed,
@@ -35,6 +45,7 @@ from asyncinf.runtime.messages import (
     Handshake,
     HandshakeReply,
 )
+from asyncinf.runtime.stats import LogHistogram
 from asyncinf.transports.base import Lease, ServerTransport
 
 log = logging.getLogger(__name__)
@@ -50,6 +61,9 @@ class ServerConfig:
     poll_s: float = 0.2  # how often idle waits wake to check for stop and report liveness
     # Policies kept loaded for clients with other robots or options (the first one stays).
     max_policies: int = 2
+    # Sessions served at once (one more client is refused as "server busy", retryably).
+    max_sessions: int = 1
+    batch: BatchConfig = field(default_factory=BatchConfig)  # --batch.*
 
     def __post_init__(self) -> None:
         if self.similarity_atol is not None and self.similarity_atol < 0:
@@ -59,6 +73,12 @@ class ServerConfig:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be > 0 seconds")
         if self.max_policies < 1:
             raise ConfigError(f"--max_policies={self.max_policies}: must be >= 1")
+        if isinstance(self.max_sessions, bool) or self.max_sessions < 1:
+            raise ConfigError(f"--max_sessions={self.max_sessions}: must be >= 1")
+        if isinstance(self.batch, dict):  # from a file, a flag group or a child's spec
+            self.batch = build(BatchConfig, self.batch, prefix="batch.")
+        if not isinstance(self.batch, BatchConfig):
+            raise ConfigError(f"--batch={self.batch!r}: expected a map of --batch.* options")
 
 
 def built_for(hello: Handshake) -> tuple:
@@ -99,14 +119,23 @@ class PolicyCache:
     def __init__(self, max_policies: int = 2) -> None:
         self.max_policies = max_policies
         self._policies: dict[tuple, Policy] = {}  # in order of use, the first one pinned
+        # Sessions' threads ask at once; one loads while the others wait (a load is rare).
+        self._lock = threading.RLock()
 
-    def get(self, hello: Handshake) -> Policy:
+    def get(self, hello: Handshake, reset: bool = True) -> Policy:
+        """The policy built for `hello`, loaded now if need be; `reset`: forget its state
+        (False while another session uses it)."""
+        with self._lock:
+            return self._get(hello, reset)
+
+    def _get(self, hello: Handshake, reset: bool) -> Policy:
         key = built_for(hello)
         policy = self._policies.get(key)
         if policy is not None:
             if key != next(iter(self._policies)):  # keep the pinned one first
                 self._policies[key] = self._policies.pop(key)
-            policy.reset()
+            if reset:
+                policy.reset()
             return policy
         if len(self._policies) >= self.max_policies:
             if self.max_policies == 1:
@@ -152,7 +181,9 @@ class PolicyCache:
     def info(self) -> dict[str, object]:
         """What is loaded, for the status file: type, path, device and versions."""
         out: dict[str, object] = {}
-        for key, policy in self._policies.items():
+        with self._lock:
+            loaded = list(self._policies.items())
+        for key, policy in loaded:
             name = " ".join(key[:3])
             if name in out:  # the same checkpoint built for another robot
                 name = f"{name} ({len(key[5])} joints, cameras {[c for c, _ in key[6]]})"
@@ -167,6 +198,36 @@ def _name(key: tuple) -> str:
     )
 
 
+@dataclass
+class SessionStats:
+    """One session's figures, for the server's summary: per robot, not per server."""
+
+    label: str
+    chunks: int = 0
+    errors: int = 0
+    queue_wait_ns: LogHistogram = field(default_factory=LogHistogram)  # lease + batch wait
+    # The model's time for the batch this session's observation ran in, divided by the batch
+    # size: what one robot costs the server.
+    inference_share_ns: LogHistogram = field(default_factory=LogHistogram)
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "session": self.label,
+            "chunks": self.chunks,
+            "errors": self.errors,
+            "queue_wait_ms": self.queue_wait_ns.summary(1e-6),
+            "inference_share_ms": self.inference_share_ns.summary(1e-6),
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
+
+
+# A lane that has not come round its loop for this long is hung (its policy call, most
+# likely): the server stops beating so that the supervisor's hang watch finds it. Longer
+# than any bounded wait of a lane (publish_timeout_s) so a stalled client never counts.
+LANE_SILENT_S = 5.0
+
+
 class PolicyServer:
     def __init__(
         self,
@@ -177,35 +238,116 @@ class PolicyServer:
         self.cache = cache
         self.config = config or ServerConfig()
         self._on_beat = on_beat  # called from the loop itself, so a hung loop stops beating
+        self._lock = threading.Lock()  # the counters below, from the lanes' threads
         self.chunks_published = 0
         self.errors_sent = 0
         self.sessions_corrupted = 0  # ended because the transport found its memory overwritten
-        self.in_session = False  # a drain waits while this is True
+        self.sessions_active = 0
+        self._batchers: dict[int, Batcher] = {}  # id(policy) -> its batcher
+        self.sessions: list[SessionStats] = []  # every session served, in order of start
+
+    @property
+    def in_session(self) -> bool:
+        """A drain waits while this is True."""
+        return self.sessions_active > 0
 
     def serve(self, transport: ServerTransport, should_stop: Callable[[], bool]) -> None:
-        """Serve sessions one after another until `should_stop()`."""
+        """Serve sessions until `should_stop()`: one after another on each of the transport's
+        lanes, the lanes at once (a thread each; `should_stop` is asked from here only)."""
+        lanes = transport.lanes()
+        if len(lanes) == 1:
+            self._serve_lane(lanes[0], should_stop, self._on_beat)
+            return
+        stop = threading.Event()
+        beats = [time.monotonic()] * len(lanes)
+        failures: list[BaseException] = []
+        ended = threading.Condition()
+        running = [len(lanes)]
+
+        def run(index: int, lane: ServerTransport) -> None:
+            def beat() -> None:
+                beats[index] = time.monotonic()
+
+            try:
+                self._serve_lane(lane, stop.is_set, beat)
+            except BaseException as exc:  # noqa: BLE001  (re-raised below, in the caller's thread)
+                failures.append(exc)
+                stop.set()
+            finally:
+                with ended:
+                    running[0] -= 1
+                    ended.notify_all()
+
+        for i, lane in enumerate(lanes):
+            threading.Thread(
+                target=run, args=(i, lane), name=f"asyncinf-lane-{i}", daemon=True
+            ).start()
+        silent_s = max(LANE_SILENT_S, 2 * self.config.publish_timeout_s)
+        while running[0]:
+            if not stop.is_set() and should_stop():
+                stop.set()
+            if time.monotonic() - min(beats) < silent_s:
+                self._on_beat()
+            with ended:
+                ended.wait_for(lambda: not running[0], self.config.poll_s / 2)
+        if failures:
+            raise failures[0]
+
+    def _serve_lane(
+        self, transport: ServerTransport, should_stop: Callable[[], bool], beat: Callable[[], None]
+    ) -> None:
         while not should_stop():
-            self._on_beat()
+            beat()
             hello = transport.accept(self.config.poll_s)
             if hello is None:
                 continue
-            policy = self._answer(transport, hello)
+            with self._lock:
+                shared = bool(self.sessions_active)
+            policy = self._answer(transport, hello, reset=not shared)
             if policy is None:
                 continue
-            self.in_session = True
+            stats = SessionStats(_label(transport, hello, len(self.sessions)))
+            batcher = self._batcher(policy)
+            with self._lock:
+                self.sessions_active += 1
+                self.sessions.append(stats)
+            batcher.join()
             try:
-                self._session(transport, policy, hello, should_stop)
+                self._session(
+                    transport, policy, hello, should_stop, beat=beat, batcher=batcher, stats=stats
+                )
             except PeerClosed:
-                log.info("client said goodbye")
+                log.info("client said goodbye (%s)", stats.label)
             except SegmentCorrupt as exc:
-                self.sessions_corrupted += 1
+                with self._lock:
+                    self.sessions_corrupted += 1
                 log.error(
                     "session ended (%d so far by corruption): %s", self.sessions_corrupted, exc
                 )
             except TransportError as exc:
-                log.warning("session ended: %s", exc)
+                log.warning("session ended (%s): %s", stats.label, exc)
             finally:
-                self.in_session = False
+                batcher.leave()
+                with self._lock:
+                    self.sessions_active -= 1
+                if self.config.max_sessions > 1:
+                    log.info("session %s: %s", stats.label, json.dumps(stats.summary()))
+
+    def _batcher(self, policy: Policy) -> Batcher:
+        with self._lock:
+            batcher = self._batchers.get(id(policy))
+            if batcher is None or batcher.policy is not policy:
+                batch = self.config.batch
+                size = batch.max_size or self.config.max_sessions
+                batcher = Batcher(policy, size, batch.max_wait_ms)
+                self._batchers[id(policy)] = batcher
+            return batcher
+
+    def batching(self) -> list[dict[str, object]]:
+        """Per loaded policy: the batch sizes formed and the model's time per batch."""
+        with self._lock:
+            batchers = list(self._batchers.values())
+        return [b.summary() for b in batchers]
 
     def _refuse(self, transport: ServerTransport, why: str) -> None:
         """One line in the log, however large the handshake; the client is told the same."""
@@ -213,7 +355,9 @@ class PolicyServer:
         log.error("handshake refused: %s", why)
         transport.reply(HandshakeReply(accepted=False, message=why))
 
-    def _answer(self, transport: ServerTransport, hello: Handshake) -> Policy | None:
+    def _answer(
+        self, transport: ServerTransport, hello: Handshake, reset: bool = True
+    ) -> Policy | None:
         if hello.schema_version != SCHEMA_VERSION:
             self._refuse(
                 transport,
@@ -223,7 +367,7 @@ class PolicyServer:
             return None
         try:
             check_handshake(hello)
-            policy = self.cache.get(hello)
+            policy = self.cache.get(hello, reset=reset)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
             self._refuse(transport, str(exc))
             return None
@@ -250,6 +394,10 @@ class PolicyServer:
         policy: Policy,
         hello: Handshake,
         should_stop: Callable[[], bool],
+        *,
+        beat: Callable[[], None],
+        batcher: Batcher,
+        stats: SessionStats,
     ) -> None:
         last_state: np.ndarray | None = None
         joints = len(hello.joint_names)
@@ -258,7 +406,7 @@ class PolicyServer:
         images = policy.image_shapes or hello.cameras
         refused = 0
         while not should_stop():
-            self._on_beat()
+            beat()
             lease = transport.next_observation(self.config.poll_s)
             if lease is None:
                 continue
@@ -276,10 +424,12 @@ class PolicyServer:
                     continue
                 else:
                     last_state = obs.state.copy()
-                    reply = self._infer(policy, lease)
+                    reply = self._infer(policy, lease, batcher, stats)
             if isinstance(reply, ErrorMessage):
                 transport.send_error(reply)
-                self.errors_sent += 1
+                stats.errors += 1
+                with self._lock:
+                    self.errors_sent += 1
                 continue
             try:
                 transport.publish_chunk(reply, self.config.publish_timeout_s)
@@ -287,35 +437,50 @@ class PolicyServer:
                 raise TransportError(
                     f"client took no chunk for {self.config.publish_timeout_s} s"
                 ) from None
-            self.chunks_published += 1
+            stats.chunks += 1
+            with self._lock:
+                self.chunks_published += 1
 
     def _similar(self, state: np.ndarray, last: np.ndarray | None) -> bool:
         atol = self.config.similarity_atol
         return atol is not None and last is not None and bool(np.all(np.abs(state - last) < atol))
 
     @staticmethod
-    def _infer(policy: Policy, lease: Lease) -> ActionChunk | ErrorMessage:
+    def _infer(
+        policy: Policy, lease: Lease, batcher: Batcher, stats: SessionStats
+    ) -> ActionChunk | ErrorMessage:
         obs = lease.observation
         t0 = lease.taken_ns
         try:
             inputs = policy.preprocess(obs)
             t1 = time.monotonic_ns()
-            outputs = policy.predict_chunk(inputs)
+            done = batcher.predict(inputs)  # this observation alone, or in a batch
             t2 = time.monotonic_ns()
-            actions = policy.postprocess(outputs)
+            actions = policy.postprocess(done.outputs)
             t3 = time.monotonic_ns()
         except Exception as exc:  # the client is told; the server goes on
             log.exception("inference failed for timestep %d", obs.timestep)
             return ErrorMessage("inference", f"{type(exc).__name__}: {exc}", obs.timestep)
+        # Waiting for company or for the batch before counts as queue wait, not inference.
+        queue_wait_ns = lease.queue_wait_ns + done.wait_ns
+        stats.queue_wait_ns.record(queue_wait_ns)
+        stats.inference_share_ns.record(done.inference_ns / done.batch_size)
+        stats.batch_sizes[done.batch_size] = stats.batch_sizes.get(done.batch_size, 0) + 1
         return ActionChunk(
             timestep=obs.timestep,
             actions=actions,
             obs_sent_ns=obs.sent_ns,
-            queue_wait_ns=lease.queue_wait_ns,
+            queue_wait_ns=queue_wait_ns,
             preprocess_ns=t1 - t0,
-            inference_ns=t2 - t1,
+            inference_ns=t2 - t1 - done.wait_ns,
             postprocess_ns=t3 - t2,
         )
+
+
+def _label(transport: ServerTransport, hello: Handshake, index: int) -> str:
+    """A name for the session in the summary: the robot's, where the transport knows it."""
+    robot = hello.robot_type or "robot"
+    return getattr(transport, "session_label", "") or f"session {index} ({robot})"
 
 
 def _shortened(text: str, limit: int = 300) -> str:

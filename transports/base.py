@@ -138,6 +138,12 @@ class ServerTransport(_Closable):
     def send_error(self, error: ErrorMessage) -> None:
         """Report an error to the client (never blocks on a full chunk queue)."""
 
+    def lanes(self) -> list[ServerTransport]:
+        """The ends the server loop serves at once, a session at a time on each: this one
+        alone, or (`--max_sessions`) as many as the transport takes sessions at once. They
+        share this transport's lifetime: only this one is closed."""
+        return [self]
+
     def set_serving(self, serving: bool) -> None:
         """Whether new sessions are taken and health checks say SERVING (a transport with a
         health service refuses new sessions, retryably, while not serving)."""
