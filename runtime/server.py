@@ -480,7 +480,7 @@ class PolicyServer:
 def _label(transport: ServerTransport, hello: Handshake, index: int) -> str:
     """A name for the session in the summary: the robot's, where the transport knows it."""
     robot = hello.robot_type or "robot"
-    return getattr(transport, "session_label", "") or f"session {index} ({robot})"
+    return transport.session_label or f"session {index} ({robot})"
 
 
 def _shortened(text: str, limit: int = 300) -> str:

@@ -118,6 +118,8 @@ class ClientTransport(_Closable):
 class ServerTransport(_Closable):
     """The policy's end of a session."""
 
+    session_label: str = ""  # the robot it serves, where known (the server's summary)
+
     @abc.abstractmethod
     def accept(self, timeout_s: float) -> Handshake | None:
         """Wait for a client's handshake; None when none arrived within `timeout_s`."""
