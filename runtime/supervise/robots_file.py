@@ -29,7 +29,7 @@ MAX_ROBOTS = 64
 
 def load_robots(path: str) -> list[tuple[str, RobotSpec]]:
     """(name, robot) for each robot of the file, in order; ConfigError for a bad file."""
-    data = load_file(path)
+    data = load_file(path, "--robots")
     where = f"--robots {path}"
     robots = data.get("robots")
     if set(data) != {"robots"} or not isinstance(robots, list) or not robots:
