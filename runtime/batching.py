@@ -3,8 +3,11 @@
 Each session's thread preprocesses its own observation, then calls `Batcher.predict`. The
 first input to arrive leads: it waits up to `max_wait_ms` for company — no longer than
 until every session using the policy has one waiting, so a robot alone is never kept
-waiting — takes up to `max_size` inputs and runs them through `Policy.predict_batch`, outside
-the lock. Inputs that arrive meanwhile form the next batch, behind the one running: the model
+waiting; and only while waiting pays: after FRUITLESS_WAITS waits in a row that drew no
+company (robots whose observations rarely coincide), only every PROBE_EVERY-th leader
+waits, until one draws company again. It takes up to `max_size` inputs and runs them
+through `Policy.predict_batch`, outside the lock. Inputs that arrive meanwhile form the next
+batch, behind the one running (no wait needed when the server is the bottleneck): the model
 runs one batch at a time, which also keeps a policy that is not thread-safe safe.
 
 A batch that fails is run again one input at a time, so one session's bad input fails only
@@ -22,6 +25,9 @@ from typing import Any
 from asyncinf.policies.policy import Policy
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.stats import LogHistogram
+
+FRUITLESS_WAITS = 3
+PROBE_EVERY = 8
 
 
 @dataclass
@@ -72,6 +78,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._waiting: list[_Request] = []
         self._running = False
+        self._fruitless = 0  # waits in a row that drew no company
+        self._leaders = 0
         self.sessions = 0  # sessions using the policy now: how much company to wait for
         self.batch_sizes: dict[int, int] = {}  # size -> batches of that size
         self.inference_ns = LogHistogram()  # per batch
@@ -115,14 +123,22 @@ class Batcher:
 
     def _gather(self, leader: _Request) -> list[_Request]:
         """With the condition held: wait for company, then take this batch off the queue."""
-        deadline = leader.arrived_ns + self._max_wait_ns
-        while len(self._waiting) < min(self.max_size, self.sessions):
-            left_ns = deadline - time.monotonic_ns()
-            if left_ns <= 0:
-                break
-            self._cond.wait(left_ns / 1e9)
+        self._leaders += 1
+        wanted = min(self.max_size, self.sessions)
+        had = len(self._waiting)
+        if had < wanted and self._worth_waiting():
+            deadline = leader.arrived_ns + self._max_wait_ns
+            while len(self._waiting) < wanted:
+                left_ns = deadline - time.monotonic_ns()
+                if left_ns <= 0:
+                    break
+                self._cond.wait(left_ns / 1e9)
+            self._fruitless = 0 if len(self._waiting) > had else self._fruitless + 1
         batch, self._waiting[:] = self._waiting[: self.max_size], self._waiting[self.max_size :]
         return batch
+
+    def _worth_waiting(self) -> bool:
+        return self._fruitless < FRUITLESS_WAITS or self._leaders % PROBE_EVERY == 0
 
     def _run(self, batch: list[_Request]) -> None:
         t0 = time.monotonic_ns()

@@ -10,7 +10,7 @@ import pytest
 
 from asyncinf.policies.policy import make_policy
 from asyncinf.robots.sim.arm import SO101_JOINTS
-from asyncinf.runtime.batching import Batcher
+from asyncinf.runtime.batching import FRUITLESS_WAITS, PROBE_EVERY, Batcher
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import wait_until
@@ -170,3 +170,14 @@ def test_server_lanes_serve_several_sessions_with_their_own_answers(max_size):
         thread.join(30)
     sizes = {int(k) for s in server.sessions for k in s.summary()["batch_sizes"]}
     assert sizes == {1} if max_size == 1 else max(sizes) > 1
+
+
+def test_waiting_for_company_that_never_comes_stops_but_is_probed_again():
+    """Two sessions, one of which never asks: after FRUITLESS_WAITS empty waits the leader
+    goes at once, except every PROBE_EVERY-th, which waits again."""
+    batcher = Batcher(_Picky(), max_size=2, max_wait_ms=1000)
+    batcher.join()
+    batcher.join()
+    waited = [batcher.predict(1).wait_ns > 0.5e9 for _ in range(PROBE_EVERY)]
+    skipped = PROBE_EVERY - FRUITLESS_WAITS - 1
+    assert waited == [True] * FRUITLESS_WAITS + [False] * skipped + [True]
