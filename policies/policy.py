@@ -96,6 +96,13 @@ class Policy(abc.ABC):
         return actions
 
     @property
+    def keeps_session_state(self) -> bool:
+        """True when the policy keeps state between chunks of one robot (an observation
+        history): the server then serves it to one session at a time, since sessions would
+        mix their robots' histories in one instance."""
+        return False
+
+    @property
     def info(self) -> dict[str, Any]:
         """Versions worth showing beside the run (e.g. LeRobot's), for `asyncinf status`."""
         return {}

@@ -239,6 +239,9 @@ class PolicyServer:
         self.config = config or ServerConfig()
         self._on_beat = on_beat  # called from the loop itself, so a hung loop stops beating
         self._lock = threading.Lock()  # the counters below, from the lanes' threads
+        # Held while a session is admitted (its policy found or loaded, its batcher joined):
+        # never while serving, so a policy loading for one robot stalls no other.
+        self._admitting = threading.Lock()
         self.chunks_published = 0
         self.errors_sent = 0
         self.sessions_corrupted = 0  # ended because the transport found its memory overwritten
@@ -301,17 +304,14 @@ class PolicyServer:
             hello = transport.accept(self.config.poll_s)
             if hello is None:
                 continue
-            with self._lock:
-                shared = bool(self.sessions_active)
-            policy = self._answer(transport, hello, reset=not shared)
+            policy = self._answer(transport, hello)
             if policy is None:
                 continue
             stats = SessionStats(_label(transport, hello, len(self.sessions)))
-            batcher = self._batcher(policy)
             with self._lock:
+                batcher = self._batcher(policy)
                 self.sessions_active += 1
                 self.sessions.append(stats)
-            batcher.join()
             try:
                 self._session(
                     transport, policy, hello, should_stop, beat=beat, batcher=batcher, stats=stats
@@ -334,14 +334,14 @@ class PolicyServer:
                     log.info("session %s: %s", stats.label, json.dumps(stats.summary()))
 
     def _batcher(self, policy: Policy) -> Batcher:
-        with self._lock:
-            batcher = self._batchers.get(id(policy))
-            if batcher is None or batcher.policy is not policy:
-                batch = self.config.batch
-                size = batch.max_size or self.config.max_sessions
-                batcher = Batcher(policy, size, batch.max_wait_ms)
-                self._batchers[id(policy)] = batcher
-            return batcher
+        """The policy's batcher (made on first use); call with `_lock` held."""
+        batcher = self._batchers.get(id(policy))
+        if batcher is None or batcher.policy is not policy:
+            batch = self.config.batch
+            size = batch.max_size or self.config.max_sessions
+            batcher = Batcher(policy, size, batch.max_wait_ms)
+            self._batchers[id(policy)] = batcher
+        return batcher
 
     def batching(self) -> list[dict[str, object]]:
         """Per loaded policy: the batch sizes formed and the model's time per batch."""
@@ -355,9 +355,25 @@ class PolicyServer:
         log.error("handshake refused: %s", why)
         transport.reply(HandshakeReply(accepted=False, message=why))
 
-    def _answer(
-        self, transport: ServerTransport, hello: Handshake, reset: bool = True
-    ) -> Policy | None:
+    def _admit(self, hello: Handshake) -> tuple[Policy, Batcher]:
+        """The session's policy (found or loaded) and its batcher, joined."""
+        with self._admitting:  # against a second session taking the same policy meanwhile
+            policy = self.cache.get(hello, reset=False)
+            with self._lock:
+                batcher = self._batcher(policy)
+            if batcher.sessions and policy.keeps_session_state:
+                raise ConfigError(
+                    f"policy {hello.policy.type} keeps an observation history per robot and "
+                    "is serving another session; this server serves it to one robot at a "
+                    "time (run a server per robot, or --max_sessions=1)"
+                )
+            if not batcher.sessions:
+                policy.reset()  # a new episode; never under another session's feet
+            batcher.join()  # counted at once: the next handshake sees this session
+        return policy, batcher
+
+    def _answer(self, transport: ServerTransport, hello: Handshake) -> Policy | None:
+        """The policy for an accepted session (joined to its batcher), or None: refused."""
         if hello.schema_version != SCHEMA_VERSION:
             self._refuse(
                 transport,
@@ -367,7 +383,7 @@ class PolicyServer:
             return None
         try:
             check_handshake(hello)
-            policy = self.cache.get(hello, reset=reset)
+            policy, batcher = self._admit(hello)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
             self._refuse(transport, str(exc))
             return None
@@ -376,15 +392,21 @@ class PolicyServer:
             self._refuse(transport, f"{type(exc).__name__}: {exc}")
             return None
         asked = hello.policy.actions_per_chunk
-        transport.reply(
-            HandshakeReply(
-                accepted=True,
-                image_shapes=policy.image_shapes,
-                action_names=policy.action_names,
-                actions_per_chunk=policy.chunk_size,
-                message="" if asked else f"the policy gives {policy.chunk_size} actions per chunk",
+        try:
+            transport.reply(
+                HandshakeReply(
+                    accepted=True,
+                    image_shapes=policy.image_shapes,
+                    action_names=policy.action_names,
+                    actions_per_chunk=policy.chunk_size,
+                    message=""
+                    if asked
+                    else f"the policy gives {policy.chunk_size} actions per chunk",
+                )
             )
-        )
+        except BaseException:
+            batcher.leave()
+            raise
         log.info("session started: %d joints, cameras %s", len(hello.joint_names), hello.cameras)
         return policy
 

@@ -11,6 +11,7 @@ import pytest
 from asyncinf.policies.policy import make_policy
 from asyncinf.robots.sim.arm import SO101_JOINTS
 from asyncinf.runtime.batching import FRUITLESS_WAITS, PROBE_EVERY, Batcher
+from asyncinf.runtime.errors import HandshakeError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import wait_until
@@ -128,10 +129,7 @@ def test_one_bad_input_fails_only_its_own_session():
     assert isinstance(results[1], ValueError)
 
 
-@pytest.mark.parametrize("max_size", [1, 4])
-def test_server_lanes_serve_several_sessions_with_their_own_answers(max_size):
-    """PolicyServer over an in-process transport of 4 lanes: each session's chunks answer
-    its own observations, batched or not."""
+def _four_lanes():
     channels = [InProcChannel() for _ in range(4)]
     ends = [ch.ends() for ch in channels]
 
@@ -141,7 +139,31 @@ def test_server_lanes_serve_several_sessions_with_their_own_answers(max_size):
         def lanes(self):
             return [server for _, server in ends]
 
-    transport = FourLanes(channels[0])
+    return FourLanes(channels[0]), [client for client, _ in ends]
+
+
+def test_a_policy_with_a_history_per_robot_serves_one_session_at_a_time():
+    transport, clients = _four_lanes()
+    server = PolicyServer(PolicyCache(), ServerConfig(max_sessions=4))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(transport, stop.is_set))
+    thread.start()
+    spec = PolicySpec(type="fake", actions_per_chunk=4, options={"history": True})
+    features = Handshake(["a.pos", "b.pos"], {}, spec, 30.0)
+    try:
+        assert clients[0].handshake(features, 30).accepted
+        with pytest.raises(HandshakeError, match="keeps an observation history per robot"):
+            clients[1].handshake(features, 30)
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@pytest.mark.parametrize("max_size", [1, 4])
+def test_server_lanes_serve_several_sessions_with_their_own_answers(max_size):
+    """PolicyServer over an in-process transport of 4 lanes: each session's chunks answer
+    its own observations, batched or not."""
+    transport, clients = _four_lanes()
     config = ServerConfig(max_sessions=4, batch={"max_size": max_size, "max_wait_ms": 200})
     server = PolicyServer(PolicyCache(), config)
     stop = threading.Event()
@@ -150,13 +172,13 @@ def test_server_lanes_serve_several_sessions_with_their_own_answers(max_size):
     policy = tiny()
     spec = policy.spec
     try:
-        for client, _ in ends:
+        for client in clients:
             client.handshake(Handshake(list(SO101_JOINTS), dict(CAMERAS), spec, 30.0), 30)
         wait_until(lambda: server.sessions_active == 4, 10, "four sessions")
         for round_ in range(3):
-            for i, (client, _) in enumerate(ends):
+            for i, client in enumerate(clients):
                 client.send_observation(observe(10 * round_ + i, policy.image_shapes))
-            for i, (client, _) in enumerate(ends):
+            for i, client in enumerate(clients):
                 chunk = client.receive(30)
                 assert chunk is not None and chunk.timestep == 10 * round_ + i
                 want = policy.postprocess(
