@@ -343,11 +343,15 @@ class PolicyServer:
             self._batchers[id(policy)] = batcher
         return batcher
 
-    def batching(self) -> list[dict[str, object]]:
-        """Per loaded policy: the batch sizes formed and the model's time per batch."""
+    def batch_sizes(self) -> dict[str, int]:
+        """Batches formed so far by size, over every policy: for the status file."""
         with self._lock:
             batchers = list(self._batchers.values())
-        return [b.summary() for b in batchers]
+        out: dict[str, int] = {}
+        for batcher in batchers:
+            for size, count in batcher.summary()["batch_sizes"].items():
+                out[size] = out.get(size, 0) + count
+        return out
 
     def _refuse(self, transport: ServerTransport, why: str) -> None:
         """One line in the log, however large the handshake; the client is told the same."""

@@ -288,6 +288,8 @@ class Supervisor:
                 server.state if server else State.RESTARTING,
                 self.restarts,
                 server.ready_event.policy if server and server.ready_event else {},
+                server.beat.batch_sizes if server and isinstance(server.beat, protocol.ServerBeat)
+                else {},
             ),
             client=self._client_status(),
         )  # fmt: skip

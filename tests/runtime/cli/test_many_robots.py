@@ -28,11 +28,12 @@ def robots_file(tmp_path, names):
 
 
 def test_four_sim_robots_share_one_server_over_shared_memory(tmp_path):
-    summary = tmp_path / "summary.json"
+    summary, status = tmp_path / "summary.json", tmp_path / "status.json"
     names = ["left", "right", "front", "back"]
     r = subprocess.run(
         [*CLI, "up", "--local", f"--robots={robots_file(tmp_path, names)}", *TINY,
-         "--duration=8", f"--summary-json={summary}", "--start-timeout=120"],
+         "--duration=8", f"--summary-json={summary}", f"--status-json={status}",
+         "--start-timeout=120"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -43,6 +44,10 @@ def test_four_sim_robots_share_one_server_over_shared_memory(tmp_path):
         assert s["idle_frames_after_first_chunk"] == 0, (name, s)
     # One policy loaded for the four (same features), served on a lane per robot.
     assert r.stderr.count("loading policy type=tiny_torch") == 1, r.stderr
+    # The status file counts the batches the server formed, by size (as of its last beat).
+    batches = json.loads(status.read_text())["server"]["batch_sizes"]
+    inferred = sum(int(size) * n for size, n in batches.items())
+    assert 0 < inferred <= sum(s["chunks_received"] for s in robots.values()), batches
     for name in names:
         assert f"run summary: {name}" in r.stderr
         assert re.search(rf"session {name}: .*\"chunks\": [1-9]", r.stderr), r.stderr
