@@ -153,3 +153,26 @@ class ServerTransport(_Closable):
     def drain(self) -> None:
         """Stop for good: report NOT_SERVING and refuse new sessions; the current one goes on
         until `close()`, whose goodbye tells its client to reconnect elsewhere."""
+
+
+class LanedServerTransport(ServerTransport):
+    """A server end of several lanes (`lanes()`, at least one) whose own session methods
+    are its first lane's, for a caller that serves one session at a time."""
+
+    @abc.abstractmethod
+    def lanes(self) -> list[ServerTransport]: ...
+
+    def accept(self, timeout_s: float) -> Handshake | None:
+        return self.lanes()[0].accept(timeout_s)
+
+    def reply(self, reply: HandshakeReply) -> None:
+        self.lanes()[0].reply(reply)
+
+    def next_observation(self, timeout_s: float) -> Lease | None:
+        return self.lanes()[0].next_observation(timeout_s)
+
+    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
+        self.lanes()[0].publish_chunk(chunk, timeout_s)
+
+    def send_error(self, error: ErrorMessage) -> None:
+        self.lanes()[0].send_error(error)

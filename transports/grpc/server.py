@@ -67,7 +67,7 @@ from asyncinf.runtime.messages import (
     HandshakeReply,
     Observation,
 )
-from asyncinf.transports.base import Lease, ServerTransport, WhenFull
+from asyncinf.transports.base import LanedServerTransport, Lease, ServerTransport, WhenFull
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, wire
 from asyncinf.transports.grpc.config import GrpcServerConfig, is_loopback
@@ -171,7 +171,7 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         return self._deny_stream if details.method == SESSION_METHOD else self._deny_unary
 
 
-class GrpcServerTransport(ServerTransport):
+class GrpcServerTransport(LanedServerTransport):
     """Listens at construction; `port` is the bound port (useful with port 0)."""
 
     def __init__(self, config: GrpcServerConfig) -> None:
@@ -283,21 +283,6 @@ class GrpcServerTransport(ServerTransport):
 
     def lanes(self) -> list[ServerTransport]:
         return list(self._lanes)
-
-    def accept(self, timeout_s: float) -> Handshake | None:
-        return self._lanes[0].accept(timeout_s)
-
-    def reply(self, reply: HandshakeReply) -> None:
-        self._lanes[0].reply(reply)
-
-    def next_observation(self, timeout_s: float) -> Lease | None:
-        return self._lanes[0].next_observation(timeout_s)
-
-    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
-        self._lanes[0].publish_chunk(chunk, timeout_s)
-
-    def send_error(self, error: ErrorMessage) -> None:
-        self._lanes[0].send_error(error)
 
     @property
     def _current(self) -> _Session | None:

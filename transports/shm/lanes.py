@@ -8,12 +8,11 @@ ends only its own session. The session methods of this object are the first lane
 
 from __future__ import annotations
 
-from asyncinf.runtime.messages import ActionChunk, ErrorMessage, Handshake, HandshakeReply
-from asyncinf.transports.base import Lease, ServerTransport
+from asyncinf.transports.base import LanedServerTransport, ServerTransport
 from asyncinf.transports.shm.server import ShmServerTransport
 
 
-class ShmLanes(ServerTransport):
+class ShmLanes(LanedServerTransport):
     def __init__(self, ends: list[ShmServerTransport]) -> None:
         self._ends = ends
 
@@ -34,21 +33,6 @@ class ShmLanes(ServerTransport):
 
     def lanes(self) -> list[ServerTransport]:
         return list(self._ends)
-
-    def accept(self, timeout_s: float) -> Handshake | None:
-        return self._ends[0].accept(timeout_s)
-
-    def reply(self, reply: HandshakeReply) -> None:
-        self._ends[0].reply(reply)
-
-    def next_observation(self, timeout_s: float) -> Lease | None:
-        return self._ends[0].next_observation(timeout_s)
-
-    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
-        self._ends[0].publish_chunk(chunk, timeout_s)
-
-    def send_error(self, error: ErrorMessage) -> None:
-        self._ends[0].send_error(error)
 
     def close(self) -> None:
         for end in self._ends:

@@ -46,6 +46,16 @@ def up_fleet(tmp_path, duration):
     return proc, LineReader(proc.stderr), summary
 
 
+def ended(proc, timeout_s=60):
+    """Wait for the run's end; kill it (and reap it) if it does not end in time."""
+    try:
+        proc.wait(timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def good_robots(summary, bad):
     robots = json.loads(summary.read_text())["robots"]
     for name in NAMES:
@@ -64,11 +74,8 @@ def test_a_killed_client_leaves_the_other_robots_running(tmp_path):
         pid = int(re.search(r"client b started \(pid (\d+)\)", err.text()).group(1))
         os.kill(pid, signal.SIGKILL)
         err.wait_for("client b lost: killed by SIGKILL")
-        proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ended(proc)
     text = err.join()
     assert proc.returncode == ExitCode.CLIENT_LOST, text  # the run says a robot was lost
     assert "the other robots go on: a, c, d" in text
@@ -93,11 +100,8 @@ def test_a_corrupt_segment_ends_only_its_own_session(tmp_path):
             end = time.monotonic() + 1.0
             while time.monotonic() < end:  # over a second: whatever is written next is hit
                 mm[4096:] = rng.integers(0, 256, len(mm) - 4096, dtype=np.uint8).tobytes()
-        proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ended(proc)
     text = err.join()
     assert re.search(r"corrupt|overwritten|CRC", text, re.IGNORECASE), text
     good_robots(summary, bad="b")
