@@ -22,7 +22,12 @@ class FakePolicy(Policy):
         "fail_every": 0,  # raise on every n-th prediction (0: never)
         "nan_every": 0,  # return a NaN action on every n-th prediction (0: never)
         "latency_ms": 0.0,
+        "history": False,  # claim an observation history per robot (one session at a time)
     }
+
+    @property
+    def keeps_session_state(self) -> bool:
+        return bool(self.options["history"])
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         super().__init__(spec, features)

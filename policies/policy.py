@@ -8,6 +8,10 @@ Real-time chunking: a policy that sets `supports_rtc = True` takes a keyword `rt
 `predict_chunk` (an `RtcInput`, or None when the session runs without RTC) and makes its
 chunk agree with the given tail over the first `inference_delay` actions. The server passes
 `rtc` only to such policies; `--rtc` is refused for the others.
+
+Batching across sessions: a server with several sessions on one policy hands it the inputs
+of all that wait at once through `predict_batch`. Its default runs them one by one; a policy
+whose model takes a batch dimension sets `supports_batch = True` and runs them in one pass.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Policy(abc.ABC):
     open_options: ClassVar[bool] = False
     # True: predict_chunk(inputs, rtc=RtcInput | None) does real-time chunking.
     supports_rtc: ClassVar[bool] = False
+    # True: predict_batch runs several sessions' inputs in one pass of the model.
+    supports_batch: ClassVar[bool] = False
 
     def __init__(self, spec: PolicySpec, features: Handshake) -> None:
         self.check_options(spec)
@@ -76,6 +82,10 @@ class Policy(abc.ABC):
     def predict_chunk(self, inputs: Any) -> Any:
         """Actions for timesteps t..t+T-1 from what `preprocess` returned."""
 
+    def predict_batch(self, inputs: list[Any]) -> list[Any]:
+        """`predict_chunk` of each of several sessions' inputs, in order (one by one here)."""
+        return [self.predict_chunk(one) for one in inputs]
+
     def postprocess(self, outputs: Any) -> np.ndarray:
         actions = np.asarray(outputs, dtype=np.float32)
         expected = (self.chunk_size, len(self.action_names))
@@ -84,6 +94,13 @@ class Policy(abc.ABC):
                 f"policy returned actions of shape {actions.shape}, expected {expected}"
             )
         return actions
+
+    @property
+    def keeps_session_state(self) -> bool:
+        """True when the policy keeps state between chunks of one robot (an observation
+        history): the server then serves it to one session at a time, since sessions would
+        mix their robots' histories in one instance."""
+        return False
 
     @property
     def info(self) -> dict[str, Any]:

@@ -211,17 +211,28 @@ class TinyTorchPolicy(Policy):
         state_t = torch.from_numpy(state.reshape(1, -1).copy()).to(self.device)
         return {"state": state_t, "images": images}
 
+    supports_batch = True
+
     def predict_chunk(self, inputs: dict[str, Any]) -> Any:
         """The forward pass; waits for the device so the server's timing is the model's."""
+        return self._forward(inputs["state"], inputs["images"])[0]
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
+        """Several sessions' inputs stacked on the batch dimension: one forward pass."""
+        torch = self.torch
+        state = torch.cat([one["state"] for one in inputs])
+        cameras = zip(*(one["images"] for one in inputs), strict=True)
+        images = [torch.cat(per_camera) for per_camera in cameras]
+        return list(self._forward(state, images))
+
+    def _forward(self, state: Any, images: list[Any]) -> Any:
+        """state [B, A], per camera [B, 3, H, W] uint8 → actions [B, T, A]."""
         torch = self.torch
         with torch.inference_mode():
-            state = inputs["state"]
-            feats = [
-                self.model["encoder"](img.float().div(255.0).sub(0.5)) for img in inputs["images"]
-            ]
+            feats = [self.model["encoder"](img.float().div(255.0).sub(0.5)) for img in images]
             x = torch.cat([*feats, state / STATE_SCALE], dim=1)
-            delta = torch.tanh(self.model["head"](x)).view(self.chunk_size, -1)
-            actions = state + DELTA_SCALE * delta
+            delta = torch.tanh(self.model["head"](x)).view(len(state), self.chunk_size, -1)
+            actions = state.unsqueeze(1) + DELTA_SCALE * delta
         synchronize(torch, self.device)
         return actions
 

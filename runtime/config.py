@@ -127,8 +127,8 @@ def parse_dotted_args(args: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def load_file(path: str) -> dict[str, Any]:
-    """Read a YAML or TOML config file into a nested map."""
+def load_file(path: str, flag: str = "--config") -> dict[str, Any]:
+    """Read a YAML or TOML config file into a nested map; errors name it as `flag`."""
     try:
         with open(path, "rb") as f:  # noqa: PTH123
             if path.endswith(".toml"):
@@ -138,11 +138,11 @@ def load_file(path: str) -> dict[str, Any]:
             else:
                 data = yaml.safe_load(f)
     except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
     except ImportError:
-        raise ConfigError(f"--config {path}: TOML needs Python >= 3.11; use YAML") from None
+        raise ConfigError(f"{flag} {path}: TOML needs Python >= 3.11; use YAML") from None
     except (yaml.YAMLError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError(f"--config {path}: not valid YAML/TOML ({exc})") from None
+        raise ConfigError(f"{flag} {path}: not valid YAML/TOML ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a map at the top level")
+        raise ConfigError(f"{flag} {path}: expected a map at the top level")
     return data

@@ -6,6 +6,13 @@ leaves. Policies are loaded once per set of features they are built for (`built_
 kept across sessions. A handshake beyond the limits, or an observation unlike what its
 handshake announced, is refused before the policy sees it (`asyncinf.runtime.limits`).
 An exception in the policy becomes an `ErrorMessage` to the client — never swallowed.
+
+Several sessions at once (`--max_sessions`): a transport with several lanes
+(`ServerTransport.lanes()`) gets one thread per lane, each running the same per-session
+loop with its own handshake, similarity state and errors; the sessions on one policy share
+its `Batcher`, which runs the observations waiting at once in one batch
+(`asyncinf.runtime.batching`). A lane whose client dies, stalls or sends garbage ends only
+its own session. With one lane the loop runs in the caller's thread, as it always did.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from asyncinf.policies.policy import Policy, check_rtc, make_policy
+from asyncinf.runtime.batching import BatchConfig, Batcher
+from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import (
     ConfigError,
     PeerClosed,
@@ -37,6 +47,7 @@ from asyncinf.runtime.messages import (
     RtcInput,
     RtcSettings,
 )
+from asyncinf.runtime.stats import LogHistogram
 from asyncinf.transports.base import Lease, ServerTransport
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,9 @@ class ServerConfig:
     poll_s: float = 0.2  # how often idle waits wake to check for stop and report liveness
     # Policies kept loaded for clients with other robots or options (the first one stays).
     max_policies: int = 2
+    # Sessions served at once (one more client is refused as "server busy", retryably).
+    max_sessions: int = 1
+    batch: BatchConfig = field(default_factory=BatchConfig)  # --batch.*
 
     def __post_init__(self) -> None:
         if self.similarity_atol is not None and self.similarity_atol < 0:
@@ -61,6 +75,12 @@ class ServerConfig:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be > 0 seconds")
         if self.max_policies < 1:
             raise ConfigError(f"--max_policies={self.max_policies}: must be >= 1")
+        if isinstance(self.max_sessions, bool) or self.max_sessions < 1:
+            raise ConfigError(f"--max_sessions={self.max_sessions}: must be >= 1")
+        if isinstance(self.batch, dict):  # from a file, a flag group or a child's spec
+            self.batch = build(BatchConfig, self.batch, prefix="batch.")
+        if not isinstance(self.batch, BatchConfig):
+            raise ConfigError(f"--batch={self.batch!r}: expected a map of --batch.* options")
 
 
 def built_for(hello: Handshake) -> tuple:
@@ -103,14 +123,23 @@ class PolicyCache:
     def __init__(self, max_policies: int = 2) -> None:
         self.max_policies = max_policies
         self._policies: dict[tuple, Policy] = {}  # in order of use, the first one pinned
+        # Sessions' threads ask at once; one loads while the others wait (a load is rare).
+        self._lock = threading.RLock()
 
-    def get(self, hello: Handshake) -> Policy:
+    def get(self, hello: Handshake, reset: bool = True) -> Policy:
+        """The policy built for `hello`, loaded now if need be; `reset`: forget its state
+        (False while another session uses it)."""
+        with self._lock:
+            return self._get(hello, reset)
+
+    def _get(self, hello: Handshake, reset: bool) -> Policy:
         key = built_for(hello)
         policy = self._policies.get(key)
         if policy is not None:
             if key != next(iter(self._policies)):  # keep the pinned one first
                 self._policies[key] = self._policies.pop(key)
-            policy.reset()
+            if reset:
+                policy.reset()
             return policy
         if len(self._policies) >= self.max_policies:
             if self.max_policies == 1:
@@ -156,7 +185,9 @@ class PolicyCache:
     def info(self) -> dict[str, object]:
         """What is loaded, for the status file: type, path, device and versions."""
         out: dict[str, object] = {}
-        for key, policy in self._policies.items():
+        with self._lock:
+            loaded = list(self._policies.items())
+        for key, policy in loaded:
             name = " ".join(key[:3])
             if name in out:  # the same checkpoint built for another robot
                 name = f"{name} ({len(key[5])} joints, cameras {[c for c, _ in key[6]]})"
@@ -171,6 +202,36 @@ def _name(key: tuple) -> str:
     )
 
 
+@dataclass
+class SessionStats:
+    """One session's figures, for the server's summary: per robot, not per server."""
+
+    label: str
+    chunks: int = 0
+    errors: int = 0
+    queue_wait_ns: LogHistogram = field(default_factory=LogHistogram)  # lease + batch wait
+    # The model's time for the batch this session's observation ran in, divided by the batch
+    # size: what one robot costs the server.
+    inference_share_ns: LogHistogram = field(default_factory=LogHistogram)
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "session": self.label,
+            "chunks": self.chunks,
+            "errors": self.errors,
+            "queue_wait_ms": self.queue_wait_ns.summary(1e-6),
+            "inference_share_ms": self.inference_share_ns.summary(1e-6),
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
+
+
+# A lane that has not come round its loop for this long is hung (its policy call, most
+# likely): the server stops beating so that the supervisor's hang watch finds it. Longer
+# than any bounded wait of a lane (publish_timeout_s) so a stalled client never counts.
+LANE_SILENT_S = 5.0
+
+
 class PolicyServer:
     def __init__(
         self,
@@ -181,35 +242,122 @@ class PolicyServer:
         self.cache = cache
         self.config = config or ServerConfig()
         self._on_beat = on_beat  # called from the loop itself, so a hung loop stops beating
+        self._lock = threading.Lock()  # the counters below, from the lanes' threads
+        # Held while a session is admitted (its policy found or loaded, its batcher joined):
+        # never while serving, so a policy loading for one robot stalls no other.
+        self._admitting = threading.Lock()
         self.chunks_published = 0
         self.errors_sent = 0
         self.sessions_corrupted = 0  # ended because the transport found its memory overwritten
-        self.in_session = False  # a drain waits while this is True
+        self.sessions_active = 0
+        self._batchers: dict[int, Batcher] = {}  # id(policy) -> its batcher
+        self.sessions: list[SessionStats] = []  # every session served, in order of start
+
+    @property
+    def in_session(self) -> bool:
+        """A drain waits while this is True."""
+        return self.sessions_active > 0
 
     def serve(self, transport: ServerTransport, should_stop: Callable[[], bool]) -> None:
-        """Serve sessions one after another until `should_stop()`."""
+        """Serve sessions until `should_stop()`: one after another on each of the transport's
+        lanes, the lanes at once (a thread each; `should_stop` is asked from here only)."""
+        lanes = transport.lanes()
+        if len(lanes) == 1:
+            self._serve_lane(lanes[0], should_stop, self._on_beat)
+            return
+        stop = threading.Event()
+        beats = [time.monotonic()] * len(lanes)
+        failures: list[BaseException] = []
+        ended = threading.Condition()
+        running = [len(lanes)]
+
+        def run(index: int, lane: ServerTransport) -> None:
+            def beat() -> None:
+                beats[index] = time.monotonic()
+
+            try:
+                self._serve_lane(lane, stop.is_set, beat)
+            except BaseException as exc:  # noqa: BLE001  (re-raised below, in the caller's thread)
+                failures.append(exc)
+                stop.set()
+            finally:
+                with ended:
+                    running[0] -= 1
+                    ended.notify_all()
+
+        for i, lane in enumerate(lanes):
+            threading.Thread(
+                target=run, args=(i, lane), name=f"asyncinf-lane-{i}", daemon=True
+            ).start()
+        silent_s = max(LANE_SILENT_S, 2 * self.config.publish_timeout_s)
+        while running[0]:
+            if not stop.is_set() and should_stop():
+                stop.set()
+            if time.monotonic() - min(beats) < silent_s:
+                self._on_beat()
+            with ended:
+                ended.wait_for(lambda: not running[0], self.config.poll_s / 2)
+        if failures:
+            raise failures[0]
+
+    def _serve_lane(
+        self, transport: ServerTransport, should_stop: Callable[[], bool], beat: Callable[[], None]
+    ) -> None:
         while not should_stop():
-            self._on_beat()
+            beat()
             hello = transport.accept(self.config.poll_s)
             if hello is None:
                 continue
             policy = self._answer(transport, hello)
             if policy is None:
                 continue
-            self.in_session = True
+            stats = SessionStats(_label(transport, hello, len(self.sessions)))
+            with self._lock:
+                batcher = self._batcher(policy)
+                self.sessions_active += 1
+                self.sessions.append(stats)
             try:
-                self._session(transport, policy, hello, should_stop)
+                self._session(
+                    transport, policy, hello, should_stop, beat=beat, batcher=batcher, stats=stats
+                )
             except PeerClosed:
-                log.info("client said goodbye")
+                log.info("client said goodbye (%s)", stats.label)
             except SegmentCorrupt as exc:
-                self.sessions_corrupted += 1
+                with self._lock:
+                    self.sessions_corrupted += 1
                 log.error(
                     "session ended (%d so far by corruption): %s", self.sessions_corrupted, exc
                 )
             except TransportError as exc:
-                log.warning("session ended: %s", exc)
+                log.warning("session ended (%s): %s", stats.label, exc)
             finally:
-                self.in_session = False
+                batcher.leave()
+                with self._lock:
+                    self.sessions_active -= 1
+                if self.config.max_sessions > 1:
+                    log.info("session %s: %s", stats.label, json.dumps(stats.summary()))
+
+    def _batcher(self, policy: Policy) -> Batcher:
+        """The policy's batcher (made on first use); call with `_lock` held."""
+        batcher = self._batchers.get(id(policy))
+        if batcher is None or batcher.policy is not policy:
+            batch = self.config.batch
+            size = batch.max_size or self.config.max_sessions
+            if policy.spec.rtc is not None:  # each RTC call has its session's tail: one by one
+                size = 1
+            batcher = Batcher(policy, size, batch.max_wait_ms)
+            self._batchers[id(policy)] = batcher
+        return batcher
+
+    def batch_sizes(self) -> dict[str, int]:
+        """Batches formed so far by size, over every policy: for the status file."""
+        with self._lock:
+            batchers = list(self._batchers.values())
+        out: dict[str, int] = {}
+        for batcher in batchers:
+            for size, count in batcher.summary()["batch_sizes"].items():
+                out[size] = out.get(size, 0) + count
+        return out
 
     def _refuse(self, transport: ServerTransport, why: str) -> None:
         """One line in the log, however large the handshake; the client is told the same."""
@@ -217,7 +365,26 @@ class PolicyServer:
         log.error("handshake refused: %s", why)
         transport.reply(HandshakeReply(accepted=False, message=why))
 
+    def _admit(self, hello: Handshake) -> tuple[Policy, Batcher]:
+        """The session's policy (found or loaded) and its batcher, joined."""
+        with self._admitting:  # against a second session taking the same policy meanwhile
+            policy = self.cache.get(hello, reset=False)
+            _check_loaded_rtc(hello, policy)
+            with self._lock:
+                batcher = self._batcher(policy)
+            if batcher.sessions and policy.keeps_session_state:
+                raise ConfigError(
+                    f"policy {hello.policy.type} keeps an observation history per robot and "
+                    "is serving another session; this server serves it to one robot at a "
+                    "time (run a server per robot, or --max_sessions=1)"
+                )
+            if not batcher.sessions:
+                policy.reset()  # a new episode; never under another session's feet
+            batcher.join()  # counted at once: the next handshake sees this session
+        return policy, batcher
+
     def _answer(self, transport: ServerTransport, hello: Handshake) -> Policy | None:
+        """The policy for an accepted session (joined to its batcher), or None: refused."""
         if hello.schema_version != SCHEMA_VERSION:
             self._refuse(
                 transport,
@@ -228,8 +395,7 @@ class PolicyServer:
         try:
             check_handshake(hello)
             check_rtc(hello.policy)
-            policy = self.cache.get(hello)
-            _check_loaded_rtc(hello, policy)
+            policy, batcher = self._admit(hello)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
             self._refuse(transport, str(exc))
             return None
@@ -238,15 +404,21 @@ class PolicyServer:
             self._refuse(transport, f"{type(exc).__name__}: {exc}")
             return None
         asked = hello.policy.actions_per_chunk
-        transport.reply(
-            HandshakeReply(
-                accepted=True,
-                image_shapes=policy.image_shapes,
-                action_names=policy.action_names,
-                actions_per_chunk=policy.chunk_size,
-                message="" if asked else f"the policy gives {policy.chunk_size} actions per chunk",
+        try:
+            transport.reply(
+                HandshakeReply(
+                    accepted=True,
+                    image_shapes=policy.image_shapes,
+                    action_names=policy.action_names,
+                    actions_per_chunk=policy.chunk_size,
+                    message=""
+                    if asked
+                    else f"the policy gives {policy.chunk_size} actions per chunk",
+                )
             )
-        )
+        except BaseException:
+            batcher.leave()
+            raise
         log.info("session started: %d joints, cameras %s", len(hello.joint_names), hello.cameras)
         return policy
 
@@ -256,6 +428,10 @@ class PolicyServer:
         policy: Policy,
         hello: Handshake,
         should_stop: Callable[[], bool],
+        *,
+        beat: Callable[[], None],
+        batcher: Batcher,
+        stats: SessionStats,
     ) -> None:
         last_state: np.ndarray | None = None
         joints = len(hello.joint_names)
@@ -265,7 +441,7 @@ class PolicyServer:
         rtc = hello.policy.rtc
         refused = 0
         while not should_stop():
-            self._on_beat()
+            beat()
             lease = transport.next_observation(self.config.poll_s)
             if lease is None:
                 continue
@@ -283,10 +459,12 @@ class PolicyServer:
                     continue
                 else:
                     last_state = obs.state.copy()
-                    reply = self._infer(policy, lease, rtc)
+                    reply = self._infer(policy, lease, batcher, stats, rtc)
             if isinstance(reply, ErrorMessage):
                 transport.send_error(reply)
-                self.errors_sent += 1
+                stats.errors += 1
+                with self._lock:
+                    self.errors_sent += 1
                 continue
             try:
                 transport.publish_chunk(reply, self.config.publish_timeout_s)
@@ -294,7 +472,9 @@ class PolicyServer:
                 raise TransportError(
                     f"client took no chunk for {self.config.publish_timeout_s} s"
                 ) from None
-            self.chunks_published += 1
+            stats.chunks += 1
+            with self._lock:
+                self.chunks_published += 1
 
     def _similar(self, state: np.ndarray, last: np.ndarray | None) -> bool:
         atol = self.config.similarity_atol
@@ -302,31 +482,41 @@ class PolicyServer:
 
     @staticmethod
     def _infer(
-        policy: Policy, lease: Lease, rtc: RtcSettings | None = None
+        policy: Policy,
+        lease: Lease,
+        batcher: Batcher,
+        stats: SessionStats,
+        rtc: RtcSettings | None = None,
     ) -> ActionChunk | ErrorMessage:
         obs = lease.observation
         t0 = lease.taken_ns
         try:
             inputs = policy.preprocess(obs)
             t1 = time.monotonic_ns()
-            if rtc is None:
-                outputs = policy.predict_chunk(inputs)
-            else:
-                tail = obs.prev_chunk_left_over
-                outputs = policy.predict_chunk(inputs, rtc=RtcInput(obs.inference_delay, tail, rtc))
+            told = (
+                None
+                if rtc is None
+                else RtcInput(obs.inference_delay, obs.prev_chunk_left_over, rtc)
+            )
+            done = batcher.predict(inputs, told)  # this observation alone, or in a batch
             t2 = time.monotonic_ns()
-            actions = policy.postprocess(outputs)
+            actions = policy.postprocess(done.outputs)
             t3 = time.monotonic_ns()
         except Exception as exc:  # the client is told; the server goes on
             log.exception("inference failed for timestep %d", obs.timestep)
             return ErrorMessage("inference", f"{type(exc).__name__}: {exc}", obs.timestep)
+        # Waiting for company or for the batch before counts as queue wait, not inference.
+        queue_wait_ns = lease.queue_wait_ns + done.wait_ns
+        stats.queue_wait_ns.record(queue_wait_ns)
+        stats.inference_share_ns.record(done.inference_ns / done.batch_size)
+        stats.batch_sizes[done.batch_size] = stats.batch_sizes.get(done.batch_size, 0) + 1
         return ActionChunk(
             timestep=obs.timestep,
             actions=actions,
             obs_sent_ns=obs.sent_ns,
-            queue_wait_ns=lease.queue_wait_ns,
+            queue_wait_ns=queue_wait_ns,
             preprocess_ns=t1 - t0,
-            inference_ns=t2 - t1,
+            inference_ns=t2 - t1 - done.wait_ns,
             postprocess_ns=t3 - t2,
         )
 
@@ -335,6 +525,12 @@ def _check_loaded_rtc(hello: Handshake, policy: Policy) -> None:
     """A policy of a type that can do RTC, loaded in a version that cannot, is refused too."""
     if hello.policy.rtc is not None and not policy.supports_rtc:
         raise PolicyError(f"--rtc: this {hello.policy.type} policy cannot do real-time chunking")
+
+
+def _label(transport: ServerTransport, hello: Handshake, index: int) -> str:
+    """A name for the session in the summary: the robot's, where the transport knows it."""
+    robot = hello.robot_type or "robot"
+    return transport.session_label or f"session {index} ({robot})"
 
 
 def _shortened(text: str, limit: int = 300) -> str:

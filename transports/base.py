@@ -149,6 +149,7 @@ class ServerTransport(_Closable):
 
     # Told about sessions, chunks, errors and client reports; set before serving.
     events: SessionEvents = SessionEvents()
+    session_label: str = ""  # the robot it serves, where known (the server's summary)
 
     @abc.abstractmethod
     def accept(self, timeout_s: float) -> Handshake | None:
@@ -170,6 +171,12 @@ class ServerTransport(_Closable):
     def send_error(self, error: ErrorMessage) -> None:
         """Report an error to the client (never blocks on a full chunk queue)."""
 
+    def lanes(self) -> list[ServerTransport]:
+        """The ends the server loop serves at once, a session at a time on each: this one
+        alone, or (`--max_sessions`) as many as the transport takes sessions at once. They
+        share this transport's lifetime: only this one is closed."""
+        return [self]
+
     def set_serving(self, serving: bool) -> None:
         """Whether new sessions are taken and health checks say SERVING (a transport with a
         health service refuses new sessions, retryably, while not serving)."""
@@ -177,3 +184,26 @@ class ServerTransport(_Closable):
     def drain(self) -> None:
         """Stop for good: report NOT_SERVING and refuse new sessions; the current one goes on
         until `close()`, whose goodbye tells its client to reconnect elsewhere."""
+
+
+class LanedServerTransport(ServerTransport):
+    """A server end of several lanes (`lanes()`, at least one) whose own session methods
+    are its first lane's, for a caller that serves one session at a time."""
+
+    @abc.abstractmethod
+    def lanes(self) -> list[ServerTransport]: ...
+
+    def accept(self, timeout_s: float) -> Handshake | None:
+        return self.lanes()[0].accept(timeout_s)
+
+    def reply(self, reply: HandshakeReply) -> None:
+        self.lanes()[0].reply(reply)
+
+    def next_observation(self, timeout_s: float) -> Lease | None:
+        return self.lanes()[0].next_observation(timeout_s)
+
+    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
+        self.lanes()[0].publish_chunk(chunk, timeout_s)
+
+    def send_error(self, error: ErrorMessage) -> None:
+        self.lanes()[0].send_error(error)

@@ -73,23 +73,41 @@ class LocalSessions:
         self.run_id = make_run_id()
         self._options = dict(options or {})  # ShmConfig fields
         self._generation = 0
-        self._session: ShmSession | None = None
+        self._sessions: list[ShmSession] = []
 
     def create(self) -> TransportSpec:
+        return self.create_many(1)[0]
+
+    def create_many(self, count: int, labels: list[str] | None = None) -> list[TransportSpec]:
+        """`count` sessions at once (one per robot of `--robots`), replacing the current ones:
+        each robot's client attaches to its own spec, the server to `server_spec()`."""
         from asyncinf.transports.shm import ShmConfig, ShmSession  # noqa: PLC0415
 
         self.unlink()
-        self._session = ShmSession.create(self.run_id, self._generation, ShmConfig(**self._options))
-        self._generation += 1
-        return TransportSpec("shm", {"name": self._session.name})
+        config = ShmConfig(**self._options)
+        try:
+            for _ in range(count):  # each its own generation number: names stay unique
+                self._sessions.append(ShmSession.create(self.run_id, self._generation, config))
+                self._generation += 1
+        except BaseException:
+            self.unlink()
+            raise
+        self._labels = labels or []
+        return [TransportSpec("shm", {"name": s.name}) for s in self._sessions]
+
+    def server_spec(self) -> TransportSpec:
+        """The server's end of the current sessions: one, or every robot's (its lanes)."""
+        if len(self._sessions) == 1:
+            return TransportSpec("shm", {"name": self._sessions[0].name})
+        names = [s.name for s in self._sessions]
+        return TransportSpec("shm", {"names": names, "labels": self._labels})
 
     def unlink(self) -> bool:
-        """Remove the current session's objects; False when there were none."""
-        session, self._session = self._session, None
-        if session is None:
-            return False
-        session.unlink()  # children keep their mappings until they close them
-        return True
+        """Remove the current sessions' objects; False when there were none."""
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.unlink()  # children keep their mappings until they close them
+        return bool(sessions)
 
 
 def clean_stale() -> list[str]:

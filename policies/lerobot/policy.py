@@ -145,6 +145,11 @@ class LeRobotPolicy(Policy):
         return self.spec.actions_per_chunk or self._returns
 
     @property
+    def keeps_session_state(self) -> bool:
+        """Diffusion, VQ-BeT, TDMPC: their `_queues` hold this robot's recent observations."""
+        return isinstance(getattr(self.model, "_queues", None), dict)
+
+    @property
     def info(self) -> dict[str, Any]:
         return {"lerobot": self.lerobot.version, "torch": self.torch.__version__}
 

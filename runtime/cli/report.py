@@ -48,10 +48,11 @@ def live_line(beat: ClientBeat) -> None:
     sys.stderr.flush()
 
 
-def summary_table(summary: dict[str, Any]) -> None:
+def summary_table(summary: dict[str, Any], robot: str = "") -> None:
+    """`robot`: its name, under `up --robots` (one table per robot)."""
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    counts = Table(title="run summary", show_header=False)
+    counts = Table(title=f"run summary{f': {robot}' if robot else ''}", show_header=False)
     for key in (
         "fps", "ticks", "actions_executed", "idle_frames", "idle_frames_after_first_chunk",
         "chunks_received", "errors", "rejected_chunks", "observations_sent", "server_lost",

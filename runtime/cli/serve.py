@@ -45,8 +45,12 @@ def serve(
     built for it; --max_policies (default 2) bound how many stay loaded, the first always.
 
     Server options as `up --local` takes them, e.g. --similarity_atol=0.5; --fps and
-    --actions_per_chunk shape the preload. One client at a time: a second concurrent client
-    is refused (RESOURCE_EXHAUSTED) with the active session named. Any GrpcServerConfig
+    --actions_per_chunk shape the preload. --max_sessions=N (default 1) serves N clients at
+    once, each in its own session; one more is refused (RESOURCE_EXHAUSTED, "server busy",
+    which clients retry). Sessions on one policy share it, and observations waiting at once
+    run in one batch where the policy takes one (tiny_torch): --batch.max_size (default
+    max_sessions; 1 turns batching off) and --batch.max_wait_ms (default 2), how long the
+    first may wait for company. Any GrpcServerConfig
     field is accepted as --grpc.NAME=VALUE. LeRobot's policy_server flags work as they are
     (--inference_latency and --obs_queue_timeout are noted and not needed).
 
@@ -78,7 +82,7 @@ def serve(
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
-        for name in ("robot", "policy"):  # --robot=5 is refused (not a map), not overwritten
+        for name in ("robot", "policy", "batch"):  # --robot=5 is refused, not overwritten
             given = {k: parse_value(v) for k, v in dotted.pop(name, {}).items()}
             options[name] = {**group(options, name), **given}
         rtc_map = {k: parse_value(v) for k, v in dotted.pop("rtc", {}).items()}
@@ -88,9 +92,11 @@ def serve(
             options["rtc"] = rtc_map
         if dotted:
             raise FlagError(f"--{next(iter(dotted))}.* options are not known to serve")
-        spec = dataclasses.replace(
-            build_server_spec(options), transport=TransportSpec("grpc", grpc_opts)
-        )
+        spec = build_server_spec(options)
+        # As many sessions on the wire as the server loop serves at once.
+        grpc_opts["max_sessions"] = spec.server.max_sessions
+        build(GrpcServerConfig, grpc_opts, prefix="grpc.")
+        spec = dataclasses.replace(spec, transport=TransportSpec("grpc", grpc_opts))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         bad_line = isinstance(exc, FlagError)

@@ -99,6 +99,9 @@ def _print_human(run: RunStatus, stale: bool) -> None:
         table.add_row("server", state(s.state.value), pid(s.pid, live), str(s.restarts))
         for key, info in s.policy.items():
             table.add_row("  policy", key, "", " ".join(f"{k} {v}" for k, v in info.items()))
+        if s.batch_sizes:
+            sizes = ", ".join(f"{n}×{size}" for size, n in s.batch_sizes.items())
+            table.add_row("  batches", sizes, "", "")
     table.add_row("client", state(run.client.state.value), pid(run.client.pid, live), "")
     c = run.client
     if c.hold_s > 0:

@@ -39,6 +39,7 @@ def up(
     local: Annotated[bool, Opt("--local", help="Run the policy server here, over shared memory.")] = False,
     remote: Annotated[str | None, Opt("--remote", metavar="HOST:PORT", help="Use the policy server at HOST:PORT over gRPC.")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML or TOML file of options; flags override it.")] = None,
+    robots: Annotated[Path | None, Opt("--robots", help="--local: YAML file naming several robots (name, type, options), each driven by its own client, all served by one server.")] = None,
     fps: Annotated[float | None, Opt("--fps", help="Control-loop rate (default 30).")] = None,
     actions_per_chunk: Annotated[int | None, Opt("--actions_per_chunk", help="Actions per chunk (default: all the policy returns per call; 50 for the built-in ones).")] = None,
     chunk_size_threshold: Annotated[float | None, Opt("--chunk_size_threshold", help="Send an observation when queue/chunk <= this; 0 = synchronous (default 0.5).")] = None,
@@ -126,7 +127,16 @@ def up(
                               for k, v in given.items() if v is not None})  # fmt: skip
             _check_grpc_options(grpc_opts)
             transport = TransportSpec("grpc", grpc_opts)
-        plan = build_plan(options, remote=transport)
+        fleet = None
+        if robots is not None:
+            if not local:
+                raise FlagError("--robots needs --local (start one `up --remote` per robot)")
+            if metrics or plot:
+                raise FlagError("--metrics and --plot take one robot; not with --robots")
+            from asyncinf.runtime.supervise.robots_file import load_robots  # noqa: PLC0415
+
+            fleet = load_robots(str(robots))
+        plan = build_plan(options, remote=transport, robots=fleet)
         outputs = {"--summary-json": summary_json, "--metrics": metrics, "--plot": plot,
                    "--status-json": status_json}  # fmt: skip
         for flag, path in outputs.items():
@@ -185,7 +195,7 @@ def run_supervised(
 
     def on_state(state: State, sup: Supervisor) -> None:
         if state is State.RUNNING and sup.restarts == 0:
-            pids = {c.role.value: c.pid for c in (sup.server, sup.client) if c is not None}
+            pids = {c.label: c.pid for c in (sup.server, *sup.clients) if c is not None}
             report.start_screen(plan.client, transport, pids, sup.client.ready_event)
 
     def on_beat(sup: Supervisor) -> None:
@@ -195,7 +205,8 @@ def run_supervised(
     supervisor = Supervisor(plan, sup_config, on_state=on_state, on_beat=on_beat)
     code = supervisor.run()
     if supervisor.summary is not None:
-        report.summary_table(supervisor.summary)
+        for name, summary in supervisor.summary.get("robots", {"": supervisor.summary}).items():
+            report.summary_table(summary, name)
         if summary_json:
             summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")
     if plot and metrics and metrics.exists():

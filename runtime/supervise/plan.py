@@ -43,6 +43,9 @@ class RunPlan:
     server: ServerSpec | None  # None: remote server, not ours to start
     remote: TransportSpec | None = None  # the client's transport to a remote server
     shm: dict[str, Any] = field(default_factory=dict)  # ShmConfig options
+    # `--robots FILE`: (name, client spec) per robot, one client process each, all served by
+    # `server` over a shared-memory session each; () runs `client` alone.
+    robots: tuple[tuple[str, ClientSpec], ...] = ()
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -148,8 +151,15 @@ def build_server_spec(
     return ServerSpec(server, preload)
 
 
-def build_plan(options: dict[str, Any], remote: TransportSpec | None = None) -> RunPlan:
-    """Validate everything here, in the supervisor, before any process starts."""
+def build_plan(
+    options: dict[str, Any],
+    remote: TransportSpec | None = None,
+    robots: list[tuple[str, RobotSpec]] | None = None,
+) -> RunPlan:
+    """Validate everything here, in the supervisor, before any process starts. `robots`
+    (from `--robots`): several robots, one server serving them all at once."""
+    if robots:
+        return _fleet_plan(options, robots)
     options = merge(DEFAULTS, options)
     client_cfg = _own(ClientConfig, options)
     # Built for a remote server too: it validates the server options and builds the robot
@@ -190,3 +200,25 @@ def _check_observation_fits(shm: ShmConfig, robot: Handshake, task: str) -> None
             raise_too_large("observation", nbytes, shm.obs_slot_bytes, "obs_slot_bytes")
     except PayloadTooLarge as exc:
         raise ConfigError(f"--shm.obs_slot_mb: {exc}") from None
+
+
+def _fleet_plan(options: dict[str, Any], robots: list[tuple[str, RobotSpec]]) -> RunPlan:
+    """One plan per robot (its own robot options; the rest shared), one server for all."""
+    if group(options, "robot"):
+        raise ConfigError("--robot.* and --robots both given: name every robot in the file")
+    given = options.get("max_sessions")
+    if given is not None and given != len(robots):
+        raise ConfigError(
+            f"--max_sessions={given}: the --robots file names {len(robots)} robots; omit it"
+        )
+    plans = []
+    for name, robot in robots:
+        each = {**options, "robot": {"type": robot.type, **robot.options}}
+        try:
+            plans.append(build_plan({**each, "max_sessions": len(robots)}))
+        except ConfigError as exc:
+            raise ConfigError(f"robot {name}: {exc}") from None
+    first = plans[0]
+    return dataclasses.replace(
+        first, robots=tuple((name, p.client) for (name, _), p in zip(robots, plans, strict=True))
+    )

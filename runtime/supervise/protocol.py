@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asyncinf.transports.factory import TransportSpec
@@ -105,6 +105,8 @@ class ClientBeat:
 @dataclass(frozen=True)
 class ServerBeat:
     chunks: int
+    # Batches formed so far by size ("1", "2", ...), over every loaded policy.
+    batch_sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class ServerStatus(ChildStatus):
     restarts: int = 0
     # "type path device" -> chunk length and versions (LeRobot's, torch's) of what is loaded
     policy: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # size -> batches
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class RunStatus:
                     State(server["state"]),
                     _int(server["restarts"]),
                     _map(server.get("policy", {})),
+                    _map(server.get("batch_sizes", {})),
                 )
             return cls(
                 state=State(data["state"]),

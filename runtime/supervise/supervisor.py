@@ -103,8 +103,11 @@ def describe_exit(returncode: int, sent: tuple[signal.Signals, str] | None = Non
 class Child:
     """One worker process and its two pipes."""
 
-    def __init__(self, role: Role, spec: ClientSpec | ServerSpec, log_level: str) -> None:
+    def __init__(
+        self, role: Role, spec: ClientSpec | ServerSpec, log_level: str, name: str = ""
+    ) -> None:
         self.role = role
+        self.name = name  # the robot's, under --robots
         read_fd, write_fd = os.pipe()
         # Only the supervisor talks to systemd (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENV_VARS}
@@ -128,7 +131,14 @@ class Child:
         # What it said when ready: the client's chunk length, the server's policy info.
         self.ready_event: protocol.ClientReady | protocol.ServerReady | None = None
         self.sent: tuple[signal.Signals, str] | None = None  # our last signal to it, and why
-        log.info("%s started (pid %d)", role.value, self.proc.pid)
+        self.summary: dict[str, Any] | None = None  # a client's, from its Summary event
+        self.holding: protocol.Holding | None = None  # a client's last words on its robot
+        self.lost = False  # a client of --robots that ended while the others go on
+        log.info("%s started (pid %d)", self.label, self.proc.pid)
+
+    @property
+    def label(self) -> str:
+        return f"{self.role.value} {self.name}" if self.name else self.role.value
 
     @property
     def pid(self) -> int:
@@ -190,10 +200,11 @@ class Supervisor:
         self.config = config
         self.state = State.STARTING
         self.server: Child | None = None
-        self.client: Child | None = None
+        self.clients: list[Child] = []  # one, or one per robot of --robots
+        # (robot name, client spec) per client; one unnamed one without --robots
+        self._robots = list(plan.robots) or [("", plan.client)]
+        self._client_transports: list[TransportSpec] = []  # per client, under up --local
         self.restarts = 0
-        self.summary: dict[str, Any] | None = None  # the client's, from its Summary event
-        self.holding: protocol.Holding | None = None
         self._on_state = on_state
         self._on_beat = on_beat
         self._signals: list[int] = []
@@ -203,12 +214,34 @@ class Supervisor:
             logging.getLogger().getEffectiveLevel()
         )
         self._exit: ExitCode | None = None  # set when a stop is decided
+        self._fleet_code: ExitCode | None = None  # the first robot lost under --robots
         self._recovery_step = 0  # steps taken for the hold in progress (module docstring)
         self._recovery_at = 0.0  # when the last one was taken
         # A re-handshake blocks the client's loop (it holds): keep it well inside hang_timeout.
         self._attach_timeout_s = min(config.progress_timeout_s, config.hang_timeout_s / 2)
         self._wake_r, self._wake_w = os.pipe()
         self._status = StatusWriter(config.status_json) if config.status_json else None
+
+    @property
+    def client(self) -> Child | None:
+        """The first (or only) client."""
+        return self.clients[0] if self.clients else None
+
+    @property
+    def fleet(self) -> bool:
+        return bool(self.plan.robots)
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The client's summary; under --robots, `{"robots": {name: summary}}`."""
+        if not self.fleet:
+            return self.client.summary if self.client else None
+        robots = {c.name: c.summary for c in self.clients if c.summary is not None}
+        return {"robots": robots} if robots else None
+
+    @property
+    def holding(self) -> protocol.Holding | None:
+        return self.client.holding if self.client else None
 
     # --- signals: record only ------------------------------------------------------------
 
@@ -255,6 +288,8 @@ class Supervisor:
                 server.state if server else State.RESTARTING,
                 self.restarts,
                 server.ready_event.policy if server and server.ready_event else {},
+                server.beat.batch_sizes if server and isinstance(server.beat, protocol.ServerBeat)
+                else {},
             ),
             client=self._client_status(),
         )  # fmt: skip
@@ -290,7 +325,7 @@ class Supervisor:
 
     def _pump(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for anything, then dispatch all of it once."""
-        children = [c for c in (self.server, self.client) if c is not None and c.events_fd >= 0]
+        children = [c for c in (self.server, *self.clients) if c is not None and c.events_fd >= 0]
         fds = [self._wake_r] + [c.events_fd for c in children]
         ready, _, _ = select.select(fds, [], [], max(0.0, timeout_s))
         sdnotify.watchdog_ping()  # every state, restarts included: the loop itself is alive
@@ -316,7 +351,7 @@ class Supervisor:
         if isinstance(event, protocol.ClientReady | protocol.ServerReady):
             child.ready = True
             child.ready_event = event
-            log.info("%s ready (pid %d)", child.role.value, child.pid)
+            log.info("%s ready (pid %d)", child.label, child.pid)
             self._child_state(child, State.RUNNING)
         elif isinstance(event, protocol.ClientBeat | protocol.ServerBeat):
             was_holding = isinstance(child.beat, protocol.ClientBeat) and child.beat.hold_s > 0
@@ -327,10 +362,10 @@ class Supervisor:
         elif isinstance(event, protocol.Failed):
             child.failure = event
         elif isinstance(event, protocol.Holding):
-            self.holding = event
-            log.info("client holding at %s", event.target)
+            child.holding = event
+            log.info("%s holding at %s", child.label, event.target)
         elif isinstance(event, protocol.Summary):
-            self.summary = event.summary
+            child.summary = event.summary
 
     def _handle_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -349,18 +384,23 @@ class Supervisor:
         if self.plan.server is not None:
             if not self._start_server():
                 return
-            transport = self._server_transport
+            transports = self._client_transports
         else:
-            transport = self.plan.remote
-        spec = dataclasses.replace(
-            self.plan.client, transport=transport, busy_retry_s=self.config.start_timeout_s
-        )
-        self.client = Child(Role.CLIENT, spec, self._log_level)
+            transports = [self.plan.remote] * len(self._robots)
+        for (name, planned), transport in zip(self._robots, transports, strict=True):
+            spec = dataclasses.replace(
+                planned, transport=transport, busy_retry_s=self.config.start_timeout_s
+            )
+            self.clients.append(Child(Role.CLIENT, spec, self._log_level, name))
         self._publish()
-        self._await_ready(self.client)
+        for client in self.clients:  # all started at once: their robots connect side by side
+            if not self._await_ready(client):
+                return
 
     def _start_server(self) -> bool:
-        self._server_transport = self._sessions.create()
+        names = [name for name, _ in self._robots]
+        self._client_transports = self._sessions.create_many(len(names), names)
+        self._server_transport = self._sessions.server_spec()
         spec = dataclasses.replace(self.plan.server, transport=self._server_transport)
         self.server = Child(Role.SERVER, spec, self._log_level)
         self._publish()
@@ -377,7 +417,7 @@ class Supervisor:
                 return False
             if time.monotonic() > deadline:
                 log.error(
-                    "%s not ready within --start-timeout=%g s", child.role.value,
+                    "%s not ready within --start-timeout=%g s", child.label,
                     self.config.start_timeout_s,
                 )  # fmt: skip
                 self._exit = ExitCode.RUNTIME_FAILURE
@@ -389,7 +429,7 @@ class Supervisor:
         self._drain_events(child)
         rc = child.proc.returncode
         why = child.failure.message if child.failure else child.describe_exit()
-        log.error("%s failed to start: %s", child.role.value, why)
+        log.error("%s failed to start: %s", child.label, why)
         told = rc in {int(c) for c in (*BOOT_ERRORS, ExitCode.SERVER_BUSY)}
         self._exit = ExitCode(rc) if told else ExitCode.RUNTIME_FAILURE
 
@@ -404,17 +444,26 @@ class Supervisor:
                 log.info("--duration reached: stopping, client first")
                 self._exit = ExitCode.OK
                 break
-            if self.client.proc.poll() is not None:
-                self._client_lost()
+            for client in self._live_clients():
+                if client.proc.poll() is not None:
+                    self._client_lost(client)
+                elif now - client.last_beat > self.config.hang_timeout_s:
+                    log.error(
+                        "%s sent no heartbeat for %.1f s: hung", client.label,
+                        now - client.last_beat,
+                    )  # fmt: skip
+                    self._abort(client)
+            if self._exit is not None or not self._live_clients():
                 break
-            if now - self.client.last_beat > self.config.hang_timeout_s:
-                log.error("client sent no heartbeat for %.1f s: hung", now - self.client.last_beat)
-                self._abort(self.client)
-                continue
             if self.server is not None:
                 self._check_server(now)
-            if self._exit is None and self.state is State.RUNNING:
+            # Under --robots each client holds and re-handshakes on its own session; moving
+            # every robot to a new generation for one of them would stall the others.
+            if self._exit is None and self.state is State.RUNNING and not self.fleet:
                 self._check_progress(now)
+
+    def _live_clients(self) -> list[Child]:
+        return [c for c in self.clients if not c.lost]
 
     def _check_server(self, now: float) -> None:
         server = self.server
@@ -426,7 +475,8 @@ class Supervisor:
         # The client would see the loss itself within the transport's peer timeout; told
         # now, before a hung server's SIGABRT grace, it stops executing the dead server's
         # chunks within a tick or two.
-        self.client.send(Command.DETACH)
+        for client in self._live_clients():
+            client.send(Command.DETACH)
         if hung:
             self._abort(server)
         log.error("server lost: %s; client holding", server.describe_exit())
@@ -498,25 +548,35 @@ class Supervisor:
             self.server.send(Command.ATTACH, target)
         self.client.send(Command.ATTACH, target, self._attach_timeout_s)
 
-    def _client_lost(self) -> None:
-        self._drain_events(self.client)
-        rc = self.client.proc.returncode
+    def _client_lost(self, client: Child) -> None:
+        """A client ended: the run stops with its code; under --robots, once the last one
+        ended, and the others go on meanwhile."""
+        self._drain_events(client)
+        rc = client.proc.returncode
         said = {int(ExitCode.RUNTIME_FAILURE), *(int(c) for c in BOOT_ERRORS)}
-        if rc in said and self.client.failure:  # it said why: its code, not "lost"
-            log.error("client stopped: %s", self.client.failure.message)
-            self._exit = ExitCode(rc)
-            return
-        log.error("client lost: %s; %s", self.client.describe_exit(), self._last_command())
-        self._exit = ExitCode.CLIENT_LOST
+        if rc in said and client.failure:  # it said why: its code, not "lost"
+            log.error("%s stopped: %s", client.label, client.failure.message)
+            code = ExitCode(rc)
+        else:
+            log.error("%s lost: %s; %s", client.label, client.describe_exit(),
+                      self._last_command(client))  # fmt: skip
+            code = ExitCode.CLIENT_LOST
+        client.lost = True
+        self._child_state(client, State.FAILED)
+        self._fleet_code = self._fleet_code or code
+        if self._live_clients():
+            log.info("the other robots go on: %s", ", ".join(c.name for c in self._live_clients()))
+        else:
+            self._exit = code
 
-    def _last_command(self) -> str:
+    def _last_command(self, client: Child) -> str:
         """What the robot was last told, as far as the client's last words say."""
-        if self.holding is not None:  # it said so as its loop ended
-            if self.holding.target is None:
+        if client.holding is not None:  # it said so as its loop ended
+            if client.holding.target is None:
                 return "it had not commanded the robot"
-            return f"the robot was last commanded to {self.holding.target}"
-        actions = self.client.beat.actions if self.client.beat else 0
-        age_s = time.monotonic() - self.client.last_beat
+            return f"the robot was last commanded to {client.holding.target}"
+        actions = client.beat.actions if client.beat else 0
+        age_s = time.monotonic() - client.last_beat
         return (
             f"it died without reporting its last command ({actions} actions executed "
             f"by its last report, {age_s:.1f} s before)"
@@ -543,7 +603,8 @@ class Supervisor:
         self.restarts += 1
         self.server.close()
         self.server = None
-        self._child_state(self.client, State.RESTARTING)  # it holds the robot meanwhile
+        for client in self._live_clients():
+            self._child_state(client, State.RESTARTING)  # it holds the robot meanwhile
         self._sessions.unlink()  # the client keeps its mapping until it attaches anew
         log.info("restarting the server in %.1f s (restart %d)", backoff, self.restarts)
         deadline = time.monotonic() + backoff
@@ -553,11 +614,13 @@ class Supervisor:
             if self._exit is None:
                 self._exit = ExitCode.RUNTIME_FAILURE
             return
-        self.client.send(Command.ATTACH, self._server_transport, self._attach_timeout_s)
+        for client, target in zip(self.clients, self._client_transports, strict=True):
+            if not client.lost:
+                client.send(Command.ATTACH, target, self._attach_timeout_s)
+                client.state = State.RUNNING
         # A recovery step of its own: the progress watch gives this attach its time too.
         self._recovery_step = max(self._recovery_step, 1)
         self._recovery_at = time.monotonic()
-        self.client.state = State.RUNNING
         self._set_state(State.RUNNING)
 
     # --- stop ------------------------------------------------------------------------------
@@ -575,16 +638,16 @@ class Supervisor:
         if child is None:
             return
         if child.proc.poll() is None:
-            log.info("stopping %s (pid %d)", child.role.value, child.pid)
+            log.info("stopping %s (pid %d)", child.label, child.pid)
             self._child_state(child, State.STOPPING)
             child.send(Command.STOP)
             if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
-                log.error("%s did not stop in time: SIGKILL", child.role.value)
+                log.error("%s did not stop in time: SIGKILL", child.label)
                 child.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
                 child.proc.wait()
         self._drain_events(child)
         rc = child.proc.returncode
-        log.info("%s stopped: %s", child.role.value, child.describe_exit())
+        log.info("%s stopped: %s", child.label, child.describe_exit())
         self._child_state(child, State.STOPPED if rc == 0 else State.FAILED)
         child.close()
 
@@ -593,18 +656,24 @@ class Supervisor:
             self._exit = ExitCode.RUNTIME_FAILURE
         self._set_state(State.STOPPING)
         deadline = time.monotonic() + self.config.stop_timeout_s
-        # Client first: the robot is brought to a hold before its action source goes away.
-        self._stop_child(self.client, deadline)
-        self._check_held()
+        # Clients first: each robot is brought to a hold before its action source goes away.
+        for client in self.clients:
+            client.send(Command.STOP)  # all at once: each robot holds without waiting
+        for client in self.clients:
+            self._stop_child(client, deadline)
+        if self._exit is ExitCode.OK and self._fleet_code is not None:
+            self._exit = self._fleet_code  # a robot lost on the way: the run says so
+        for client in self.clients:
+            self._check_held(client)
         self._stop_child(self.server, deadline)
         if self._sessions.unlink():
             log.info("removed this run's IPC objects")
         failed = self._exit not in (ExitCode.OK, ExitCode.INTERRUPTED)
         self._set_state(State.FAILED if failed else State.STOPPED)
 
-    def _check_held(self) -> None:
+    def _check_held(self, client: Child) -> None:
         """A run that would end 0 after holding through most of it ends STALLED."""
-        held = (self.summary or {}).get("held")
+        held = (client.summary or {}).get("held")
         if self._exit is not ExitCode.OK or not held:
             return
         # A hold shorter than the progress bound is no stall, however short the run.
@@ -614,12 +683,13 @@ class Supervisor:
         ):
             reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held["reasons_s"].items())
             log.error(
-                "the robot held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",
-                held["total_s"], 100 * held["fraction"], reasons, ExitCode.STALLED,
+                "the robot%s held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",
+                f" {client.name}" if client.name else "", held["total_s"],
+                100 * held["fraction"], reasons, ExitCode.STALLED,
             )  # fmt: skip
             self._exit = ExitCode.STALLED
 
     def _force_kill(self) -> None:
-        for child in (self.client, self.server):
+        for child in (*self.clients, self.server):
             if child is not None:
                 child.signal(signal.SIGKILL, "a second stop signal forced the stop")

@@ -244,7 +244,9 @@ def run_server(spec: ServerSpec, link: SupervisorLink) -> int:
     return serve_policy(
         spec,
         on_ready=lambda _transport, cache: link.emit(protocol.ServerReady(policy=cache.info())),
-        on_beat=lambda server: link.beat(lambda: protocol.ServerBeat(server.chunks_published)),
+        on_beat=lambda server: link.beat(
+            lambda: protocol.ServerBeat(server.chunks_published, server.batch_sizes())
+        ),
         should_stop=lambda: link.stop_requested,
         fail=lambda code, message: _fail(link, code, message),
         take_attach=lambda: next(iter(link.take_attach() or ()), None),

@@ -213,7 +213,10 @@ class GrpcServerConfig(_Common):
     handshake_timeout_s: float = 10.0  # an opened stream must send its Handshake within this
     chunk_queue_depth: int = 8  # chunks queued for the wire before publish_chunk waits
     when_full: WhenFull = WhenFull.BLOCK
-    max_workers: int = 8  # gRPC handler threads; one per open stream, rejections are short
+    max_sessions: int = 1  # sessions served at once (the server loop's --max_sessions)
+    # gRPC handler threads, one per open stream (rejections are short); None: 8, or
+    # max_sessions + 4 when that is more.
+    max_workers: int | None = None
     min_client_ping_interval_s: float = 5.0  # pings closer than this count as abuse
     allow_takeover: bool = True  # a reconnecting client replaces its own stale session
     stop_grace_s: float = 1.0  # on close: time for in-flight messages and the goodbye
@@ -243,10 +246,14 @@ class GrpcServerConfig(_Common):
                 ) from None
         if self.chunk_queue_depth < 1:
             raise ConfigError(f"--chunk_queue_depth={self.chunk_queue_depth}: must be >= 1")
-        if self.max_workers < 2:
+        if not isinstance(self.max_sessions, int) or self.max_sessions < 1:
+            raise ConfigError(f"--max_sessions={self.max_sessions!r}: must be >= 1")
+        if self.max_workers is None:
+            self.max_workers = max(8, self.max_sessions + 4)
+        if self.max_workers < self.max_sessions + 1:
             raise ConfigError(
-                f"--max_workers={self.max_workers}: must be >= 2 (one per open session, plus "
-                "one to answer a second client that it is busy)"
+                f"--max_workers={self.max_workers}: must be >= {self.max_sessions + 1} (one per "
+                "open session, plus one to answer one more client that it is busy)"
             )
 
     @property

@@ -8,13 +8,16 @@ Threads and hand-offs:
   wait in one ordered queue that `_write` drains, sending a heartbeat whenever it is idle.
 - One lock and condition guard it all; nothing blocks while holding it.
 
-Session lifecycle: a stream takes the single session slot when it opens (a second concurrent
-stream is refused with RESOURCE_EXHAUSTED naming the holder, unless it comes from the same
-client id — a reconnect — which replaces its own stale session). It must send a Handshake
-within `handshake_timeout_s`. A wrong schema version is refused right here, naming both
-versions; anything else is handed to the server loop through `accept()`/`reply()`. The
-session ends on the client's goodbye (`PeerClosed`), on silence beyond `heartbeat_timeout_s`,
-a broken stream, a protocol violation (`PeerGone`), or when the loop calls `accept()` again.
+Session lifecycle: a stream takes one of `max_sessions` session slots when it opens (one
+more concurrent stream is refused with RESOURCE_EXHAUSTED naming a holder, unless it comes
+from the client id of a session held — a reconnect — which replaces its own stale session).
+The server loop serves each accepted session on one of `max_sessions` lanes (`lanes()`); the
+transport's own session methods are lane 0's, for a caller that serves one at a time.
+A stream must send a Handshake within `handshake_timeout_s`. A wrong schema version is
+refused right here, naming both versions; anything else is handed to the server loop
+through `accept()`/`reply()`. The session ends on the client's goodbye (`PeerClosed`), on
+silence beyond `heartbeat_timeout_s`, a broken stream, a protocol violation (`PeerGone`), or
+when its lane calls `accept()` again.
 
 Health (`grpc.health.v1`, the official `grpcio-health-checking` servicer): Check and Watch
 answer for the whole server ("") and for the AsyncInference service, without a token, so a
@@ -64,7 +67,7 @@ from asyncinf.runtime.messages import (
     HandshakeReply,
     Observation,
 )
-from asyncinf.transports.base import Lease, ServerTransport, WhenFull
+from asyncinf.transports.base import LanedServerTransport, Lease, ServerTransport, WhenFull
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, wire
 from asyncinf.transports.grpc.config import GrpcServerConfig, is_loopback
@@ -169,7 +172,7 @@ class _TokenInterceptor(grpc.ServerInterceptor):
         return self._deny_stream if details.method == SESSION_METHOD else self._deny_unary
 
 
-class GrpcServerTransport(ServerTransport):
+class GrpcServerTransport(LanedServerTransport):
     """Listens at construction; `port` is the bound port (useful with port 0)."""
 
     def __init__(self, config: GrpcServerConfig) -> None:
@@ -177,8 +180,8 @@ class GrpcServerTransport(ServerTransport):
         token = config.load_token()
         self._limits = convert.Limits(config.max_tensor_elements, config.max_message_bytes)
         self._cond = threading.Condition()
-        self._active: _Session | None = None  # holds the single session slot
-        self._current: _Session | None = None  # the session the server loop accepted
+        self._open: list[_Session] = []  # streams holding a session slot, oldest first
+        self._lanes = [_Lane(self) for _ in range(config.max_sessions)]
         self._closing = False
         self._serving = True
         self._draining = False
@@ -279,82 +282,13 @@ class GrpcServerTransport(ServerTransport):
         for name in ("", SERVICE):
             self._health.set(name, status)
 
-    def accept(self, timeout_s: float) -> Handshake | None:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            self._abandon_current()
-            while True:
-                s = self._active
-                if s is not None and s.hello is not None and not s.accepted and not s.ended:
-                    s.accepted = True
-                    self._current = s
-                    return s.hello
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closing:
-                    return None
-                self._cond.wait(remaining)
+    def lanes(self) -> list[ServerTransport]:
+        return list(self._lanes)
 
-    def reply(self, reply: HandshakeReply) -> None:
-        with self._cond:
-            s = self._require_current()
-            s.out.append((convert.reply_to_down(reply, s.id), False))
-            if reply.accepted and s.hello is not None and not s.ended:
-                s.announced = True
-                self.events.opened(s.id, s.hello)
-            if not reply.accepted:
-                # The server loop logs the refusal in one line; this adds who it was, with -v.
-                log.debug("refused session %s", s.describe())
-                s.end_error = PeerGone(f"session refused: {reply.message}")  # logged: not again
-                self._end(s, s.end_error)
-                self._current = None
-            self._cond.notify_all()
-
-    def next_observation(self, timeout_s: float) -> Lease | None:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            s = self._require_current()
-            while s.slot is None:
-                if s.end_error is not None:
-                    raise s.end_error
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            if s.end_error is not None:
-                raise s.end_error
-            (obs, available_ns), s.slot = s.slot, None
-        return Lease(obs, available_ns, time.monotonic_ns())
-
-    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
-        data = convert.chunk_to_down(chunk)
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            s = self._require_current()
-            while True:
-                if s.end_error is not None:
-                    raise s.end_error
-                if s.out_chunks < self.config.chunk_queue_depth:
-                    break
-                remaining = deadline - time.monotonic()
-                if self.config.when_full is WhenFull.ERROR or remaining <= 0:
-                    raise queue.Full(
-                        f"{s.out_chunks} chunks are waiting for the client "
-                        f"(chunk_queue_depth={self.config.chunk_queue_depth})"
-                    )
-                self._cond.wait(remaining)
-            s.out.append((data, True))
-            s.out_chunks += 1
-            self._cond.notify_all()
-        self.events.chunk(s.id, chunk)
-
-    def send_error(self, error: ErrorMessage) -> None:
-        data = convert.error_to_down(error)
-        with self._cond:
-            s = self._require_current()
-            if s.end_error is not None:
-                raise s.end_error
-            self._push_control(s, data)
-        self.events.error(s.id, error.code)
+    @property
+    def _current(self) -> _Session | None:
+        """The session lane 0 serves (what a single-session caller accepted)."""
+        return self._lanes[0].current
 
     def stats(self) -> dict[str, Any]:
         """Counters for the server's summary."""
@@ -375,9 +309,8 @@ class GrpcServerTransport(ServerTransport):
             if self._closing:
                 return
             self._closing = True
-            s = self._active
-            if s is not None and not s.ended:
-                why = DRAIN_GOODBYE if self._draining else "server shutting down"
+            why = DRAIN_GOODBYE if self._draining else "server shutting down"
+            for s in self._live():
                 s.out.append((convert.goodbye_down(why), False))
                 self._end(s, PeerClosed(why))
             self._cond.notify_all()
@@ -387,18 +320,6 @@ class GrpcServerTransport(ServerTransport):
         log.info("gRPC policy server on port %d stopped", self.port)
 
     # --- state helpers (call with the condition held) ------------------------------------
-
-    def _require_current(self) -> _Session:
-        s = self._current
-        if s is None:
-            raise PeerGone("no session: call accept() first (or the session was refused)")
-        return s
-
-    def _abandon_current(self) -> None:
-        s, self._current = self._current, None
-        if s is not None and not s.ended:
-            self._end(s, PeerGone("the server loop left the session"))
-            s.status = (grpc.StatusCode.ABORTED, "the server ended the session")
 
     def _end(self, s: _Session, error: TransportError) -> None:
         if s.end_error is None:
@@ -429,13 +350,15 @@ class GrpcServerTransport(ServerTransport):
 
     def _info_rpc(self, _request: pb.InfoRequest, _context: grpc.ServicerContext) -> pb.ServerInfo:
         with self._cond:
-            s = self._active
-            busy = s is not None and not s.ended
+            live = self._live()
             return pb.ServerInfo(
                 schema_version=SCHEMA_VERSION,
-                busy=busy,
-                active_session=s.describe() if busy else "",
+                busy=len(live) >= self.config.max_sessions,
+                active_session="; ".join(s.describe() for s in live),
             )
+
+    def _live(self) -> list[_Session]:
+        return [s for s in self._open if not s.ended]
 
     def _session_rpc(
         self, requests: Iterator[bytes], context: grpc.ServicerContext
@@ -456,22 +379,27 @@ class GrpcServerTransport(ServerTransport):
                 )
                 log.warning("refused %s: %s", context.peer(), msg)
                 context.abort(grpc.StatusCode.UNAVAILABLE, msg)
-            held = self._active
-            if held is not None and not held.ended:
-                if self.config.allow_takeover and client_id and client_id == held.client_id:
-                    log.info("client %s reconnected; replacing its session %s", client_id, held.id)
-                    self._end(held, PeerGone("replaced by a reconnect of the same client"))
-                    held.status = (grpc.StatusCode.ABORTED, "replaced by a newer stream")
-                else:
-                    self.sessions_refused_busy += 1
-                    msg = (
-                        f"server busy: serving session {held.id} from {held.describe()}; "
-                        "it serves one session at a time"
-                    )
-                    log.warning("refused %s: %s", context.peer(), msg)
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+            live = self._live()
+            mine = [h for h in live if client_id and h.client_id == client_id]
+            if mine and self.config.allow_takeover:
+                held = mine[0]
+                log.info("client %s reconnected; replacing its session %s", client_id, held.id)
+                self._end(held, PeerGone("replaced by a reconnect of the same client"))
+                held.status = (grpc.StatusCode.ABORTED, "replaced by a newer stream")
+            elif len(live) >= self.config.max_sessions:
+                self.sessions_refused_busy += 1
+                held = live[0]
+                most = self.config.max_sessions
+                msg = (
+                    f"server busy: serving session {held.id} from {held.describe()}"
+                    + (f" and {len(live) - 1} more" if len(live) > 1 else "")
+                    + ("; it serves one session at a time" if most == 1 else
+                       f"; it serves at most {most} sessions at a time (--max_sessions)")
+                )  # fmt: skip
+                log.warning("refused %s: %s", context.peer(), msg)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
             s = _Session(context.peer(), client_id, context)
-            self._active = s
+            self._open.append(s)
             self.sessions_opened += 1
         log.info("stream opened by %s (session %s)", s.peer, s.id)
         # When the RPC terminates for any reason (client cancel, deadline, shutdown).
@@ -484,8 +412,8 @@ class GrpcServerTransport(ServerTransport):
         finally:
             with self._cond:
                 self._end(s, PeerGone("stream closed"))
-                if self._active is s:
-                    self._active = None
+                if s in self._open:
+                    self._open.remove(s)
                 self._cond.notify_all()
 
     def _on_rpc_done(self, s: _Session) -> None:
@@ -625,6 +553,109 @@ class GrpcServerTransport(ServerTransport):
             s.hello = hello
             self._cond.notify_all()
             return True
+
+
+class _Lane(ServerTransport):
+    """One of the server loop's lanes (`lanes()`): the session it accepted, one at a time.
+
+    All lanes share the transport's sessions, condition and counters; a lane takes the next
+    handshake no other lane has taken. Closing is the transport's."""
+
+    def __init__(self, transport: GrpcServerTransport) -> None:
+        self._t = transport
+        self.current: _Session | None = None  # the session this lane accepted
+
+    def accept(self, timeout_s: float) -> Handshake | None:
+        deadline = time.monotonic() + timeout_s
+        with self._t._cond:
+            self._abandon_current()
+            while True:
+                for s in self._t._open:  # the oldest handshake no lane has taken
+                    if s.hello is not None and not s.accepted and not s.ended:
+                        s.accepted = True
+                        self.current = s
+                        return s.hello
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._t._closing:
+                    return None
+                self._t._cond.wait(remaining)
+
+    def reply(self, reply: HandshakeReply) -> None:
+        with self._t._cond:
+            s = self._require_current()
+            s.out.append((convert.reply_to_down(reply, s.id), False))
+            if reply.accepted and s.hello is not None and not s.ended:
+                s.announced = True
+                self._t.events.opened(s.id, s.hello)
+            if not reply.accepted:
+                # The server loop logs the refusal in one line; this adds who it was, with -v.
+                log.debug("refused session %s", s.describe())
+                s.end_error = PeerGone(f"session refused: {reply.message}")  # logged: not again
+                self._t._end(s, s.end_error)
+                self.current = None
+            self._t._cond.notify_all()
+
+    def next_observation(self, timeout_s: float) -> Lease | None:
+        deadline = time.monotonic() + timeout_s
+        with self._t._cond:
+            s = self._require_current()
+            while s.slot is None:
+                if s.end_error is not None:
+                    raise s.end_error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._t._cond.wait(remaining)
+            if s.end_error is not None:
+                raise s.end_error
+            (obs, available_ns), s.slot = s.slot, None
+        return Lease(obs, available_ns, time.monotonic_ns())
+
+    def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
+        data = convert.chunk_to_down(chunk)
+        deadline = time.monotonic() + timeout_s
+        with self._t._cond:
+            s = self._require_current()
+            while True:
+                if s.end_error is not None:
+                    raise s.end_error
+                if s.out_chunks < self._t.config.chunk_queue_depth:
+                    break
+                remaining = deadline - time.monotonic()
+                if self._t.config.when_full is WhenFull.ERROR or remaining <= 0:
+                    raise queue.Full(
+                        f"{s.out_chunks} chunks are waiting for the client "
+                        f"(chunk_queue_depth={self._t.config.chunk_queue_depth})"
+                    )
+                self._t._cond.wait(remaining)
+            s.out.append((data, True))
+            s.out_chunks += 1
+            self._t._cond.notify_all()
+        self._t.events.chunk(s.id, chunk)
+
+    def send_error(self, error: ErrorMessage) -> None:
+        data = convert.error_to_down(error)
+        with self._t._cond:
+            s = self._require_current()
+            if s.end_error is not None:
+                raise s.end_error
+            self._t._push_control(s, data)
+        self._t.events.error(s.id, error.code)
+
+    def _require_current(self) -> _Session:
+        s = self.current
+        if s is None:
+            raise PeerGone("no session: call accept() first (or the session was refused)")
+        return s
+
+    def _abandon_current(self) -> None:
+        s, self.current = self.current, None
+        if s is not None and not s.ended:
+            self._t._end(s, PeerGone("the server loop left the session"))
+            s.status = (grpc.StatusCode.ABORTED, "the server ended the session")
+
+    def close(self) -> None:
+        """Nothing of its own: the transport closes every session."""
 
 
 def open_server(spec: dict[str, Any]) -> GrpcServerTransport:

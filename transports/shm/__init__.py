@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from asyncinf.transports.base import ServerTransport
     from asyncinf.transports.shm.client import ShmClientTransport
     from asyncinf.transports.shm.server import ShmServerTransport
 
@@ -52,10 +53,15 @@ def open_client(spec: dict[str, Any]) -> ShmClientTransport:
     return ShmClientTransport.attach(spec["name"])
 
 
-def open_server(spec: dict[str, Any]) -> ShmServerTransport:
-    """The server end of the session named in `spec["name"]` (transports.factory's hook)."""
+def open_server(spec: dict[str, Any]) -> ServerTransport:
+    """The server end of the session named in `spec["name"]`, or of all the sessions in
+    `spec["names"]` served at once (transports.factory's hook)."""
     from asyncinf.transports.shm.server import ShmServerTransport  # noqa: PLC0415
 
+    if "names" in spec:
+        from asyncinf.transports.shm.lanes import ShmLanes  # noqa: PLC0415
+
+        return ShmLanes.attach(spec["names"], spec.get("labels") or [])
     return ShmServerTransport.attach(spec["name"])
 
 

@@ -53,7 +53,13 @@ def test_write_then_read_back(tmp_path):
     assert json.loads(path.read_text()) == {
         "state": "running",
         "pid": os.getpid(),
-        "server": {"pid": os.getpid(), "state": "running", "restarts": 2, "policy": {}},
+        "server": {
+            "pid": os.getpid(),
+            "state": "running",
+            "restarts": 2,
+            "policy": {},
+            "batch_sizes": {},
+        },
         "client": {
             "pid": os.getpid(),
             "state": "running",
