@@ -142,6 +142,29 @@ def test_diffusion_sessions_interleaved_on_one_model_answer_as_each_alone(checkp
     assert not batcher._states
 
 
+@pytest.mark.parametrize("kind", ["vqbet", "tdmpc"])
+def test_other_history_policies_keep_each_sessions_state(tmp_path, kind):
+    """VQ-BeT's queues and TDMPC's (with its planner's warm start, `_prev_mean`) per session
+    too: interleaved, each session answers as it does alone."""
+    path = make_tiny_checkpoint(kind, tmp_path / kind, cameras={"front": (64, 64)})
+    options = {"rename_map": {"observation.images.front": "observation.image"}}
+    h = hello(path, kind, **(options if kind == "tdmpc" else {}))
+    steps = {s: [(s + t, observation(s + t, (64, 64, 3))) for t in range(3)] for s in (10, 20)}
+    shared = load(h)
+    batcher = Batcher(shared, max_size=2, max_wait_ms=0)
+    keys = {s: batcher.join() for s in steps}
+    together: dict[int, list] = {s: [] for s in steps}
+    for t in range(3):
+        for s in steps:
+            together[s] += _chunks(shared, batcher, keys[s], [steps[s][t]])
+    for s, mine in steps.items():
+        alone = load(h)
+        solo = Batcher(alone, max_size=1, max_wait_ms=0)
+        want = _chunks(alone, solo, solo.join(), mine)
+        for got, expected in zip(together[s], want, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_joint_count_mismatch_names_both_sides(checkpoints):
     with pytest.raises(PolicyError, match=r"6 state values, the robot has 5 joints"):
         load(hello(checkpoints["act"], joints=JOINTS[:5]))
