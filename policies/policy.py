@@ -103,7 +103,8 @@ class Policy(abc.ABC):
     @property
     def keeps_session_state(self) -> bool:
         """True when the policy keeps state between chunks of one robot (an observation
-        history): the server then loads each session's own state before its calls."""
+        history; it then implements `session_state` and `restore_session_state`): the server
+        loads each session's own state before its calls."""
         return False
 
     def session_state(self) -> Any:
