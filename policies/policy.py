@@ -12,6 +12,11 @@ chunk agree with the given tail over the first `inference_delay` actions. The se
 Batching across sessions: a server with several sessions on one policy hands it the inputs
 of all that wait at once through `predict_batch`. Its default runs them one by one; a policy
 whose model takes a batch dimension sets `supports_batch = True` and runs them in one pass.
+
+State per robot (an observation history): a policy that keeps one says so with
+`keeps_session_state` and hands it over with `session_state` / `restore_session_state`; the
+server swaps it per session before each call, so robots sharing one loaded policy never mix
+their histories (such a policy is not batched across sessions).
 """
 
 from __future__ import annotations
@@ -98,9 +103,19 @@ class Policy(abc.ABC):
     @property
     def keeps_session_state(self) -> bool:
         """True when the policy keeps state between chunks of one robot (an observation
-        history): the server then serves it to one session at a time, since sessions would
-        mix their robots' histories in one instance."""
+        history; it then implements `session_state` and `restore_session_state`): the server
+        loads each session's own state before its calls."""
         return False
+
+    def session_state(self) -> Any:
+        """The state kept between one robot's chunks, as an object the server holds while
+        other sessions run; `restore_session_state` takes it back. Not copied: the policy
+        stops using it until it is restored."""
+        return None
+
+    def restore_session_state(self, state: Any) -> None:
+        """Load what `session_state` returned; None: a new session's fresh state (the
+        model's, as after `reset`)."""
 
     @property
     def info(self) -> dict[str, Any]:

@@ -11,8 +11,13 @@ batch, behind the one running (no wait needed when the server is the bottleneck)
 runs one batch at a time, which also keeps a policy that is not thread-safe safe.
 
 A batch that fails is run again one input at a time, so one session's bad input fails only
-that session's inference. Postprocessing (and any other per-session state) stays with each
-session's thread.
+that session's inference. Postprocessing stays with each session's thread.
+
+Per-session state (`Policy.keeps_session_state`: an observation history): each session that
+`join`s gets a key its requests carry; right before a request runs, the policy's state is
+swapped for that session's (`Policy.session_state` / `restore_session_state`), inside the
+serialized run where nothing else touches the model. A new session starts fresh; `leave`
+drops its state. Such a policy is never batched across sessions (its model has one history).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class Prediction:
 class _Request:
     inputs: Any
     rtc: RtcInput | None = None
+    session: int | None = None
     arrived_ns: int = field(default_factory=time.monotonic_ns)
     result: Prediction | None = None
     error: BaseException | None = None
@@ -75,7 +81,8 @@ class Batcher:
 
     def __init__(self, policy: Policy, max_size: int, max_wait_ms: float) -> None:
         self.policy = policy
-        self.max_size = max_size if policy.supports_batch else 1
+        batches = policy.supports_batch and not policy.keeps_session_state
+        self.max_size = max_size if batches else 1
         self._max_wait_ns = round(max_wait_ms * 1e6)
         self._cond = threading.Condition()
         self._waiting: list[_Request] = []
@@ -83,23 +90,35 @@ class Batcher:
         self._fruitless = 0  # waits in a row that drew no company
         self._leaders = 0
         self.sessions = 0  # sessions using the policy now: how much company to wait for
+        self._keys = 0  # the last session key handed out
+        self._states: dict[int, Any] = {}  # session -> its state, while another's is loaded
+        self._loaded: int | None = None  # the session whose state the policy holds now
         self.batch_sizes: dict[int, int] = {}  # size -> batches of that size
         self.inference_ns = LogHistogram()  # per batch
 
-    def join(self) -> None:
+    def join(self) -> int:
+        """A new session: its key, for `predict` and `leave`."""
         with self._cond:
             self.sessions += 1
+            self._keys += 1
+            return self._keys
 
-    def leave(self) -> None:
+    def leave(self, session: int) -> None:
         with self._cond:
             self.sessions -= 1
+            self._states.pop(session, None)
+            if self._loaded == session:
+                self._loaded = None  # what the policy holds is nobody's now: never saved
             self._cond.notify_all()  # a leader waiting for this session's company goes now
 
-    def predict(self, inputs: Any, rtc: RtcInput | None = None) -> Prediction:
+    def predict(
+        self, inputs: Any, rtc: RtcInput | None = None, session: int | None = None
+    ) -> Prediction:
         """`policy.predict_chunk(inputs)`, possibly in a batch with other sessions' inputs
-        (with `rtc`: `predict_chunk(inputs, rtc=rtc)`, alone). Raises what the policy raised
-        for these inputs."""
-        me = _Request(inputs, rtc)
+        (with `rtc`: `predict_chunk(inputs, rtc=rtc)`, alone), with `session`'s state loaded
+        (None: whatever state the policy holds). Raises what the policy raised for these
+        inputs."""
+        me = _Request(inputs, rtc, session)
         batch: list[_Request] = []
         with self._cond:
             self._waiting.append(me)
@@ -148,6 +167,7 @@ class Batcher:
         try:
             if len(batch) == 1:
                 one = batch[0]
+                self._load_state(one.session)
                 told = {} if one.rtc is None else {"rtc": one.rtc}
                 outputs = [self.policy.predict_chunk(one.inputs, **told)]
             else:
@@ -168,6 +188,19 @@ class Batcher:
             for request, out in zip(batch, outputs, strict=True):
                 request.result = Prediction(out, t0 - request.arrived_ns, t1 - t0, len(batch))
             self._cond.notify_all()
+
+    def _load_state(self, session: int | None) -> None:
+        """Swap the policy's state for `session`'s (fresh for a new one); the state it held
+        is kept for its session. Under the condition: against a `leave` meanwhile."""
+        if session is None or not self.policy.keeps_session_state:
+            return
+        with self._cond:
+            if session == self._loaded:
+                return
+            if self._loaded is not None:
+                self._states[self._loaded] = self.policy.session_state()
+            self.policy.restore_session_state(self._states.pop(session, None))
+            self._loaded = session
 
     def summary(self) -> dict[str, Any]:
         """Batch sizes formed (size -> count) and the model's time per batch, in ms."""

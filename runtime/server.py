@@ -308,17 +308,24 @@ class PolicyServer:
             hello = transport.accept(self.config.poll_s)
             if hello is None:
                 continue
-            policy = self._answer(transport, hello)
-            if policy is None:
+            admitted = self._answer(transport, hello)
+            if admitted is None:
                 continue
+            policy, batcher, key = admitted
             stats = SessionStats(_label(transport, hello, len(self.sessions)))
             with self._lock:
-                batcher = self._batcher(policy)
                 self.sessions_active += 1
                 self.sessions.append(stats)
             try:
                 self._session(
-                    transport, policy, hello, should_stop, beat=beat, batcher=batcher, stats=stats
+                    transport,
+                    policy,
+                    hello,
+                    should_stop,
+                    beat=beat,
+                    batcher=batcher,
+                    key=key,
+                    stats=stats,
                 )
             except PeerClosed:
                 log.info("client said goodbye (%s)", stats.label)
@@ -331,7 +338,7 @@ class PolicyServer:
             except TransportError as exc:
                 log.warning("session ended (%s): %s", stats.label, exc)
             finally:
-                batcher.leave()
+                batcher.leave(key)  # and the session's state with it
                 with self._lock:
                     self.sessions_active -= 1
                 if self.config.max_sessions > 1:
@@ -365,26 +372,23 @@ class PolicyServer:
         log.error("handshake refused: %s", why)
         transport.reply(HandshakeReply(accepted=False, message=why))
 
-    def _admit(self, hello: Handshake) -> tuple[Policy, Batcher]:
-        """The session's policy (found or loaded) and its batcher, joined."""
+    def _admit(self, hello: Handshake) -> tuple[Policy, Batcher, int]:
+        """The session's policy (found or loaded), its batcher, and its key there (joined).
+        A policy that keeps state per robot gets this session's own, fresh (`Batcher`)."""
         with self._admitting:  # against a second session taking the same policy meanwhile
             policy = self.cache.get(hello, reset=False)
             _check_loaded_rtc(hello, policy)
             with self._lock:
                 batcher = self._batcher(policy)
-            if batcher.sessions and policy.keeps_session_state:
-                raise ConfigError(
-                    f"policy {hello.policy.type} keeps an observation history per robot and "
-                    "is serving another session; this server serves it to one robot at a "
-                    "time (run a server per robot, or --max_sessions=1)"
-                )
             if not batcher.sessions:
                 policy.reset()  # a new episode; never under another session's feet
-            batcher.join()  # counted at once: the next handshake sees this session
-        return policy, batcher
+            key = batcher.join()  # counted at once: the next handshake sees this session
+        return policy, batcher, key
 
-    def _answer(self, transport: ServerTransport, hello: Handshake) -> Policy | None:
-        """The policy for an accepted session (joined to its batcher), or None: refused."""
+    def _answer(
+        self, transport: ServerTransport, hello: Handshake
+    ) -> tuple[Policy, Batcher, int] | None:
+        """An accepted session's policy, batcher and key there (`_admit`), or None: refused."""
         if hello.schema_version != SCHEMA_VERSION:
             self._refuse(
                 transport,
@@ -395,7 +399,7 @@ class PolicyServer:
         try:
             check_handshake(hello)
             check_rtc(hello.policy)
-            policy, batcher = self._admit(hello)
+            policy, batcher, key = self._admit(hello)
         except (PolicyError, ConfigError) as exc:  # the client is told why, in one line
             self._refuse(transport, str(exc))
             return None
@@ -417,10 +421,10 @@ class PolicyServer:
                 )
             )
         except BaseException:
-            batcher.leave()
+            batcher.leave(key)
             raise
         log.info("session started: %d joints, cameras %s", len(hello.joint_names), hello.cameras)
-        return policy
+        return policy, batcher, key
 
     def _session(
         self,
@@ -431,6 +435,7 @@ class PolicyServer:
         *,
         beat: Callable[[], None],
         batcher: Batcher,
+        key: int,
         stats: SessionStats,
     ) -> None:
         last_state: np.ndarray | None = None
@@ -459,7 +464,7 @@ class PolicyServer:
                     continue
                 else:
                     last_state = obs.state.copy()
-                    reply = self._infer(policy, lease, batcher, stats, rtc)
+                    reply = self._infer(policy, lease, batcher, stats, key=key, rtc=rtc)
             if isinstance(reply, ErrorMessage):
                 transport.send_error(reply)
                 stats.errors += 1
@@ -486,6 +491,8 @@ class PolicyServer:
         lease: Lease,
         batcher: Batcher,
         stats: SessionStats,
+        *,
+        key: int,  # the session's, at its batcher
         rtc: RtcSettings | None = None,
     ) -> ActionChunk | ErrorMessage:
         obs = lease.observation
@@ -498,7 +505,8 @@ class PolicyServer:
                 if rtc is None
                 else RtcInput(obs.inference_delay, obs.prev_chunk_left_over, rtc)
             )
-            done = batcher.predict(inputs, told)  # this observation alone, or in a batch
+            # This observation alone, or in a batch; with this session's state loaded.
+            done = batcher.predict(inputs, told, key)
             t2 = time.monotonic_ns()
             actions = policy.postprocess(done.outputs)
             t3 = time.monotonic_ns()

@@ -18,7 +18,8 @@ Policies that keep an observation history (Diffusion, VQ-BeT, TDMPC: a `_queues`
 only `select_action` fills) get their queues filled the way `select_action` fills them before
 `predict_action_chunk`, which is what LeRobot's own async server misses (#3445). After a reset
 the first observation fills the whole history; later entries are the observations the server
-was sent, one per chunk, not one per tick.
+was sent, one per chunk, not one per tick. Each session has its own history: the server swaps
+the model's `_queues` (and TDMPC's warm start) per session (`session_state`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec, RtcInput, RtcSettings
 
 log = logging.getLogger(__name__)
+
+# What the model's reset() sets afresh for a robot: the observation/action queues (Diffusion,
+# VQ-BeT, TDMPC) and TDMPC's warm start of its planner.
+SESSION_ATTRIBUTES = ("_queues", "_prev_mean")
 
 STATE = "observation.state"
 IMAGE_PREFIX = "observation.images."
@@ -148,6 +153,16 @@ class LeRobotPolicy(Policy):
     def keeps_session_state(self) -> bool:
         """Diffusion, VQ-BeT, TDMPC: their `_queues` hold this robot's recent observations."""
         return isinstance(getattr(self.model, "_queues", None), dict)
+
+    def session_state(self) -> dict[str, Any]:
+        return {k: getattr(self.model, k) for k in SESSION_ATTRIBUTES if hasattr(self.model, k)}
+
+    def restore_session_state(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self.model.reset()  # new queues: the session's state never shares the old ones
+            return
+        for name, value in state.items():
+            setattr(self.model, name, value)
 
     @property
     def info(self) -> dict[str, Any]:

@@ -7,10 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from joints import JOINTS
 
 from asyncinf.policies.lerobot.tiny import make_tiny_checkpoint
 from asyncinf.policies.policy import make_policy
+from asyncinf.runtime.batching import Batcher
 from asyncinf.runtime.errors import PolicyError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import PolicyCache
@@ -96,6 +98,71 @@ def test_diffusion_history_is_reset_per_session_and_runs_from_one_frame(checkpoi
     assert cache.get(h) is policy  # a new session: the same model, its history forgotten
     assert len(policy.model._queues["observation.state"]) == 0
     assert infer(policy, observation(3)).shape == (8, len(JOINTS))
+
+
+def _chunks(policy, batcher, session, steps):
+    """Each (seed, observation) of `steps` through `batcher` in `session`, torch seeded per
+    call (diffusion samples noise)."""
+    out = []
+    for seed, obs in steps:
+        torch.manual_seed(seed)
+        done = batcher.predict(policy.preprocess(obs), None, session)
+        out.append(policy.postprocess(done.outputs))
+    return out
+
+
+def test_diffusion_sessions_interleaved_on_one_model_answer_as_each_alone(checkpoints):
+    """Two robots on one loaded Diffusion, their observations interleaved: each gets the
+    chunks it gets alone on a fresh model, so neither history saw the other's frames."""
+    h = hello(checkpoints["diffusion"], "diffusion")
+    left = [(10 + t, observation(t)) for t in range(3)]
+    right = [(20 + t, observation(100 + t)) for t in range(3)]
+    shared = load(h)
+    batcher = Batcher(shared, max_size=2, max_wait_ms=0)
+    assert batcher.max_size == 1  # one history in the model: never batched across sessions
+    a, b = batcher.join(), batcher.join()
+    together: dict[int, list] = {a: [], b: []}
+    for mine, theirs in zip(left, right, strict=True):
+        together[a] += _chunks(shared, batcher, a, [mine])
+        together[b] += _chunks(shared, batcher, b, [theirs])
+    assert len(shared.model._queues["observation.state"]) == 2
+    for steps, key in ((left, a), (right, b)):
+        alone = load(h)
+        solo = Batcher(alone, max_size=1, max_wait_ms=0)
+        want = _chunks(alone, solo, solo.join(), steps)
+        for got, expected in zip(together[key], want, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # The histories matter: the second chunks differ from the first session's own answer to
+    # the same frame without its history (a fresh session).
+    c = batcher.join()
+    fresh = _chunks(shared, batcher, c, [left[1]])[0]
+    assert not np.allclose(fresh, together[a][1], atol=1e-4)
+    for key in (a, b, c):
+        batcher.leave(key)
+    assert not batcher._states
+
+
+@pytest.mark.parametrize("kind", ["vqbet", "tdmpc"])
+def test_other_history_policies_keep_each_sessions_state(tmp_path, kind):
+    """VQ-BeT's queues and TDMPC's (with its planner's warm start, `_prev_mean`) per session
+    too: interleaved, each session answers as it does alone."""
+    path = make_tiny_checkpoint(kind, tmp_path / kind, cameras={"front": (64, 64)})
+    options = {"rename_map": {"observation.images.front": "observation.image"}}
+    h = hello(path, kind, **(options if kind == "tdmpc" else {}))
+    steps = {s: [(s + t, observation(s + t, (64, 64, 3))) for t in range(3)] for s in (10, 20)}
+    shared = load(h)
+    batcher = Batcher(shared, max_size=2, max_wait_ms=0)
+    keys = {s: batcher.join() for s in steps}
+    together: dict[int, list] = {s: [] for s in steps}
+    for t in range(3):
+        for s in steps:
+            together[s] += _chunks(shared, batcher, keys[s], [steps[s][t]])
+    for s, mine in steps.items():
+        alone = load(h)
+        solo = Batcher(alone, max_size=1, max_wait_ms=0)
+        want = _chunks(alone, solo, solo.join(), mine)
+        for got, expected in zip(together[s], want, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_joint_count_mismatch_names_both_sides(checkpoints):

@@ -11,7 +11,6 @@ import pytest
 from asyncinf.policies.policy import make_policy
 from asyncinf.robots.sim.arm import SO101_JOINTS
 from asyncinf.runtime.batching import FRUITLESS_WAITS, PROBE_EVERY, Batcher
-from asyncinf.runtime.errors import HandshakeError
 from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import wait_until
@@ -110,6 +109,7 @@ class _Picky:
     """A batch policy that fails on one input: as a model fails on a malformed tensor."""
 
     supports_batch = True
+    keeps_session_state = False
 
     def predict_chunk(self, x):
         if x == "bad":
@@ -140,23 +140,6 @@ def _four_lanes():
             return [server for _, server in ends]
 
     return FourLanes(channels[0]), [client for client, _ in ends]
-
-
-def test_a_policy_with_a_history_per_robot_serves_one_session_at_a_time():
-    transport, clients = _four_lanes()
-    server = PolicyServer(PolicyCache(), ServerConfig(max_sessions=4))
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(transport, stop.is_set))
-    thread.start()
-    spec = PolicySpec(type="fake", actions_per_chunk=4, options={"history": True})
-    features = Handshake(["a.pos", "b.pos"], {}, spec, 30.0)
-    try:
-        assert clients[0].handshake(features, 30).accepted
-        with pytest.raises(HandshakeError, match="keeps an observation history per robot"):
-            clients[1].handshake(features, 30)
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 @pytest.mark.parametrize("max_size", [1, 4])
