@@ -38,30 +38,21 @@ class Guidance:
         self.settings: RtcSettings | None = None  # None: the processor was never enabled
 
     def configure(self, settings: RtcSettings) -> None:
-        """Enable LeRobot's RTC processor with `settings` (PolicyOptionError if out of range)."""
+        """Enable LeRobot's RTC processor with `settings` (which checked their own ranges,
+        and whose schedule names are LeRobot's; PolicyOptionError if LeRobot refuses one)."""
         if settings == self.settings:
             return
-        schedules = self.lr.RTCAttentionSchedule
-        name = str(settings.prefix_attention_schedule).upper()
-        if name not in schedules.__members__:
-            raise PolicyOptionError(
-                f"--rtc.prefix_attention_schedule={settings.prefix_attention_schedule!r}: not a "
-                f"schedule; use one of {list(schedules.__members__)}"
-            )
-        if settings.execution_horizon < 1:
-            raise PolicyOptionError(
-                f"--rtc.execution_horizon={settings.execution_horizon}: must be at least 1 "
-                "(actions of the new chunk the old tail guides; LeRobot's default is 10)"
-            )
         try:
             config = self.lr.RTCConfig(
                 enabled=True,
                 execution_horizon=int(settings.execution_horizon),
                 max_guidance_weight=float(settings.max_guidance_weight),
-                prefix_attention_schedule=schedules[name],
+                prefix_attention_schedule=self.lr.RTCAttentionSchedule[
+                    settings.prefix_attention_schedule
+                ],
             )
-        except ValueError as exc:  # LeRobot's own checks (max_guidance_weight > 0)
-            raise PolicyOptionError(f"--rtc: {exc}") from None
+        except (ValueError, KeyError) as exc:  # a LeRobot whose own checks or names differ
+            raise PolicyOptionError(f"--rtc: LeRobot refuses {settings}: {exc}") from None
         self.model.config.rtc_config = config
         init = getattr(self.model, "init_rtc_processor", None)  # GR00T reads the config itself
         if init is not None:
