@@ -24,12 +24,13 @@ def free_port() -> int:
 class Command:
     """One command line in its own process group (as a shell runs it), its log in a file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         with log.open("w") as out:
             self.proc = subprocess.Popen(
-                [*CLI, *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                [*CLI, *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
+            )  # fmt: skip
 
     def text(self) -> str:
         return self.log.read_text()

@@ -11,16 +11,11 @@ to report, not a test's to assert.
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
+from cli_processes import CLI, Command
 
-CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 RUN = ["--robot.type=sim", "--duration=10", "--task=pick up the cube"]
 
 
@@ -56,23 +51,18 @@ def test_rtc_over_grpc(checkpoints, tmp_path):
     # The server preloads the RTC variant; the client without --rtc gets a plain one beside it.
     # One OpenMP thread, as `up --local` gives its server: client and server share two cores
     # here, and torch on both of them beside a busy control loop takes ~8x longer per chunk.
-    serve = subprocess.Popen(
-        [*CLI, "serve", "--port=0", "--robot.type=sim", *smolvla(checkpoints), "--rtc"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    serve = Command(
+        ["serve", "--port=0", "--robot.type=sim", *smolvla(checkpoints), "--rtc"],
+        tmp_path / "serve.log", env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     try:
-        log, deadline = "", time.monotonic() + 180
-        while (m := re.search(r"serving on 127\.0\.0\.1:(\d+)", log)) is None:
-            line = serve.stderr.readline()
-            assert line and time.monotonic() < deadline, f"serve did not start:\n{log}"
-            log += line
-        where = f"--remote=127.0.0.1:{m.group(1)}"
+        port = serve.wait_for_log(r"serving on 127\.0\.0\.1:(\d+)", 180).group(1)
+        where = f"--remote=127.0.0.1:{port}"
         on = run_up(tmp_path, where, *smolvla(checkpoints), "--rtc")
         off = run_up(tmp_path, where, *smolvla(checkpoints))
+        assert serve.ctrl_c() in (0, 130), serve.text()[-3000:]
     finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.communicate(timeout=30)
-    assert serve.returncode == 0
+        serve.kill()
     assert_rtc_smooths_the_seams(off, on)
 
 
