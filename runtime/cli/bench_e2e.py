@@ -179,7 +179,8 @@ def _print_bare(out: Console, transport: str, payload: int, bare: dict, rows: li
             f"{mode} p50 {q['p50']:.2f}× p99 {q['p99']:.2f}×"
             for mode, q in r["overhead_over_transport"].items()
         )
-        out.print(f"g = {r['g']:g}: overhead / bare round trip: {line}")
+        rtc = ", rtc on" if r["rtc"] else ""
+        out.print(f"g = {r['g']:g}{rtc}: overhead / bare round trip: {line}")
 
 
 def _start_serve() -> tuple[subprocess.Popen, int]:
