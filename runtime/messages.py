@@ -56,6 +56,7 @@ class ActionChunk:
     preprocess_ns: int = 0
     inference_ns: int = 0
     postprocess_ns: int = 0
+    batch_size: int = 1  # observations (of as many sessions) in the model call that made it
 
     @property
     def compute_ns(self) -> int:

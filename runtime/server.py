@@ -526,6 +526,7 @@ class PolicyServer:
             preprocess_ns=t1 - t0,
             inference_ns=t2 - t1 - done.wait_ns,
             postprocess_ns=t3 - t2,
+            batch_size=done.batch_size,
         )
 
 

@@ -59,7 +59,7 @@ def serve(
     again from SIGTERM on (the drain, bounded by --drain-timeout).
 
     Metrics: --prometheus-port serves sessions, chunks, errors, the clients' idle frames,
-    inference and round-trip histograms, labelled per policy and per session.
+    inference, batch-size and round-trip histograms, labelled per policy and per session.
     """
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_ENDED = 32
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # Seconds: from a fast policy on a GPU (1 ms) to a slow VLA on a CPU (10 s).
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -85,12 +86,17 @@ class PrometheusMetrics(SessionEvents):
             "asyncinf_client_idle_frames_after_first_chunk", "Of those, the ones after its "
             "first chunk", per_session, registry=r,
         )  # fmt: skip
+        self.batch_size = prom.Histogram(
+            "asyncinf_batch_size", "Observations in the model call that made each chunk "
+            "(several robots' batched: --batch.max_size)", per_session,
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
         self.ticks = prom.Gauge(
             "asyncinf_client_ticks", "Control ticks, as the client reports", per_session,
             registry=r,
         )  # fmt: skip
-        self._per_session = (self.chunks, self.inference, self.roundtrip, self.idle_frames,
-                             self.idle_after_first, self.ticks)  # fmt: skip
+        self._per_session = (self.chunks, self.inference, self.batch_size, self.roundtrip,
+                             self.idle_frames, self.idle_after_first, self.ticks)  # fmt: skip
         self._lock = threading.Lock()
         self._policy: dict[str, str] = {}  # session -> policy label, open and recently ended
         self._error_codes: dict[str, set[str]] = {}
@@ -136,6 +142,7 @@ class PrometheusMetrics(SessionEvents):
         if labels is not None:
             self.chunks.labels(*labels).inc()
             self.inference.labels(*labels).observe(chunk.inference_ns / 1e9)
+            self.batch_size.labels(*labels).observe(chunk.batch_size)
 
     def error(self, session: str, code: str) -> None:
         labels = self._labels(session)

@@ -362,6 +362,7 @@ def chunk_to_down(chunk: ActionChunk) -> bytes:
     c.preprocess_ns = chunk.preprocess_ns
     c.inference_ns = chunk.inference_ns
     c.postprocess_ns = chunk.postprocess_ns
+    c.batch_size = chunk.batch_size
     return down.SerializeToString()
 
 
@@ -375,6 +376,7 @@ def chunk_from_proto(c: pb.ActionChunk, limits: Limits) -> ActionChunk:
         preprocess_ns=c.preprocess_ns,
         inference_ns=c.inference_ns,
         postprocess_ns=c.postprocess_ns,
+        batch_size=c.batch_size,
     )
 
 

@@ -44,6 +44,9 @@ def test_metrics_count_sessions_chunks_and_what_the_client_reports(tmp_path):
     assert chunks == run["chunks_received"] > 0
     inferences = value(samples, "asyncinf_inference_seconds_count", session=session)
     assert inferences == chunks
+    # One robot: every chunk came from a model call of one observation.
+    assert value(samples, "asyncinf_batch_size_count", session=session) == chunks
+    assert value(samples, "asyncinf_batch_size_sum", session=session) == chunks
     roundtrips = value(samples, "asyncinf_roundtrip_seconds_count", session=session)
     assert 0 < roundtrips <= chunks  # the last chunks' report may not have gone out
     inf_bucket = value(samples, "asyncinf_roundtrip_seconds_bucket", session=session, le="+Inf")
