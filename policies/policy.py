@@ -140,13 +140,6 @@ class Policy(abc.ABC):
         self.reset()
 
 
-def _lerobot_policy(name: str) -> type[Policy]:
-    """Any other type is LeRobot's (imported only now, and only if it knows the type)."""
-    from asyncinf.policies.lerobot import policy_class  # noqa: PLC0415
-
-    return policy_class(name)
-
-
 POLICIES: Registry[Policy] = Registry(
     "policy",
     {
@@ -154,7 +147,8 @@ POLICIES: Registry[Policy] = Registry(
         "tiny_torch": "asyncinf.policies.tiny_torch:TinyTorchPolicy",
         "fake": "asyncinf.policies.fake:FakePolicy",
     },
-    fallback=_lerobot_policy,
+    # Any other type is LeRobot's (imported only then, and only if it knows the type).
+    fallback="asyncinf.policies.lerobot:policy_class",
 )
 
 

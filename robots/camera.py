@@ -62,12 +62,6 @@ class Camera(abc.ABC):
         """Safe to call twice."""
 
 
-def _lerobot_camera(name: str) -> type[Camera]:
-    from asyncinf.robots.lerobot import camera_class  # noqa: PLC0415  (LeRobot only if asked)
-
-    return camera_class(name)
-
-
 # Built-ins first; any other type (intelrealsense, zmq, plugins) is looked up in LeRobot's.
 CAMERAS: Registry[Camera] = Registry(
     "camera",
@@ -76,7 +70,7 @@ CAMERAS: Registry[Camera] = Registry(
         "opencv": "asyncinf.robots.opencv_camera:OpenCVCamera",
         "fake": "asyncinf.robots.fake:FakeCamera",
     },
-    fallback=_lerobot_camera,
+    fallback="asyncinf.robots.lerobot:camera_class",  # LeRobot only if asked
 )
 
 

@@ -168,12 +168,6 @@ def _disconnect(cameras: Iterable[Camera]) -> None:
             log.warning("%s", exc)
 
 
-def _lerobot_robot(name: str) -> type[Robot]:
-    from asyncinf.robots.lerobot import robot_class  # noqa: PLC0415  (LeRobot only if asked)
-
-    return robot_class(name)
-
-
 # Built-ins first; any other name (or `lerobot:<type>`) is looked up in LeRobot's registry.
 ROBOTS: Registry[Robot] = Registry(
     "robot",
@@ -183,7 +177,7 @@ ROBOTS: Registry[Robot] = Registry(
         "so100_follower": "asyncinf.robots.so_follower:SO100Follower",
         "so101_follower": "asyncinf.robots.so_follower:SO101Follower",
     },
-    fallback=_lerobot_robot,
+    fallback="asyncinf.robots.lerobot:robot_class",  # LeRobot only if asked
 )
 
 

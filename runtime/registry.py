@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from asyncinf.runtime.errors import ConfigError
 
 T = TypeVar("T")
 
 
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class Registry(Generic[T]):
     """Maps a type string to "module:Class"; the module is imported only when asked for."""
 
-    def __init__(
-        self,
-        kind: str,
-        entries: dict[str, str],
-        fallback: Callable[[str], type[T]] | None = None,
-    ) -> None:
+    def __init__(self, kind: str, entries: dict[str, str], fallback: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, str | type[T]] = dict(entries)
-        # For names not registered: returns the class, or raises an error that says why not.
+        # "module:function", imported (like the entries) only when a name is not registered:
+        # the function returns the class, or raises an error that says why not.
         self._fallback = fallback
 
     def register(self, name: str, target: str | type[T]) -> None:
@@ -37,11 +37,8 @@ class Registry(Generic[T]):
             target = self._entries[name]
         except KeyError:
             if self._fallback is not None:
-                return self._fallback(name)
+                return _import(self._fallback)(name)
             raise ConfigError(
                 f"--{self.kind}.type={name!r} is not known; choose one of {self.names()}"
             ) from None
-        if isinstance(target, str):
-            module, _, attr = target.partition(":")
-            target = getattr(importlib.import_module(module), attr)
-        return target
+        return _import(target) if isinstance(target, str) else target
