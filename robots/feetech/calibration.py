@@ -139,11 +139,16 @@ def save_calibration(path: Path, calibration: Mapping[str, MotorCalibration]) ->
     tmp.replace(path)
 
 
+def _range(cal: MotorCalibration) -> tuple[int, int]:
+    """(range_min, range_max); an empty range maps nothing (LeRobot's check, both ways)."""
+    if cal.range_max == cal.range_min:
+        raise ValueError(f"invalid calibration for motor id {cal.id}: min and max are equal")
+    return cal.range_min, cal.range_max
+
+
 def normalize(raw: float, cal: MotorCalibration, mode: NormMode, resolution: int = 4096) -> float:
     """Raw Present_Position steps -> joint value (LeRobot's `_normalize`)."""
-    min_, max_ = cal.range_min, cal.range_max
-    if max_ == min_:
-        raise ValueError(f"invalid calibration for motor id {cal.id}: min and max are equal")
+    min_, max_ = _range(cal)
     drive_mode = cal.drive_mode
     if mode is NormMode.RANGE_M100_100:
         bounded = min(max_, max(min_, raw))
@@ -161,9 +166,7 @@ def normalize(raw: float, cal: MotorCalibration, mode: NormMode, resolution: int
 
 def unnormalize(value: float, cal: MotorCalibration, mode: NormMode, resolution: int = 4096) -> int:
     """Joint value -> raw Goal_Position steps (LeRobot's `_unnormalize`, `int()` included)."""
-    min_, max_ = cal.range_min, cal.range_max
-    if max_ == min_:
-        raise ValueError(f"invalid calibration for motor id {cal.id}: min and max are equal")
+    min_, max_ = _range(cal)
     drive_mode = cal.drive_mode
     if mode is NormMode.RANGE_M100_100:
         value = -value if drive_mode else value
