@@ -18,11 +18,9 @@ from asyncinf.runtime.messages import Observation, PolicySpec
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.grpc.client import GrpcClientTransport
-from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import GrpcServerTransport
+from asyncinf.transports.grpc.testing import fast_client, fast_server
 
 HISTORY = PolicySpec(type="fake", actions_per_chunk=4, options={"history": True})
-FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
 
 
 def obs(t: int, value: float) -> Observation:
@@ -66,19 +64,10 @@ def test_a_policy_without_session_state_is_left_alone():
     assert policy.calls == 2 and not batcher._states
 
 
-def grpc_client(port: int) -> GrpcClientTransport:
-    return GrpcClientTransport(
-        GrpcClientConfig(
-            target=f"127.0.0.1:{port}", connect_timeout_s=5.0, reconnect_backoff_s=0.05,
-            reconnect_backoff_max_s=0.3, **FAST,
-        )
-    )  # fmt: skip
-
-
 @pytest.fixture
 def grpc_server():
     """A PolicyServer on a real gRPC server of two lanes (`serve --max_sessions 2`)."""
-    transport = GrpcServerTransport(GrpcServerConfig(port=0, max_sessions=2, **FAST))
+    transport = fast_server(max_sessions=2)
     server = PolicyServer(PolicyCache(), ServerConfig(max_sessions=2))
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(transport, stop.is_set))
@@ -99,7 +88,7 @@ def ask(client: GrpcClientTransport, t: int, value: float) -> float:
 
 def test_two_robots_over_grpc_share_one_policy_with_their_own_histories(grpc_server):
     server, port = grpc_server
-    left, right = grpc_client(port), grpc_client(port)
+    left, right = fast_client(port), fast_client(port)
     try:
         assert left.handshake(hello(policy=HISTORY), 10).accepted
         assert right.handshake(hello(policy=HISTORY), 10).accepted  # no longer refused
@@ -111,7 +100,7 @@ def test_two_robots_over_grpc_share_one_policy_with_their_own_histories(grpc_ser
         assert ask(left, 3, 40) == 30
         left.close()
         wait_until(lambda: server.sessions_active == 1, 10, "the left robot's session to end")
-        third = grpc_client(port)
+        third = fast_client(port)
         try:
             assert third.handshake(hello(policy=HISTORY), 10).accepted
             assert ask(third, 1, 5) == 5  # fresh: neither left's 40 nor right's 200

@@ -51,13 +51,12 @@ class Pair:
 
 def grpc_pair() -> Pair:
     from asyncinf.transports.grpc.client import GrpcClientTransport
-    from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-    from asyncinf.transports.grpc.server import GrpcServerTransport
+    from asyncinf.transports.grpc.config import GrpcClientConfig
+    from asyncinf.transports.grpc.testing import FAST, fast_server
 
-    fast = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
-    server = GrpcServerTransport(GrpcServerConfig(port=0, chunk_queue_depth=8, **fast))
+    server = fast_server(chunk_queue_depth=8)
     client = GrpcClientTransport(
-        GrpcClientConfig(target=f"127.0.0.1:{server.port}", reconnect=False, **fast)
+        GrpcClientConfig(target=f"127.0.0.1:{server.port}", reconnect=False, **FAST)
     )
 
     def settle(n: int) -> None:

@@ -12,89 +12,59 @@ from asyncinf.robots.fake import FakeRobot, FakeRobotConfig
 from asyncinf.runtime.client import ClientConfig, RobotClient
 from asyncinf.runtime.messages import ActionChunk, Observation, PolicySpec
 from asyncinf.runtime.testing import hello, wait_until
-from asyncinf.transports.grpc.client import GrpcClientTransport
-from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import GrpcServerTransport
-from asyncinf.transports.testing import EchoServer
+from asyncinf.transports.grpc.testing import EchoReplica, fast_client
 
 pytestmark = pytest.mark.faults
 
-FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
-
-
-def make_server(port: int = 0) -> GrpcServerTransport:
-    return GrpcServerTransport(GrpcServerConfig(port=port, **FAST))
-
-
-def make_client(port: int) -> GrpcClientTransport:
-    return GrpcClientTransport(
-        GrpcClientConfig(
-            target=f"127.0.0.1:{port}", connect_timeout_s=5.0, reconnect_backoff_s=0.05,
-            reconnect_backoff_max_s=0.3, **FAST,
-        )
-    )  # fmt: skip
-
-
-def crash(server: GrpcServerTransport, echo: EchoServer) -> None:
-    """Streams cancelled without a goodbye, like a replica killed with kill -9."""
-    echo.stop()
-    server._server.stop(None)
-
 
 def test_chunks_read_before_the_break_are_never_handed_out():
-    server = make_server()
-    echo = EchoServer(server, chunk_shape=(4, 2)).__enter__()
-    client = make_client(server.port)
+    replica = EchoReplica()
+    client = fast_client(replica.port)
     try:
         client.handshake(hello(), 5)
         for t in range(3):  # three chunks read off the stream, not yet taken by receive()
             client.send_observation(Observation(t, time.monotonic_ns(), np.zeros(2, np.float32)))
             wait_until(lambda t=t: client.chunks_received == t + 1, 5, f"chunk {t} read")
-        crash(server, echo)
+        replica.crash()
         wait_until(lambda: not client.connected, 5, "the break noticed")
         assert client.last_disconnect_ns > 0
         assert client.receive(0.2) is None
         assert client.stale_dropped == 3
         # The next session's chunks are handed out as usual.
-        server = make_server(server.port)
-        echo = EchoServer(server, chunk_shape=(4, 2)).__enter__()
+        replica.start()
         wait_until(lambda: client.connected, 10, "the reconnect")
         client.send_observation(Observation(7, time.monotonic_ns(), np.zeros(2, np.float32)))
         msg = client.receive(5)
         assert isinstance(msg, ActionChunk) and msg.timestep == 7
     finally:
         client.close()
-        echo.stop()
-        server.close()
+        replica.close()
 
 
 @pytest.mark.parametrize("healed_before_the_tick", [False, True])
 def test_the_loop_executes_nothing_queued_from_a_dead_stream(healed_before_the_tick):
     """A chunk of 50 actions is queued; the server dies. The next tick holds, whether the
     transport is still reconnecting or has already healed (on another server) meanwhile."""
-    server = make_server()
-    echo = EchoServer(server, chunk_shape=(50, 2)).__enter__()
+    replica = EchoReplica(chunk_shape=(50, 2))
     robot = FakeRobot(FakeRobotConfig(num_joints=2))
     robot.connect()
     loop = RobotClient(robot, ClientConfig(), PolicySpec(type="fake"))
-    transport = make_client(server.port)
+    transport = fast_client(replica.port)
     try:
         loop.attach(transport, 5)
         loop.tick()  # sends the first observation
         wait_until(lambda: transport.chunks_received == 1, 5, "the first chunk")
         loop.tick()
         assert len(robot.commands) == 1 and len(loop.queue) == 49
-        crash(server, echo)
+        replica.crash()
         wait_until(lambda: not transport.connected, 5, "the break noticed")
         if healed_before_the_tick:
-            server = make_server(server.port)
-            echo = EchoServer(server, chunk_shape=(50, 2)).__enter__()
+            replica.start()
             wait_until(lambda: transport.connected, 10, "the reconnect")
         loop.tick()
         assert len(robot.commands) == 1, "an action of the dead session was executed"
         assert len(loop.queue) == 0 and loop.stats.server_lost == 1
     finally:
         transport.close()
-        echo.stop()
-        server.close()
+        replica.close()
         robot.disconnect()

@@ -40,32 +40,14 @@ from asyncinf.transports.base import WhenFull
 from asyncinf.transports.factory import TransportSpec, open_client, open_server
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert, server_info
-from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig, GrpcServerConfig
-from asyncinf.transports.grpc.server import GrpcServerTransport
 from asyncinf.transports.grpc.service import CLIENT_ID_KEY, SESSION_METHOD
+from asyncinf.transports.grpc.testing import EchoReplica, fast_client, fast_server
 from asyncinf.transports.testing import EchoServer, synthetic_frame
-
-FAST = dict(heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
 
 
 def obs(t: int, images=None) -> Observation:
     return Observation(t, time.monotonic_ns(), np.array([t, -t], np.float32), images or {})
-
-
-def make_server(**kw) -> GrpcServerTransport:
-    return GrpcServerTransport(GrpcServerConfig(port=kw.pop("port", 0), **{**FAST, **kw}))
-
-
-def make_client(port: int, **kw) -> GrpcClientTransport:
-    cfg = dict(
-        target=f"127.0.0.1:{port}",
-        connect_timeout_s=5.0,
-        reconnect_backoff_s=0.05,
-        reconnect_backoff_max_s=0.3,
-        **FAST,
-    )
-    return GrpcClientTransport(GrpcClientConfig(**{**cfg, **kw}))
 
 
 def receive_chunk(client, timeout_s: float = 5.0):
@@ -76,7 +58,7 @@ def receive_chunk(client, timeout_s: float = 5.0):
 
 @pytest.fixture
 def server():
-    srv = make_server()
+    srv = fast_server()
     yield srv
     srv.close()
 
@@ -89,7 +71,7 @@ def echo(server):
 
 @pytest.fixture
 def client(server):
-    c = make_client(server.port)
+    c = fast_client(server.port)
     yield c
     c.close()
 
@@ -176,7 +158,7 @@ def test_chunks_and_errors_arrive_in_order(server, client) -> None:
 
 
 def test_publish_chunk_when_the_client_does_not_read() -> None:
-    srv = make_server(chunk_queue_depth=2, when_full=WhenFull.ERROR)
+    srv = fast_server(chunk_queue_depth=2, when_full=WhenFull.ERROR)
     try:
         # A raw client that handshakes and never reads: grpc buffers some, then we say Full.
         done = threading.Event()
@@ -215,7 +197,7 @@ def test_calls_before_handshake_are_refused(client) -> None:
 
 def test_one_instance_serves_successive_sessions(server, echo) -> None:
     for n in range(3):
-        c = make_client(server.port)
+        c = fast_client(server.port)
         c.handshake(hello(), 5)
         c.send_observation(obs(n))
         assert receive_chunk(c).timestep == n
@@ -233,7 +215,7 @@ def test_real_policy_server_over_grpc(server) -> None:
     loop.start()
     try:
         for _ in range(2):  # a second session reuses the loaded policy
-            c = make_client(server.port)
+            c = fast_client(server.port)
             h = hello()
             h.policy.options = {"fail_every": 2}
             c.handshake(h, 10)
@@ -253,7 +235,7 @@ def test_real_policy_server_over_grpc(server) -> None:
 
 def test_second_client_gets_resource_exhausted_naming_the_session(echo, client, server) -> None:
     client.handshake(hello(), 5)
-    other = make_client(server.port)
+    other = fast_client(server.port)
     try:
         t0 = time.monotonic()
         with pytest.raises(SessionBusy, match=r"server busy: serving session .* since .*UTC"):
@@ -288,7 +270,7 @@ def test_refusal_by_the_server_loop_reaches_the_client(server, client) -> None:
 
 def test_resize_and_jpeg_cut_bytes_tenfold(server) -> None:
     with EchoServer(server, image_shapes={"front": (224, 224, 3)}, chunk_shape=(4, 2)) as e:
-        c = make_client(server.port, image_codec="jpeg", jpeg_quality=90)
+        c = fast_client(server.port, image_codec="jpeg", jpeg_quality=90)
         try:
             c.handshake(hello({"front": (480, 640, 3)}), 5)
             frame = synthetic_frame(480, 640)
@@ -324,19 +306,19 @@ def token_file(tmp_path: Path) -> Path:
 
 
 def test_token_is_checked_on_every_call(token_file: Path, tmp_path: Path) -> None:
-    srv = make_server(token_file=str(token_file))
+    srv = fast_server(token_file=str(token_file))
     wrong = tmp_path / "wrong"
     wrong.write_text("nope")
     try:
         with EchoServer(srv):
             for kw in ({}, {"token_file": str(wrong)}):
-                c = make_client(srv.port, **kw)
+                c = fast_client(srv.port, **kw)
                 with pytest.raises(Unauthenticated, match="credentials"):
                     c.handshake(hello(), 5)
                 c.close()
                 with pytest.raises(Unauthenticated):
                     server_info(GrpcClientConfig(target=f"127.0.0.1:{srv.port}", **kw), 5)
-            c = make_client(srv.port, token_file=str(token_file))
+            c = fast_client(srv.port, token_file=str(token_file))
             c.handshake(hello(), 5)
             c.send_observation(obs(3))
             assert receive_chunk(c).timestep == 3
@@ -349,9 +331,9 @@ def test_token_file_must_hold_a_token(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     with pytest.raises(ConfigError, match="one token"):
-        make_server(token_file=str(empty))
+        fast_server(token_file=str(empty))
     with pytest.raises(ConfigError, match="no such file"):
-        make_server(token_file=str(tmp_path / "missing"))
+        fast_server(token_file=str(tmp_path / "missing"))
 
 
 def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
@@ -375,10 +357,10 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
 def test_tls_with_token(tmp_path: Path, token_file: Path) -> None:
     key, cert = _self_signed(tmp_path, "server")
     _, other_cert = _self_signed(tmp_path, "other")
-    srv = make_server(tls_cert=str(cert), tls_key=str(key), token_file=str(token_file))
+    srv = fast_server(tls_cert=str(cert), tls_key=str(key), token_file=str(token_file))
     try:
         with EchoServer(srv):
-            c = make_client(srv.port, tls_ca=str(cert), token_file=str(token_file))
+            c = fast_client(srv.port, tls_ca=str(cert), token_file=str(token_file))
             assert c.config.tls
             c.handshake(hello(), 5)
             c.send_observation(obs(5))
@@ -386,7 +368,7 @@ def test_tls_with_token(tmp_path: Path, token_file: Path) -> None:
             c.close()
             # Plaintext to a TLS server, or a CA that did not sign its certificate: no session.
             for kw in ({}, {"tls_ca": str(other_cert)}):
-                bad = make_client(srv.port, token_file=str(token_file), connect_timeout_s=0.5, **kw)
+                bad = fast_client(srv.port, token_file=str(token_file), connect_timeout_s=0.5, **kw)
                 with pytest.raises(PeerGone, match="cannot reach"):
                     bad.handshake(hello(), 2)
                 bad.close()
@@ -397,13 +379,13 @@ def test_tls_with_token(tmp_path: Path, token_file: Path) -> None:
 def test_mutual_tls(tmp_path: Path) -> None:
     key, cert = _self_signed(tmp_path, "server")
     ckey, ccert = _self_signed(tmp_path, "client")
-    srv = make_server(tls_cert=str(cert), tls_key=str(key), tls_client_ca=str(ccert))
+    srv = fast_server(tls_cert=str(cert), tls_key=str(key), tls_client_ca=str(ccert))
     try:
         with EchoServer(srv):
-            c = make_client(srv.port, tls_ca=str(cert), tls_cert=str(ccert), tls_key=str(ckey))
+            c = fast_client(srv.port, tls_ca=str(cert), tls_cert=str(ccert), tls_key=str(ckey))
             c.handshake(hello(), 5)
             c.close()
-            anonymous = make_client(srv.port, tls_ca=str(cert), connect_timeout_s=0.5)
+            anonymous = fast_client(srv.port, tls_ca=str(cert), connect_timeout_s=0.5)
             with pytest.raises(TransportError):
                 anonymous.handshake(hello(), 2)
             anonymous.close()
@@ -413,11 +395,11 @@ def test_mutual_tls(tmp_path: Path) -> None:
 
 def test_non_loopback_without_tls_or_token_warns(caplog) -> None:
     caplog.set_level(logging.WARNING, "asyncinf.transports.grpc.server")
-    srv = make_server(host="0.0.0.0")  # binding only: no traffic leaves the host
+    srv = fast_server(host="0.0.0.0")  # binding only: no traffic leaves the host
     srv.close()
     assert any("without TLS or a token" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    srv = make_server()
+    srv = fast_server()
     srv.close()
     assert not any("without" in r.getMessage() for r in caplog.records)
 
@@ -461,64 +443,54 @@ def test_options_given_as_text_are_coerced() -> None:
 
 def test_port_in_use_is_an_error(server) -> None:
     with pytest.raises((ConfigError, RuntimeError)):
-        make_server(port=server.port)
+        fast_server(port=server.port)
 
 
 # --- failures and recovery -------------------------------------------------------------------
 
 
 def test_server_restart_client_reconnects_and_re_handshakes() -> None:
-    srv = make_server()
-    port = srv.port
-    echo = EchoServer(srv, chunk_shape=(4, 2)).__enter__()
-    c = make_client(port)
+    replica = EchoReplica()
+    c = fast_client(replica.port)
     try:
         c.handshake(hello(), 5)
         c.send_observation(obs(0))
         assert receive_chunk(c).timestep == 0
-        echo.stop()
-        srv.close()  # says goodbye
+        replica.close()  # says goodbye
         wait_until(lambda: not c.connected, what="client to notice")
         assert c.receive(0.05) is None  # holding, not failing
         c.send_observation(obs(1))  # dropped while away
         assert c.observations_dropped >= 1
-        srv = make_server(port=port)
-        echo = EchoServer(srv, chunk_shape=(4, 2)).__enter__()
+        replica.start()
         wait_until(lambda: c.connected, what="reconnect")
         assert c.reconnects == 1 and c.disconnects == 1
         assert "goodbye" in c.last_disconnect_reason
         c.send_observation(obs(2))
         assert receive_chunk(c).timestep == 2
-        assert echo.sessions == 1
+        assert replica.echo.sessions == 1
     finally:
         c.close()
-        echo.stop()
-        srv.close()
+        replica.close()
 
 
 def test_abrupt_server_loss_then_recovery() -> None:
-    srv = make_server()
-    port = srv.port
-    echo = EchoServer(srv, chunk_shape=(4, 2)).__enter__()
-    c = make_client(port)
+    replica = EchoReplica()
+    c = fast_client(replica.port)
     try:
         c.handshake(hello(), 5)
-        echo.stop()
-        srv._server.stop(None)  # no goodbye: streams cancelled, like a crash
+        replica.crash()  # no goodbye: streams cancelled
         wait_until(lambda: not c.connected, what="client to notice")
-        srv = make_server(port=port)
-        echo = EchoServer(srv, chunk_shape=(4, 2)).__enter__()
+        replica.start()
         wait_until(lambda: c.connected, what="reconnect")
         c.send_observation(obs(7))
         assert receive_chunk(c).timestep == 7
     finally:
         c.close()
-        echo.stop()
-        srv.close()
+        replica.close()
 
 
 def test_without_reconnect_a_lost_server_raises(server, echo) -> None:
-    c = make_client(server.port, reconnect=False)
+    c = fast_client(server.port, reconnect=False)
     try:
         c.handshake(hello(), 5)
         echo.stop()
@@ -532,7 +504,7 @@ def test_without_reconnect_a_lost_server_raises(server, echo) -> None:
 
 
 def test_give_up_after_a_while(server, echo) -> None:
-    c = make_client(server.port, reconnect_give_up_s=0.5, connect_timeout_s=0.2)
+    c = fast_client(server.port, reconnect_give_up_s=0.5, connect_timeout_s=0.2)
     try:
         c.handshake(hello(), 5)
         echo.stop()
@@ -570,7 +542,7 @@ def _silent_server():
 
 def test_silent_server_is_detected_as_gone() -> None:
     srv, port, release = _silent_server()
-    c = make_client(port, reconnect=False)
+    c = fast_client(port, reconnect=False)
     try:
         c.handshake(hello(), 5)
         t0 = time.monotonic()
@@ -603,7 +575,7 @@ def test_silent_client_ends_the_server_session(server) -> None:
 
 
 def test_stream_without_handshake_frees_the_slot() -> None:
-    srv = make_server(handshake_timeout_s=0.3)
+    srv = fast_server(handshake_timeout_s=0.3)
     done = threading.Event()
 
     def messages():
@@ -617,7 +589,7 @@ def test_stream_without_handshake_frees_the_slot() -> None:
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "no handshake" in info.value.details()
         with EchoServer(srv):
-            c = make_client(srv.port)
+            c = fast_client(srv.port)
             c.handshake(hello(), 5)
             c.close()
     finally:
@@ -655,9 +627,9 @@ def test_same_client_id_replaces_its_stale_session(server) -> None:
 def test_a_restarted_client_with_the_same_id_takes_over(server, echo) -> None:
     # The first one's session is still open, as when its process died and the server has
     # not noticed yet (no reconnect here, or the two would take turns).
-    first = make_client(server.port, client_id="arm-1", reconnect=False)
+    first = fast_client(server.port, client_id="arm-1", reconnect=False)
     first.handshake(hello(), 5)
-    second = make_client(server.port, client_id="arm-1")
+    second = fast_client(server.port, client_id="arm-1")
     try:
         second.handshake(hello(), 5)
         second.send_observation(obs(4))
@@ -670,7 +642,7 @@ def test_a_restarted_client_with_the_same_id_takes_over(server, echo) -> None:
 
 
 def test_close_is_idempotent_and_safe_before_handshake(server) -> None:
-    c = make_client(server.port)
+    c = fast_client(server.port)
     c.close()
     c.close()
     with pytest.raises(PeerClosed):
