@@ -56,6 +56,11 @@ def receive_chunk(client, timeout_s: float = 5.0):
     return msg
 
 
+def receive_until_raises(client, timeout_s: float, what: str) -> None:
+    """Poll `receive()` (None while it holds) until it raises; AssertionError after `timeout_s`."""
+    wait_until(lambda: client.receive(0.05) is None and False, timeout_s, what)
+
+
 @pytest.fixture
 def server():
     srv = fast_server()
@@ -489,14 +494,19 @@ def test_abrupt_server_loss_then_recovery() -> None:
         replica.close()
 
 
+def handshake_then_goodbye(client, server, echo) -> None:
+    """The client's session starts, then the server stops serving and says goodbye."""
+    client.handshake(hello(), 5)
+    echo.stop()
+    server.close()
+
+
 def test_without_reconnect_a_lost_server_raises(server, echo) -> None:
     c = fast_client(server.port, reconnect=False)
     try:
-        c.handshake(hello(), 5)
-        echo.stop()
-        server.close()
+        handshake_then_goodbye(c, server, echo)
         with pytest.raises(PeerClosed, match="goodbye"):
-            wait_until(lambda: c.receive(0.05) is None and False, 10, "an error")
+            receive_until_raises(c, 10, "an error")
         with pytest.raises(PeerClosed):
             c.send_observation(obs(1))
     finally:
@@ -506,11 +516,9 @@ def test_without_reconnect_a_lost_server_raises(server, echo) -> None:
 def test_give_up_after_a_while(server, echo) -> None:
     c = fast_client(server.port, reconnect_give_up_s=0.5, connect_timeout_s=0.2)
     try:
-        c.handshake(hello(), 5)
-        echo.stop()
-        server.close()
+        handshake_then_goodbye(c, server, echo)
         with pytest.raises(PeerGone, match="unreachable"):
-            wait_until(lambda: c.receive(0.05) is None and False, 15, "giving up")
+            receive_until_raises(c, 15, "giving up")
     finally:
         c.close()
 
@@ -547,7 +555,7 @@ def test_silent_server_is_detected_as_gone() -> None:
         c.handshake(hello(), 5)
         t0 = time.monotonic()
         with pytest.raises(PeerGone, match="silent"):
-            wait_until(lambda: c.receive(0.05) is None and False, 10, "silence detected")
+            receive_until_raises(c, 10, "silence detected")
         assert time.monotonic() - t0 < 8
     finally:
         release.set()
@@ -635,7 +643,7 @@ def test_a_restarted_client_with_the_same_id_takes_over(server, echo) -> None:
         second.send_observation(obs(4))
         assert receive_chunk(second).timestep == 4
         with pytest.raises(PeerGone, match="ABORTED"):
-            wait_until(lambda: first.receive(0.05) is None and False, 10, "the old stream ended")
+            receive_until_raises(first, 10, "the old stream ended")
     finally:
         first.close()
         second.close()
