@@ -279,11 +279,15 @@ FILES = {
 }
 
 
+def write_files(d: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (d / name).write_text(text)
+    return d
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bad")
-    for name, text in FILES.items():
-        (d / name).write_text(text)
+    d = write_files(tmp_path_factory.mktemp("bad"), FILES)
     (d / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (d / "latin1.tok").write_bytes("caf\xe9".encode("latin-1"))
     (d / "adir").mkdir()
@@ -315,10 +319,10 @@ def _check(code: int, text: str, expected: int, names: str) -> None:
     assert "started (pid" not in text, f"a process was started:\n{text}"
 
 
-@pytest.mark.parametrize(("line", "code", "names"), CASES, ids=[c[0] for c in CASES])
-def test_bad_option_exits_with_one_line(line, code, names, bad_files, busy_port, capsys, caplog):
+def run_case(line: str, d: Path, busy: int, capsys, caplog) -> tuple[int, str]:
+    """`line` through the CLI's entry, in this process: its exit code, and all it printed and
+    logged. A case that gets past the checks into a run is stopped after 60 s."""
     caplog.set_level(logging.INFO)
-    names = names.replace("{busy}", str(busy_port))
 
     def past(_signum, _frame):
         raise PastTheChecks(line)
@@ -326,12 +330,18 @@ def test_bad_option_exits_with_one_line(line, code, names, bad_files, busy_port,
     previous = signal.signal(signal.SIGALRM, past)
     signal.alarm(60)
     try:
-        got = run(_argv(line, bad_files, busy_port))
+        got = run(_argv(line, d, busy))
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     out = capsys.readouterr()
-    _check(got, out.out + out.err + caplog.text, code, names)
+    return got, out.out + out.err + caplog.text
+
+
+@pytest.mark.parametrize(("line", "code", "names"), CASES, ids=[c[0] for c in CASES])
+def test_bad_option_exits_with_one_line(line, code, names, bad_files, busy_port, capsys, caplog):
+    got, text = run_case(line, bad_files, busy_port, capsys, caplog)
+    _check(got, text, code, names.replace("{busy}", str(busy_port)))
 
 
 def test_the_battery_is_large_and_covers_every_command():

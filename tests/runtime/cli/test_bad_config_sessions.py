@@ -4,12 +4,8 @@ option, no traceback, no process started."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
-from test_bad_config import CONFIG, LOCAL, REMOTE, USAGE, _argv, _check
-
-from asyncinf.runtime.cli.commands import run
+from test_bad_config import CONFIG, LOCAL, REMOTE, USAGE, _check, run_case, write_files
 
 ROBOTS = f"{LOCAL} --robots {{d}}"
 CASES: list[tuple[str, int, str]] = [
@@ -64,15 +60,9 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bad_sessions")
-    for name, text in FILES.items():
-        (d / name).write_text(text)
-    return d
+    return write_files(tmp_path_factory.mktemp("bad_sessions"), FILES)
 
 
 @pytest.mark.parametrize(("line", "code", "names"), CASES, ids=[c[0] for c in CASES])
 def test_bad_session_option_exits_with_one_line(line, code, names, bad_files, capsys, caplog):
-    caplog.set_level(logging.INFO)
-    got = run(_argv(line, bad_files, 0))
-    out = capsys.readouterr()
-    _check(got, out.out + out.err + caplog.text, code, names)
+    _check(*run_case(line, bad_files, 0, capsys, caplog), code, names)
