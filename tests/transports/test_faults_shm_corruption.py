@@ -11,7 +11,6 @@ traceback, and a bounded log.
 from __future__ import annotations
 
 import json
-import mmap
 import random
 import signal
 import struct
@@ -22,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from stray_writer import StrayWriter
 
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.testing import LineReader
 from asyncinf.transports.shm import layout as L
-from asyncinf.transports.shm import names
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -37,40 +36,7 @@ RECOVER_S = 10.0  # from the client letting go to actions again: a generous boun
 RESUMED = 30  # commands after the client let go: the robot moves again, not one stray action
 
 
-class Scribbler:
-    """A read-write mapping of the run's live segment: the stray writer."""
-
-    def __init__(self, run_pid: int) -> None:
-        seg = next(
-            o
-            for o in names.list_objects()
-            if o.pid == run_pid and o.role == names.SEGMENT and not o.semaphore
-        )
-        with open(seg.path, "r+b") as f:
-            self.mm = mmap.mmap(f.fileno(), 0)
-        words = memoryview(self.mm)[: len(self.mm) // 8 * 8].cast("q")
-        try:
-            self.layout = L.read_layout(
-                seg.session, words=words, raw=memoryview(self.mm),
-                actual_bytes=len(self.mm), generation=seg.generation,
-            )  # fmt: skip
-        finally:
-            words.release()
-
-    def word(self, index: int) -> int:
-        return struct.unpack_from("<q", self.mm, index * 8)[0]
-
-    def poke(self, index: int, value: int) -> None:
-        struct.pack_into("<q", self.mm, index * 8, value)
-
-    def write(self, offset: int, data: bytes) -> None:
-        self.mm[offset : offset + len(data)] = data
-
-    def close(self) -> None:
-        self.mm.close()
-
-
-def garbage_actions(s: Scribbler) -> None:
+def garbage_actions(s: StrayWriter) -> None:
     """Finite garbage into the last action of every chunk slot that holds a frame."""
     chunks = s.layout.chunks
     for i in range(chunks.slots):
@@ -79,12 +45,12 @@ def garbage_actions(s: Scribbler) -> None:
             s.write(chunks.slot_offset(i) + n - 8, struct.pack("<2f", GARBAGE, -GARBAGE))
 
 
-def random_bytes_in_observation_headers(s: Scribbler) -> None:
+def random_bytes_in_observation_headers(s: StrayWriter) -> None:
     for i in range(s.layout.obs.slots):
         s.write(s.layout.obs.slot_offset(i) + 8, random.randbytes(32))
 
 
-DRILLS: dict[str, Callable[[Scribbler], None]] = {
+DRILLS: dict[str, Callable[[StrayWriter], None]] = {
     "chunk action floats": garbage_actions,
     "chunk ring head": lambda s: s.poke(L.W_CHUNK_HEAD, s.word(L.W_CHUNK_HEAD) + 3),
     "chunk ring tail": lambda s: s.poke(L.W_CHUNK_TAIL, -(2**40)),
@@ -122,7 +88,7 @@ def test_a_stray_write_ends_the_session_and_no_corrupt_action_runs(tmp_path, dri
             assert proc.poll() is None and time.monotonic() < deadline, err.text()
             time.sleep(0.05)
         # Again and again until found: a slot the other end rewrites first heals, harmlessly.
-        scribbler = Scribbler(proc.pid)
+        scribbler = StrayWriter.of_run(proc.pid)
         try:
             deadline = time.monotonic() + 10
             while "corrupt" not in err.text():

@@ -8,15 +8,14 @@ test_faults_shm_corruption.py.
 from __future__ import annotations
 
 import logging
-import mmap
 import struct
 import threading
 import time
 
 import numpy as np
-import posix_ipc
 import pytest
 from shm_configs import fast_config
+from stray_writer import StrayWriter
 
 from asyncinf.runtime.errors import LayoutError, SegmentCorrupt
 from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply, Observation
@@ -42,33 +41,6 @@ def chunk(t: int, value: float = 1.0) -> ActionChunk:
     return ActionChunk(t, np.full((4, 2), value, np.float32))
 
 
-class Segment:
-    """The test's own read-write mapping of a session's segment: the stray writer."""
-
-    def __init__(self, session: ShmSession) -> None:
-        shm = posix_ipc.SharedMemory(names.object_name(session.name, names.SEGMENT))
-        try:
-            self._mm = mmap.mmap(shm.fd, session.layout.segment_bytes)
-        finally:
-            shm.close_fd()
-        self.layout = session.layout
-
-    def word(self, index: int) -> int:
-        return struct.unpack_from("<q", self._mm, index * 8)[0]
-
-    def poke(self, index: int, value: int) -> None:
-        struct.pack_into("<q", self._mm, index * 8, value)
-
-    def write(self, offset: int, data: bytes) -> None:
-        self._mm[offset : offset + len(data)] = data
-
-    def entry(self, area: L.Area, slot: int, field: int = 0) -> int:
-        return self.word(area.entry(slot) + field)
-
-    def close(self) -> None:
-        self._mm.close()
-
-
 @pytest.fixture
 def linked(run_id, request):
     """(segment, client, server), handshake done, on a session made with `fast_config(**param)`."""
@@ -76,7 +48,7 @@ def linked(run_id, request):
     with ShmSession.create(run_id, 0, fast_config(**kw)) as session:
         client = ShmClientTransport.attach(session.name)
         server = ShmServerTransport.attach(session.name)
-        seg = Segment(session)
+        seg = StrayWriter.of_session(session)
         try:
 
             def serve() -> None:
@@ -144,7 +116,7 @@ def test_a_corrupted_error_frame_on_the_control_ring_is_refused(linked) -> None:
 
 def test_a_corrupted_handshake_ends_in_one_log_line_not_a_replay(run_id, caplog) -> None:
     with ShmSession.create(run_id, 0, fast_config()) as session:
-        seg = Segment(session)
+        seg = StrayWriter.of_session(session)
         client = ShmClientTransport.attach(session.name)
         server = ShmServerTransport.attach(session.name)
         errors: list[BaseException] = []
@@ -227,7 +199,7 @@ def test_a_down_seq_that_went_back_is_refused(linked) -> None:
 # --- observations ----------------------------------------------------------------------------
 
 
-def _published(seg: Segment, client) -> tuple[int, int]:
+def _published(seg: StrayWriter, client) -> tuple[int, int]:
     """Send one observation; (its slot's byte offset, its frame's length)."""
     client.send_observation(observation(1))
     slot = seg.word(L.W_OBS_LATEST)
@@ -249,7 +221,7 @@ def test_a_corrupted_observation_header_never_reaches_the_policy(linked) -> None
 def test_a_corrupted_state_is_caught_by_the_default_checksum(linked) -> None:
     seg, client, server = linked
     offset, n = _published(seg, client)
-    frame = bytes(seg._mm[offset : offset + n])
+    frame = bytes(seg.mm[offset : offset + n])
     state_at = frame.index(np.array([1, -1], np.float32).tobytes())
     seg.write(offset + state_at, struct.pack("<f", 55.0))
     with pytest.raises(SegmentCorrupt, match="observation frame: CRC-32"):
@@ -321,7 +293,7 @@ def test_a_garbage_pid_is_corruption_not_an_overflow(linked, pid) -> None:
 
 def test_the_supervisors_view_survives_a_garbage_pid(run_id) -> None:
     with ShmSession.create(run_id, 0, fast_config()) as session:
-        seg = Segment(session)
+        seg = StrayWriter.of_session(session)
         try:
             seg.poke(L.W_CLIENT_PID, 2**62)
             assert session.heartbeats()["client"].alive is False
@@ -345,7 +317,7 @@ def test_a_corrupt_segment_serves_no_new_session(linked) -> None:
 
 def test_a_garbage_checksum_field_is_a_layout_error(run_id) -> None:
     with ShmSession.create(run_id, 0, fast_config()) as session:
-        seg = Segment(session)
+        seg = StrayWriter.of_session(session)
         try:
             seg.poke(L.W_CHECKSUM, 9)
             with pytest.raises(LayoutError, match="'checksum' expected"):
