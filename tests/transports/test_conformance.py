@@ -229,28 +229,38 @@ def test_a_held_lease_is_never_overwritten(session) -> None:
         assert newest.observation.timestep == 11
 
 
-def test_chunks_and_errors_arrive_in_order_every_one(session) -> None:
+def chunks_and_errors(server: ServerTransport, n: int, timeout_s: float) -> list:
+    """Sends `n` replies, every third an error (the others `chunk(t)`); what it sent."""
     sent: list[ActionChunk | ErrorMessage] = []
-    for t in range(6):
+    for t in range(n):
         if t % 3 == 2:
             e = ErrorMessage("inference", f"failure {t}", t)
-            session.server.send_error(e)
+            server.send_error(e)
             sent.append(e)
         else:
-            session.server.publish_chunk(chunk(t), 5)
+            server.publish_chunk(chunk(t), timeout_s)
             sent.append(chunk(t))
+    return sent
+
+
+def assert_same_reply(got: ActionChunk | ErrorMessage, sent: ActionChunk | ErrorMessage) -> None:
+    assert type(got) is type(sent)
+    if isinstance(sent, ErrorMessage):
+        assert got == sent
+    else:
+        assert got.timestep == sent.timestep
+        np.testing.assert_array_equal(got.actions, sent.actions)
+
+
+def test_chunks_and_errors_arrive_in_order_every_one(session) -> None:
+    sent = chunks_and_errors(session.server, 6, 5)
     got = []
     while len(got) < len(sent):
         msg = session.client.receive(10)
         assert msg is not None, f"only {len(got)} of {len(sent)} arrived"
         got.append(msg)
     for s, g in zip(sent, got, strict=True):
-        assert type(s) is type(g)
-        if isinstance(s, ErrorMessage):
-            assert g == s
-        else:
-            assert g.timestep == s.timestep
-            np.testing.assert_array_equal(g.actions, s.actions)
+        assert_same_reply(g, s)
     assert session.client.receive(0.05) is None
 
 

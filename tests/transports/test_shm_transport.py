@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from shm_configs import fast_config
+from test_conformance import assert_same_reply, chunks_and_errors
 
 from asyncinf.runtime.errors import (
     HandshakeError,
@@ -186,23 +187,10 @@ def test_oversize_observation_names_size_slot_and_option(linked) -> None:
 
 def test_chunks_and_errors_arrive_in_order_every_one(linked) -> None:
     client, server = linked
-    sent = []
-    for t in range(7):
-        if t % 3 == 2:
-            e = ErrorMessage("inference", f"failure {t}", t)
-            server.send_error(e)
-            sent.append(e)
-        else:
-            server.publish_chunk(chunk(t), 1)
-            sent.append(chunk(t))
-    for want in sent:
+    for want in chunks_and_errors(server, 7, 1):
         got = client.receive(5)
-        assert type(got) is type(want)
-        if isinstance(want, ErrorMessage):
-            assert got == want
-        else:
-            assert got.timestep == want.timestep
-            np.testing.assert_array_equal(got.actions, want.actions)
+        assert_same_reply(got, want)
+        if isinstance(got, ActionChunk):
             assert got.actions.flags.writeable  # the client's own copy, not the slot
     assert client.receive(0.05) is None
 
