@@ -256,13 +256,19 @@ def _wait_for(ready, child: mp.Process) -> int:
         raise
 
 
+def _server_past_handshake(target, name: str, client: ShmClientTransport) -> mp.Process:
+    """A child running `target` as the server of session `name`, `client`'s handshake done."""
+    ready = ctx.Queue()
+    child = start(target, name, ready)
+    client.handshake(hello({"front": CAM}), START_S)
+    _wait_for(ready, child)
+    return child
+
+
 @pytest.mark.parametrize("reap", [False, True], ids=["zombie", "reaped"])
 def test_server_killed_is_seen_by_the_client_within_the_bound(session, reap) -> None:
-    ready = ctx.Queue()
     with ShmClientTransport.attach(session.name) as client:
-        child = start(_sleepy_server, session.name, ready)
-        client.handshake(hello({"front": CAM}), START_S)
-        _wait_for(ready, child)
+        child = _server_past_handshake(_sleepy_server, session.name, client)
         os.kill(child.pid, signal.SIGKILL)
         if reap:  # pid gone: seen at the next slice
             child.join()
@@ -295,11 +301,8 @@ def test_client_killed_is_seen_by_the_server_within_the_bound(session) -> None:
 
 
 def test_peer_killed_holding_a_lock_is_reported_not_waited_for(session) -> None:
-    ready = ctx.Queue()
     with ShmClientTransport.attach(session.name) as client:
-        child = start(_lock_holder, session.name, ready)
-        client.handshake(hello({"front": CAM}), START_S)
-        _wait_for(ready, child)
+        child = _server_past_handshake(_lock_holder, session.name, client)
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         t0 = time.monotonic()
@@ -324,13 +327,10 @@ def test_a_second_live_client_is_refused(session) -> None:
 
 
 def test_owner_unlink_after_kill_leaves_nothing(run_id) -> None:
-    ready = ctx.Queue()
     session = ShmSession.create(run_id, 0, config())
     try:
-        server_child = start(_sleepy_server, session.name, ready)
         client = ShmClientTransport.attach(session.name)
-        client.handshake(hello({"front": CAM}), START_S)
-        _wait_for(ready, server_child)
+        server_child = _server_past_handshake(_sleepy_server, session.name, client)
         os.kill(server_child.pid, signal.SIGKILL)
         server_child.join()
         with pytest.raises(TransportError):
