@@ -1,5 +1,6 @@
 """OpenCVCamera on video files the tests write with cv2.VideoWriter (MJPG in .avi)."""
 
+import contextlib
 import time
 
 import cv2
@@ -37,34 +38,34 @@ def camera(path, **kw):
     )
 
 
-def test_frames_are_rgb_with_capture_times(video):
-    cam = camera(video)
+@contextlib.contextmanager
+def connected(path, **kw):
+    cam = camera(path, **kw)
     cam.connect()
     try:
+        yield cam
+    finally:
+        cam.disconnect()
+
+
+def test_frames_are_rgb_with_capture_times(video):
+    with connected(video) as cam:
         frame, t_ns = cam.read()
         assert frame.shape == (H, W, 3) and frame.dtype == np.uint8
         # BGR blue written, RGB blue read (MJPG is lossy: compare loosely).
         r, g, b = frame[H // 2, W // 2].astype(int)
         assert b > 200 and r < 40 and g < 40
         assert 0 < t_ns <= time.monotonic_ns()
-    finally:
-        cam.disconnect()
 
 
 def test_bgr_mode_keeps_opencv_order(video):
-    cam = camera(video, color_mode="bgr")
-    cam.connect()
-    try:
+    with connected(video, color_mode="bgr") as cam:
         b, _, r = cam.read()[0][H // 2, W // 2].astype(int)
         assert b > 200 and r < 40
-    finally:
-        cam.disconnect()
 
 
 def test_newest_frame_semantics(video):
-    cam = camera(video)
-    cam.connect()
-    try:
+    with connected(video) as cam:
         first, t1 = cam.read()
         _, t2 = cam.wait_for_frame(t1, timeout_s=5)
         assert t2 > t1
@@ -75,22 +76,16 @@ def test_newest_frame_semantics(video):
         cam.wait_for_frame(t3, timeout_s=5)
         assert np.array_equal(first, copy)
         assert cam.frame_age_ms is not None and cam.frame_age_ms >= 0
-    finally:
-        cam.disconnect()
 
 
 def test_a_file_is_paced_and_loops(video):
-    cam = camera(video)
-    cam.connect()
-    try:
+    with connected(video) as cam:
         _, t = cam.read()
         for _ in range(25):  # more than the file's 10 frames: it started again
             _, t = cam.wait_for_frame(t, timeout_s=5)
         stats = cam.stats()
         assert stats["frames"] >= 25 and stats["error"] is None
         assert 0 < stats["fps"] < 2 * FPS  # paced, not decoded as fast as possible
-    finally:
-        cam.disconnect()
 
 
 def test_size_mismatch_names_what_the_device_gives(video):
@@ -104,12 +99,8 @@ def test_fps_mismatch_names_what_the_device_reports(video):
 
 
 def test_rotation_swaps_width_and_height(video):
-    cam = camera(video, width=H, height=W, rotation=90)
-    cam.connect()
-    try:
+    with connected(video, width=H, height=W, rotation=90) as cam:
         assert cam.read()[0].shape == (W, H, 3) == cam.shape
-    finally:
-        cam.disconnect()
 
 
 def test_missing_device_or_file(tmp_path):
