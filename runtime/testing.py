@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, TypeVar
 
 from asyncinf.runtime.messages import Handshake, PolicySpec
+
+T = TypeVar("T")
 
 
 class ManualClock:
@@ -87,6 +89,20 @@ class LineReader:
         """Everything, once the stream has ended (the child exited)."""
         self._thread.join(timeout_s)
         return self.text()
+
+
+def started(make: Callable[..., T], end: Callable[[T], object]) -> Iterator[Callable[..., T]]:
+    """A pytest fixture's body (`yield from started(Server, Server.kill)`): yields `start`,
+    which returns `make(*args, **kwargs)`; every one it made gets `end` once the test is done."""
+    made: list[T] = []
+
+    def start(*args: Any, **kwargs: Any) -> T:
+        made.append(make(*args, **kwargs))
+        return made[-1]
+
+    yield start
+    for thing in made:
+        end(thing)
 
 
 def hello(

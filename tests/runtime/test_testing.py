@@ -3,7 +3,7 @@
 import pytest
 
 from asyncinf.runtime.messages import SCHEMA_VERSION
-from asyncinf.runtime.testing import ManualClock, hello, wait_until
+from asyncinf.runtime.testing import ManualClock, hello, started, wait_until
 
 
 def test_manual_clock_moves_only_when_told():
@@ -25,3 +25,15 @@ def test_hello_defaults_and_overrides():
     assert h.joint_names == ["a.pos", "b.pos"] and h.cameras == {"front": (24, 32, 3)}
     assert h.policy.type == "fake" and h.policy.actions_per_chunk == 4
     assert (h.fps, h.task, h.schema_version) == (10.0, "stack", SCHEMA_VERSION)
+
+
+def test_started_ends_everything_it_made_once_the_test_is_done():
+    ended = []
+    body = started(lambda *args, **kw: (args, kw), ended.append)
+    start = next(body)
+    assert start(1, b=2) == ((1,), {"b": 2})
+    start(3)
+    assert not ended
+    with pytest.raises(StopIteration):
+        next(body)  # the teardown, as pytest runs it
+    assert ended == [((1,), {"b": 2}), ((3,), {})]

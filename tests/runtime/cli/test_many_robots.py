@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from asyncinf.runtime.testing import LineReader, wait_until
+from asyncinf.runtime.testing import LineReader, started, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -76,15 +76,7 @@ class Serve:
 
 @pytest.fixture
 def serve():
-    servers = []
-
-    def start(*args):
-        servers.append(Serve(*args))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.kill()
+    yield from started(Serve, Serve.kill)
 
 
 def up_remote(port, summary, *args, duration=8):

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from asyncinf.runtime.errors import PeerClosed, ServerNotServing
 from asyncinf.runtime.messages import Observation
-from asyncinf.runtime.testing import LineReader, hello, wait_until
+from asyncinf.runtime.testing import LineReader, hello, started, wait_until
 from asyncinf.transports.grpc.client import GrpcClientTransport
 from asyncinf.transports.grpc.config import GrpcClientConfig
 
@@ -59,15 +59,7 @@ class Serve:
 
 @pytest.fixture
 def serve():
-    servers = []
-
-    def start(*args):
-        servers.append(Serve(*args))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.kill()
+    yield from started(Serve, Serve.kill)
 
 
 def observation(step):

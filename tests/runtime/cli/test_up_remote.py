@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from asyncinf.runtime.testing import LineReader, wait_until
+from asyncinf.runtime.testing import LineReader, started, wait_until
 
 # Each test starts `asyncinf serve` and `asyncinf up --remote` as real processes: 5-10 s each.
 pytestmark = pytest.mark.slow
@@ -42,19 +42,14 @@ class Serve:
         self.log += err
         return self.proc.returncode
 
+    def kill(self):
+        if self.proc.poll() is None:
+            self.stop(signal.SIGKILL)
+
 
 @pytest.fixture
 def serve():
-    servers = []
-
-    def start(*args, port=0):
-        servers.append(Serve(*args, port=port))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        if s.proc.poll() is None:
-            s.stop(signal.SIGKILL)
+    yield from started(Serve, Serve.kill)
 
 
 def up_remote(port, tmp_path, *args, duration=3, policy="--policy.type=fake"):

@@ -18,7 +18,7 @@ import pytest
 
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.status_file import StatusFileError, read_status_file
-from asyncinf.runtime.testing import LineReader, wait_until
+from asyncinf.runtime.testing import LineReader, started, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -52,15 +52,7 @@ class Serve:
 
 @pytest.fixture
 def serve():
-    servers = []
-
-    def start():
-        servers.append(Serve())
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
+    yield from started(Serve, Serve.stop)
 
 
 class Up:
