@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from asyncinf.runtime.errors import PeerClosed, PeerGone, TransportError
 from asyncinf.runtime.messages import ActionChunk, ErrorMessage, HandshakeReply, Observation
 from asyncinf.transports.base import ServerTransport
 
+T = TypeVar("T")
 CHUNK_SHAPE = (50, 14)  # actions per chunk x joints of the default answer
 
 
@@ -72,12 +74,16 @@ class EchoServer:
         self._stop.set()
         self._thread.join(10)
 
+    def _until_stopped(self, get: Callable[[float], T | None]) -> Iterator[T]:
+        """What `get(poll_s)` returns (None: nothing yet, ask again), until `stop()`."""
+        while not self._stop.is_set():
+            got = get(self.poll_s)
+            if got is not None:
+                yield got
+
     def _run(self) -> None:
         t = self.transport
-        while not self._stop.is_set():
-            hello = t.accept(self.poll_s)
-            if hello is None:
-                continue
+        for hello in self._until_stopped(t.accept):
             shapes = self.image_shapes if self.image_shapes is not None else hello.cameras
             t.reply(
                 HandshakeReply(
@@ -95,10 +101,7 @@ class EchoServer:
 
     def _session(self) -> None:
         t = self.transport
-        while not self._stop.is_set():
-            lease = t.next_observation(self.poll_s)
-            if lease is None:
-                continue
+        for lease in self._until_stopped(t.next_observation):
             with lease:
                 obs = lease.observation
                 self.observations.append(obs)
