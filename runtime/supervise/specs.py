@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncinf.runtime.client import ClientConfig
-from asyncinf.runtime.messages import Handshake, PolicySpec
+from asyncinf.runtime.messages import Handshake, Options, PolicySpec
 from asyncinf.runtime.server import ServerConfig
 from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 from asyncinf.transports.factory import TransportSpec
@@ -23,7 +23,7 @@ from asyncinf.transports.factory import TransportSpec
 @dataclass(frozen=True)
 class RobotSpec:
     type: str  # --robot.type
-    options: dict[str, Any] = field(default_factory=dict)  # the rest of --robot.*
+    options: Options = field(default_factory=dict)  # the rest of --robot.*, the type's own
 
 
 @dataclass(frozen=True)
