@@ -3,18 +3,18 @@
 The client's worker sends it to the supervisor in its Summary event, which writes it out and
 prints it. Its parts are made by what counts them, in their JSON form (`ClientStats.summary`,
 `HoldTracker.summary`, `LogHistogram.summary`), and read into this shape before the summary
-leaves the client (`from_parts`); the transport's counters are already a record of their own.
-The fields are the file's keys, in its order: the file is exactly what it was as a map.
+leaves the client (`from_parts`), so a part that drifts from it fails there, by name; the
+transport's counters are a record of their own. Every field is required. The fields are the
+file's keys, in its order: the document is exactly the map it always was.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from asyncinf.runtime import records
-from asyncinf.transports.counters import ClientCounters, NoCounters
+from asyncinf.transports.counters import ClientCounters
 
 SCHEMA = 1
 
@@ -23,30 +23,30 @@ SCHEMA = 1
 class Percentiles:
     """`LogHistogram.summary`: in the unit its key names (`_ms`), or robot units."""
 
-    p50: float = 0.0
-    p99: float = 0.0
-    max: float = 0.0
+    p50: float
+    p99: float
+    max: float
 
 
 @dataclass(frozen=True)
 class InferenceDelay:
     """`DelayEstimator.summary`: the measured delay and how often the announced one was off."""
 
-    chunks: int = 0  # steady-state chunks, after the warm-up
-    measured_ticks: Percentiles = field(default_factory=Percentiles)
-    exact: int = 0
-    one_above: int = 0
-    too_low: int = 0
-    too_high: int = 0
+    chunks: int  # steady-state chunks, after the warm-up
+    measured_ticks: Percentiles
+    exact: int
+    one_above: int
+    too_low: int
+    too_high: int
 
 
 @dataclass(frozen=True)
 class HeldTime:
     """`HoldTracker.summary`: how long the robot executed no action, and why."""
 
-    total_s: float = 0.0
-    fraction: float = 0.0  # of the run's time
-    reasons_s: dict[str, float] = field(default_factory=dict)
+    total_s: float
+    fraction: float  # of the run's time
+    reasons_s: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ class RunSummary:
     seam_jump: Percentiles
     command_step: Percentiles
     inference_delay: InferenceDelay
-    transport: ClientCounters = field(default_factory=NoCounters)
-    held: HeldTime = field(default_factory=HeldTime)
+    transport: ClientCounters
+    held: HeldTime
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
@@ -89,8 +89,7 @@ class RunSummary:
     ) -> RunSummary:
         """From `ClientStats.summary` and `HoldTracker.summary` (their JSON form) and the
         transport's counters; raises ValueError naming a part that is not of this shape."""
-        summary = records.from_json(cls, {**stats, "held": held})
-        return dataclasses.replace(summary, transport=transport)
+        return cls.from_json({**stats, "transport": records.to_json(transport), "held": held})
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""

@@ -63,6 +63,8 @@ class TransportSpec:
     options: TransportOptions | Mapping[str, Any]
 
     def __post_init__(self) -> None:
+        if self.kind not in {kind for kind, _end in _OPENERS}:
+            raise ConfigError(f"transport kind {self.kind!r} is not known; choose 'shm' or 'grpc'")
         if isinstance(self.options, Mapping):
             object.__setattr__(self, "options", _read_options(self.kind, dict(self.options)))
 
@@ -80,24 +82,20 @@ class TransportSpec:
 
 
 def _read_options(kind: str, options: dict[str, Any]) -> TransportOptions:
-    if kind == "shm":
-        try:
-            return records.from_json(ShmOptions, options)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"shm transport: {exc}") from None
-    if kind == "grpc":
+    if kind == "grpc":  # a client's options name the server (`target`), a server's never do
         from asyncinf.transports.grpc import config  # noqa: PLC0415
 
         end = config.GrpcClientConfig if "target" in options else config.GrpcServerConfig
         return end.from_dict(options)
-    raise ConfigError(f"transport kind {kind!r} is not known; choose 'shm' or 'grpc'")
+    try:
+        return records.from_json(ShmOptions, options)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"shm transport: {exc}") from None
 
 
 def _open(spec: TransportSpec, end: str) -> Any:
-    if (spec.kind, end) not in _OPENERS:
-        raise ConfigError(f"transport kind {spec.kind!r} is not known; choose 'shm' or 'grpc'")
     module, function, options_class = _OPENERS[spec.kind, end]
     if type(spec.options).__name__ != options_class:
         raise ConfigError(
