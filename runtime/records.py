@@ -7,9 +7,10 @@ value of its declared type (an int where a float is declared is kept as it is, s
 read and written again is unchanged). A mismatch raises ValueError naming the field, e.g.
 `RunSummary.held.total_s='x': expected a number`, so two processes that disagree say where.
 
-A record whose JSON form is not its fields (a flat map, a tagged union) defines its own
-`to_json`/`from_json`; both are used wherever the record appears. A union of records reads as
-the one member whose fields the map's keys are, so two members must not share their keys.
+A record whose JSON form is not its fields (a flat map) defines its own `to_json`/`from_json`;
+both are used wherever the record appears. A union reads as its first member that reads the
+value: a map, as the first record whose fields its keys are (every one without a default
+present, no other), so records of one union must differ in their fields.
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def _read(value: Any, annotation: Any, where: str) -> Any:
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:
             return _read(value, members[0], where)
-        return _read(value, _member(value, members, where), where)
+        for member in members:  # the first that reads it
+            try:
+                return _read(value, member, where)
+            except ValueError:
+                continue
+        names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+        raise ValueError(f"{where}={value!r}: none of {names}")
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if hasattr(annotation, "from_json"):
             try:
@@ -108,23 +115,6 @@ def _record(value: Any, cls: type, where: str) -> Any:
 def _hints(cls: type) -> dict[str, Any]:
     """The fields' annotations, resolved once per class (beats are read 4 times a second)."""
     return typing.get_type_hints(cls)
-
-
-def _member(value: Any, members: list[Any], where: str) -> Any:
-    """The record of `members` whose fields the keys of `value` are."""
-    if isinstance(value, dict):
-        for member in members:
-            if isinstance(member, type) and dataclasses.is_dataclass(member):
-                fields = dataclasses.fields(member)
-                required = {
-                    f.name
-                    for f in fields
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                }
-                if required <= set(value) <= {f.name for f in fields}:
-                    return member
-    names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
-    raise ValueError(f"{where}={value!r}: not the fields of {names}")
 
 
 def _scalar(value: Any, annotation: Any, where: str) -> Any:

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     link = SupervisorLink(args.events_fd, sys.stdin)
     try:
         spec = (ClientSpec if args.role is Role.CLIENT else ServerSpec).from_json(args.spec)
-    except ConfigError as exc:
+    except ValueError as exc:  # a ConfigError, or a spec not of its declared shape
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
     if isinstance(spec, ClientSpec):
         return run_client(spec, link)

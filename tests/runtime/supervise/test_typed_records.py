@@ -8,18 +8,22 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
+from asyncinf.robots.robot import make_robot
+from asyncinf.runtime import records
 from asyncinf.runtime.client import ClientConfig, ClientStats
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.holds import NO_CHUNK, HoldTracker
 from asyncinf.runtime.messages import PolicySpec
 from asyncinf.runtime.server import LoadedPolicy, PolicyCache, ServerConfig
 from asyncinf.runtime.summary import RunSummary
-from asyncinf.runtime.supervise import protocol
+from asyncinf.runtime.supervise import protocol, robot_shape
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.protocol import Command, Role
+from asyncinf.runtime.supervise.robot_shape import RobotShape
 from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
 from asyncinf.runtime.supervise.status_file import (
     RunStatus,
@@ -151,7 +155,10 @@ def summary_body() -> dict:
         (lambda s: s["held"].update(total_s="long"), "RunSummary.held.total_s='long': expected"),
         (lambda s: s["roundtrip_ms"].pop("p99"), "RunSummary.roundtrip_ms.p99: missing"),
         (lambda s: s["inference_delay"].update(exact=None), "inference_delay.exact=None"),
-        (lambda s: s.update(transport={"bytes": 3}), "RunSummary.transport={'bytes': 3}: not"),
+        (
+            lambda s: s.update(transport={"bytes": 3}),
+            "RunSummary.transport={'bytes': 3}: none of NoCounters or",
+        ),
         (lambda s: s.update(schema=2), "schema=2: this asyncinf reads schema 1"),
         (lambda s: s.update(idle_frames=False), "RunSummary.idle_frames=False: expected"),
     ],
@@ -206,9 +213,21 @@ def test_an_end_is_opened_only_from_its_own_options():
         open_client(SPECS[3])
 
 
-def test_a_child_given_an_unknown_transport_option_says_so_and_exits_78():
-    spec = json.loads(ClientSpec(RobotSpec("sim"), ClientConfig(), PolicySpec()).to_json())
+def unknown_transport_option(spec: dict) -> None:
     spec["transport"] = {"kind": "shm", "name": "asyncinf-1-0", "colour": "red"}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (unknown_transport_option, "ShmOptions.colour: not a field of ShmOptions"),
+        (lambda spec: spec.pop("robot"), "ClientSpec.robot: missing"),
+        (lambda spec: spec["client"].update(fps="fast"), "ClientSpec.client.fps='fast'"),
+    ],
+)
+def test_a_child_given_a_malformed_spec_says_what_is_wrong_and_exits_78(change, says):
+    spec = json.loads(ClientSpec(RobotSpec("sim"), ClientConfig(), PolicySpec()).to_json())
+    change(spec)
     read_fd, write_fd = os.pipe()
     argv = protocol.worker_argv(Role.CLIENT, json.dumps(spec), write_fd, "ERROR")
     try:
@@ -222,7 +241,7 @@ def test_a_child_given_an_unknown_transport_option_says_so_and_exits_78():
         lines = events.read().splitlines()
     assert done.returncode == ExitCode.CONFIG_ERROR, done.stderr
     failed = protocol.decode_event(Role.CLIENT, lines[-1])
-    assert isinstance(failed, protocol.Failed) and "ShmOptions.colour" in failed.message
+    assert isinstance(failed, protocol.Failed) and says in failed.message
     assert "Traceback" not in done.stderr
 
 
@@ -242,3 +261,18 @@ def test_the_status_file_keeps_its_flat_policy_map_and_refuses_a_bad_one(tmp_pat
     path.write_text(json.dumps(data))
     with pytest.raises(StatusFileError, match=re.escape("LoadedPolicy.chunk='fifty'")):
         read_status_file(path)
+
+
+# --- the robot description child ------------------------------------------------------------
+
+
+def test_the_robot_description_child_prints_a_robot_shape():
+
+    options = {"cameras": {"front": {"type": "sim", "width": 64, "height": 48}}}
+    argv = [sys.executable, "-m", robot_shape.__name__, "sim", json.dumps(options)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    shape = records.from_json(RobotShape, json.loads(done.stdout))
+    built = make_robot("sim", options)
+    assert shape == RobotShape(list(built.joint_names), {"front": (48, 64, 3)})
+    with pytest.raises(ValueError, match=re.escape("RobotShape.cameras.front=[48, 64]")):
+        records.from_json(RobotShape, {"joints": [], "cameras": {"front": [48, 64]}})
