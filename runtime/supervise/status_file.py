@@ -66,9 +66,8 @@ class ClientStatus(ChildStatus):
 @dataclasses.dataclass
 class ServerStatus(ChildStatus):
     restarts: int = 0
-    policy: dict[str, LoadedPolicy] = dataclasses.field(
-        default_factory=dict
-    )  # by "type path device"
+    # By "type path device"; in the file, flat: {"chunk": 50, "lerobot": "0.4.4", ...}
+    policy: dict[str, LoadedPolicy] = dataclasses.field(default_factory=dict)
     batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # size -> batches
 
 
