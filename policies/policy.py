@@ -28,7 +28,7 @@ import numpy as np
 
 from asyncinf.policies.torch_device import DEVICE_TYPES
 from asyncinf.runtime.errors import PolicyError, PolicyOptionError
-from asyncinf.runtime.messages import Handshake, Observation, PolicySpec
+from asyncinf.runtime.messages import Handshake, Observation, Options, PolicySpec
 from asyncinf.runtime.registry import Registry
 
 DEFAULT_CHUNK_SIZE = 50  # the built-in policies' T when the client leaves it to the policy
@@ -38,7 +38,7 @@ class Policy(abc.ABC):
     """Built once per (type, path, device) on the server; kept across client sessions."""
 
     # Options this policy type accepts in PolicySpec.options, with their defaults.
-    default_options: ClassVar[dict[str, Any]] = {}
+    default_options: ClassVar[Options] = {}
     # True: options beyond default_options are the policy's to check (a checkpoint's config).
     open_options: ClassVar[bool] = False
     # True: predict_chunk(inputs, rtc=RtcInput | None) does real-time chunking.

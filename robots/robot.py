@@ -23,6 +23,7 @@ import numpy as np
 
 from asyncinf.robots.camera import Camera, make_camera
 from asyncinf.runtime.errors import ConfigError, RobotError
+from asyncinf.runtime.messages import Options
 from asyncinf.runtime.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Robot(abc.ABC):
                 raise ConfigError(f"--robot.cameras.{name}: {exc}") from None
 
     @classmethod
-    def from_options(cls, robot_type: str, options: dict[str, Any]) -> Robot:
+    def from_options(cls, robot_type: str, options: Options) -> Robot:
         """Build (not connect) from `--robot.*` flag/file options, asked for as `robot_type`.
         Our robots validate the options against `config_class`; an adapter of a foreign
         registry (LeRobot's) needs the type to know which foreign robot to build."""
@@ -189,6 +190,6 @@ def policy_robot_type(robot_type: str) -> str:
     return robot_type.removeprefix(PREFIX)
 
 
-def make_robot(robot_type: str, options: dict[str, Any]) -> Robot:
+def make_robot(robot_type: str, options: Options) -> Robot:
     """Build (not connect) the robot registered as `robot_type` from flag/file options."""
     return ROBOTS.load(robot_type).from_options(robot_type, options)

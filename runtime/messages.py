@@ -24,6 +24,13 @@ SCHEMA_VERSION = 3
 
 NO_RTC = -1  # Observation.inference_delay of a session without real-time chunking
 
+# A robot's or policy's own options (`--robot.*`, `--policy.*`), passed through untouched:
+# their keys are declared by that type, the robot's `config_class` and the policy's
+# `default_options`, and checked against them before anything starts. Values are what YAML
+# flags and JSON carry (a camera's options are a map).
+OptionValue = str | int | float | bool | None | list[Any] | dict[str, Any]
+Options = dict[str, OptionValue]
+
 
 @dataclass
 class Observation:
@@ -72,6 +79,8 @@ class PolicySpec:
     path: str = ""
     device: str = "cpu"
     actions_per_chunk: int = 0  # 0: as many as the policy returns per call
+    # The policy type's own: an `Options`, spelled out because transports/codec.py picks
+    # each field's reader by its annotation as written.
     options: dict[str, Any] = field(default_factory=dict)
     rtc: RtcSettings | None = None  # None: no real-time chunking (no --rtc)
 

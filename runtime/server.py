@@ -24,10 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from asyncinf.policies.policy import Policy, check_rtc, make_policy
+from asyncinf.runtime import records
 from asyncinf.runtime.batching import BatchConfig, Batcher
 from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import (
@@ -182,17 +184,39 @@ class PolicyCache:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def info(self) -> dict[str, object]:
-        """What is loaded, for the status file: type, path, device and versions."""
-        out: dict[str, object] = {}
+    def info(self) -> dict[str, LoadedPolicy]:
+        """What is loaded, for the status file, by "type path device"."""
+        out: dict[str, LoadedPolicy] = {}
         with self._lock:
             loaded = list(self._policies.items())
         for key, policy in loaded:
             name = " ".join(key[:3])
             if name in out:  # the same checkpoint built for another robot
                 name = f"{name} ({len(key[5])} joints, cameras {[c for c, _ in key[6]]})"
-            out[name] = {"chunk": policy.chunk_size, **policy.info}
+            versions = {k: str(v) for k, v in policy.info.items()}
+            out[name] = LoadedPolicy(policy.chunk_size, versions)
         return out
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy a server holds: its chunk length and the versions worth showing beside it
+    (`Policy.info`: LeRobot's, torch's). Its JSON form is flat, as the status file shows it:
+    `{"chunk": 50, "lerobot": "0.4.4", "torch": "2.14.1"}`."""
+
+    chunk: int
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, int | str]:
+        return {"chunk": self.chunk, **self.versions}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LoadedPolicy:
+        """Raises ValueError naming the field that is missing or not of its type."""
+        if isinstance(data, dict):
+            versions = {k: v for k, v in data.items() if k != "chunk"}
+            data = {"chunk": data.get("chunk"), "versions": versions}
+        return records.from_json(cls, data)
 
 
 def _name(key: tuple) -> str:

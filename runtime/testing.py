@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from asyncinf.runtime.messages import Handshake, PolicySpec
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.summary import RunSummary
 
 T = TypeVar("T")
 
@@ -122,3 +125,15 @@ def hello(
         fps=fps,
         **fields,
     )
+
+
+def run_summary(**counts: Any) -> RunSummary:
+    """A client's end-of-run summary for tests: a run at 30 fps with chunks of 50 that
+    counted `counts` (ClientStats' fields, e.g. `ticks=10`), no transport counters, no hold."""
+    from asyncinf.runtime.client import ClientStats  # noqa: PLC0415
+    from asyncinf.runtime.holds import HoldTracker  # noqa: PLC0415
+    from asyncinf.runtime.summary import RunSummary  # noqa: PLC0415
+    from asyncinf.transports.counters import NoCounters  # noqa: PLC0415
+
+    stats = ClientStats(**counts).summary(30.0, 50)
+    return RunSummary.from_parts(stats, NoCounters(), HoldTracker(1).summary())

@@ -33,6 +33,7 @@ VOCABULARY = {
         "lerobot",
         "logs",
         "rtc",  # the delay estimator and prefix weights a policy may use for its RTC hook
+        "records",  # dataclasses as JSON and back, for what crosses a process boundary
     )
 }
 UPPER = ("asyncinf.runtime.supervise", "asyncinf.runtime.cli", "asyncinf.runtime.bench")

@@ -19,7 +19,6 @@ import abc
 import enum
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -29,6 +28,7 @@ from asyncinf.runtime.messages import (
     HandshakeReply,
     Observation,
 )
+from asyncinf.transports.counters import ClientCounters, NoCounters
 
 
 class WhenFull(enum.Enum):
@@ -119,9 +119,9 @@ class ClientTransport(_Closable):
         """Tell the server what the loop counts, for its metrics; never blocks, may be
         dropped or merged. A transport that carries no reports ignores it."""
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for the run summary (e.g. bytes per observation); empty by default."""
-        return {}
+    def stats(self) -> ClientCounters:
+        """Counters for the run summary (e.g. bytes per observation); none by default."""
+        return NoCounters()
 
 
 class SessionEvents:

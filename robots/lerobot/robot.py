@@ -36,6 +36,7 @@ from asyncinf.robots.lerobot.options import decode, field_names, nest
 from asyncinf.robots.robot import Robot, RobotConfig
 from asyncinf.runtime.config import build
 from asyncinf.runtime.errors import ActionRejected, ConfigError, RobotError
+from asyncinf.runtime.messages import Options
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class LeRobotRobot(Robot):
         self._connected = False
 
     @classmethod
-    def from_options(cls, robot_type: str, options: dict[str, Any]) -> LeRobotRobot:
+    def from_options(cls, robot_type: str, options: Options) -> LeRobotRobot:
         lerobot = compat.load()
         name = robot_type.removeprefix(PREFIX)
         config_class = lerobot.RobotConfig.get_choice_class(name)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from asyncinf.runtime.summary import Percentiles, RunSummary
     from asyncinf.runtime.supervise.protocol import ClientBeat, ClientReady
     from asyncinf.runtime.supervise.specs import ClientSpec
 
@@ -48,7 +49,7 @@ def live_line(beat: ClientBeat) -> None:
     sys.stderr.flush()
 
 
-def summary_table(summary: dict[str, Any], robot: str = "") -> None:
+def summary_table(summary: RunSummary, robot: str = "") -> None:
     """`robot`: its name, under `up --robots` (one table per robot)."""
     if sys.stderr.isatty():
         sys.stderr.write("\n")
@@ -58,16 +59,12 @@ def summary_table(summary: dict[str, Any], robot: str = "") -> None:
         "chunks_received", "errors", "rejected_chunks", "observations_sent", "server_lost",
         "sessions_corrupted", "overruns",
     ):  # fmt: skip
-        if key in summary:
-            counts.add_row(key, f"{summary[key]:g}" if isinstance(summary[key], float)
-                           else str(summary[key]))  # fmt: skip
-    held = summary.get("held")
-    if held:
-        counts.add_row(
-            "held", f"{held['total_s']:.1f} s ({100 * held['fraction']:.0f}% of the run)"
-        )
-        for reason, seconds in held["reasons_s"].items():
-            counts.add_row(f"  {reason}", f"{seconds:.1f} s")
+        value = getattr(summary, key)
+        counts.add_row(key, f"{value:g}" if isinstance(value, float) else str(value))
+    held = summary.held
+    counts.add_row("held", f"{held.total_s:.1f} s ({100 * held.fraction:.0f}% of the run)")
+    for reason, seconds in held.reasons_s.items():
+        counts.add_row(f"  {reason}", f"{seconds:.1f} s")
     _console.print(counts)
     lat = Table(title="latency (ms)")
     for col in ("", "p50", "p99", "max"):
@@ -76,22 +73,23 @@ def summary_table(summary: dict[str, Any], robot: str = "") -> None:
         "period_error_ms", "roundtrip_ms", "server_queue_wait_ms", "server_compute_ms",
         "server_preprocess_ms", "server_inference_ms", "server_postprocess_ms", "overhead_ms",
     ):  # fmt: skip
-        row = summary.get(key)
-        if row:
-            lat.add_row(key.removesuffix("_ms"), *(f"{row[p]:.3f}" for p in ("p50", "p99", "max")))
+        lat.add_row(key.removesuffix("_ms"), *_percentiles(getattr(summary, key)))
     _console.print(lat)
-    if summary.get("seam_jump"):
-        seams = Table(title="smoothness (robot units)")
-        for col in ("", "p50", "p99", "max"):
-            seams.add_column(col, justify="right")
-        for key in ("seam_jump", "command_step"):
-            seams.add_row(key, *(f"{summary[key][p]:.3f}" for p in ("p50", "p99", "max")))
-        _console.print(seams)
-    delay = summary.get("inference_delay")
-    if delay and delay["chunks"]:
-        ticks = delay["measured_ticks"]
+    seams = Table(title="smoothness (robot units)")
+    for col in ("", "p50", "p99", "max"):
+        seams.add_column(col, justify="right")
+    for key in ("seam_jump", "command_step"):
+        seams.add_row(key, *_percentiles(getattr(summary, key)))
+    _console.print(seams)
+    delay = summary.inference_delay
+    if delay.chunks:
+        ticks = delay.measured_ticks
         _console.print(
-            f"inference delay: {ticks['p50']:g} ticks (p50), {ticks['max']:g} (max) over "
-            f"{delay['chunks']} chunks; estimate exact {delay['exact']}, one above "
-            f"{delay['one_above']}, too low {delay['too_low']}, too high {delay['too_high']}"
+            f"inference delay: {ticks.p50:g} ticks (p50), {ticks.max:g} (max) over "
+            f"{delay.chunks} chunks; estimate exact {delay.exact}, one above "
+            f"{delay.one_above}, too low {delay.too_low}, too high {delay.too_high}"
         )
+
+
+def _percentiles(row: Percentiles) -> tuple[str, str, str]:
+    return f"{row.p50:.3f}", f"{row.p99:.3f}", f"{row.max:.3f}"

@@ -95,8 +95,8 @@ def serve(
         spec = build_server_spec(options)
         # As many sessions on the wire as the server loop serves at once.
         grpc_opts["max_sessions"] = spec.server.max_sessions
-        build(GrpcServerConfig, grpc_opts, prefix="grpc.")
-        spec = dataclasses.replace(spec, transport=TransportSpec("grpc", grpc_opts))
+        grpc = build(GrpcServerConfig, grpc_opts, prefix="grpc.")
+        spec = dataclasses.replace(spec, transport=TransportSpec("grpc", grpc))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         bad_line = isinstance(exc, FlagError)
@@ -127,7 +127,7 @@ def run_server(
     stop.extend(stop_signals.take())  # received while this command was starting
 
     def ready(transport: Any, _cache: object) -> None:
-        log.info("serving on %s:%d", spec.transport.options["host"], transport.port)
+        log.info("serving on %s:%d", spec.transport.options.host, transport.port)
         sdnotify.notify("READY=1", f"STATUS=serving on port {transport.port}")
 
     def fail(code: ExitCode, message: str) -> int:  # a boot error: no restart loop
@@ -140,7 +140,7 @@ def run_server(
 
         metrics = PrometheusMetrics()
         try:
-            metrics.serve(spec.transport.options["host"], prometheus_port)
+            metrics.serve(spec.transport.options.host, prometheus_port)
         except ConfigError as exc:  # taken between the check and now
             return fail(ExitCode.CONFIG_ERROR, str(exc))
     try:

@@ -97,8 +97,9 @@ def _print_human(run: RunStatus, stale: bool) -> None:
     else:
         s = run.server
         table.add_row("server", state(s.state.value), pid(s.pid, live), str(s.restarts))
-        for key, info in s.policy.items():
-            table.add_row("  policy", key, "", " ".join(f"{k} {v}" for k, v in info.items()))
+        for key, loaded in s.policy.items():
+            shown = " ".join(f"{k} {v}" for k, v in loaded.to_json().items())
+            table.add_row("  policy", key, "", shown)
         if s.batch_sizes:
             sizes = ", ".join(f"{n}×{size}" for size, n in s.batch_sizes.items())
             table.add_row("  batches", sizes, "", "")

@@ -25,6 +25,7 @@ from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 
 if TYPE_CHECKING:
     from asyncinf.runtime.supervise.plan import RunPlan
+    from asyncinf.transports.grpc import GrpcClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ def up(
             grpc_opts = {"target": remote, **grpc_opts}
             grpc_opts.update({k: str(v) if isinstance(v, Path) else v
                               for k, v in given.items() if v is not None})  # fmt: skip
-            _check_grpc_options(grpc_opts)
-            transport = TransportSpec("grpc", grpc_opts)
+            transport = TransportSpec("grpc", _grpc_client_config(grpc_opts))
         fleet = None
         if robots is not None:
             if not local:
@@ -161,12 +161,12 @@ def up(
     )
 
 
-def _check_grpc_options(options: dict[str, Any]) -> None:
-    """Validate the gRPC client options here, before any process starts."""
+def _grpc_client_config(options: dict[str, Any]) -> GrpcClientConfig:
+    """The gRPC client options, validated here, before any process starts."""
     from asyncinf.runtime.config import build  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcClientConfig  # noqa: PLC0415
 
-    build(GrpcClientConfig, options, prefix="grpc.")
+    return build(GrpcClientConfig, options, prefix="grpc.")
 
 
 def run_supervised(
@@ -190,7 +190,7 @@ def run_supervised(
             ),
         )
     transport = (
-        "shared memory (local)" if plan.server else f"gRPC {plan.remote.options['target']}"
+        "shared memory (local)" if plan.server else f"gRPC {plan.remote.options.target}"
     )
 
     def on_state(state: State, sup: Supervisor) -> None:
@@ -205,7 +205,7 @@ def run_supervised(
     supervisor = Supervisor(plan, sup_config, on_state=on_state, on_beat=on_beat)
     code = supervisor.run()
     if supervisor.summary is not None:
-        for name, summary in supervisor.summary.get("robots", {"": supervisor.summary}).items():
+        for name, summary in supervisor.summaries.items():
             report.summary_table(summary, name)
         if summary_json:
             summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")

@@ -23,6 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from asyncinf.runtime import records
+from asyncinf.runtime.server import LoadedPolicy
+from asyncinf.runtime.summary import RunSummary
 from asyncinf.transports.factory import TransportSpec
 
 WORKER_MODULE = "asyncinf.runtime.supervise.worker"
@@ -83,8 +86,7 @@ class ClientReady:
 class ServerReady:
     """Policy loaded and warmed up (or none preloaded)."""
 
-    # "type path device" -> chunk length and versions (LeRobot's, torch's) of what is loaded
-    policy: dict[str, dict[str, Any]]
+    policy: dict[str, LoadedPolicy]  # by "type path device"
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class Holding:
 
 @dataclass(frozen=True)
 class Summary:
-    summary: dict[str, Any]  # ClientStats.summary plus the transport's counters
+    summary: RunSummary
 
 
 Event = ClientReady | ServerReady | ClientBeat | ServerBeat | Failed | Holding | Summary
@@ -145,11 +147,16 @@ _KINDS: dict[tuple[Role, str], type] = {
 _KIND_OF = {cls: kind for (_, kind), cls in _KINDS.items()}
 
 
+# Events that hold records of their own; the others are flat, and travel as their fields as
+# they are (`vars`), not through `records.to_json` or `dataclasses.asdict`: the latter's
+# generator expressions, run for the client's beat 4 times a second, grew the client's
+# resident memory by ~2 bytes a control tick (scripts/measure_client_growth.py).
+_NESTED = (ServerReady, Summary)
+
+
 def encode_event(event: Event, pid: int) -> bytes:
-    # The events are flat, so their fields as they are (`vars`), not `dataclasses.asdict`:
-    # its generator expressions, run for the client's beat 4 times a second, grew the
-    # client's resident memory by ~2 bytes a control tick (scripts/measure_client_growth.py).
-    body = {"event": _KIND_OF[type(event)], "pid": pid, **vars(event)}
+    fields = records.fields_to_json(event) if isinstance(event, _NESTED) else vars(event)
+    body = {"event": _KIND_OF[type(event)], "pid": pid, **fields}
     return (json.dumps(body) + "\n").encode()
 
 
@@ -164,6 +171,6 @@ def decode_event(role: Role, line: bytes) -> Event:
     if cls is None:
         raise ValueError(f"{role.value} sends no {kind!r} event")
     try:
-        return cls(**body)
-    except TypeError as exc:
+        return records.from_json(cls, body)
+    except ValueError as exc:
         raise ValueError(f"malformed {kind!r} event: {exc}") from None

@@ -4,7 +4,8 @@ The supervisor needs them before any process starts (to check the options, size 
 memory, preload the policy). A built-in robot is built here. A LeRobot robot is built in a
 short-lived child instead: importing LeRobot's robots pulls in torch and its processors,
 10–14 s and ~800 MB that the supervisor would otherwise hold for the whole run. The child
-prints one JSON line; a bad option is its one-line error and exit code CONFIG_ERROR.
+prints one JSON line, a `RobotShape`; a bad option is its one-line error and exit code
+CONFIG_ERROR.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from asyncinf.robots.robot import ROBOTS, make_robot
-from asyncinf.runtime import lerobot
+from asyncinf.runtime import lerobot, records
 from asyncinf.runtime.errors import ConfigError, RobotError
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.specs import RobotSpec
@@ -23,6 +25,12 @@ from asyncinf.runtime.supervise.specs import RobotSpec
 log = logging.getLogger(__name__)
 
 CHILD_TIMEOUT_S = 300.0  # LeRobot's imports on a slow robot computer, with room to spare
+
+
+@dataclass(frozen=True)
+class RobotShape:
+    joints: list[str]  # state and action entries, in order
+    cameras: dict[str, tuple[int, int, int]]  # camera -> (H, W, 3) of its frames
 
 
 def robot_shape(robot: RobotSpec) -> tuple[list[str], dict[str, tuple[int, int, int]]]:
@@ -45,9 +53,13 @@ def robot_shape(robot: RobotSpec) -> tuple[list[str], dict[str, tuple[int, int, 
         if done.returncode != ExitCode.CONFIG_ERROR:
             log.debug("robot description child:\n%s", done.stderr)
         raise ConfigError(lines[-1].removeprefix("error: "))
-    shape = json.loads(done.stdout)
-    cameras = {name: tuple(dims) for name, dims in shape["cameras"].items()}
-    return shape["joints"], cameras  # type: ignore[return-value]
+    try:
+        shape = records.from_json(RobotShape, json.loads(done.stdout))
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise ConfigError(
+            f"--robot.type={robot.type}: its description came back malformed ({exc})"
+        ) from None
+    return shape.joints, shape.cameras
 
 
 def _main(robot_type: str, options_json: str) -> int:
@@ -56,7 +68,8 @@ def _main(robot_type: str, options_json: str) -> int:
     except (ConfigError, RobotError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)
-    print(json.dumps({"joints": list(built.joint_names), "cameras": dict(built.camera_shapes)}))
+    shape = RobotShape(list(built.joint_names), dict(built.camera_shapes))
+    print(json.dumps(records.to_json(shape)))
     return 0
 
 

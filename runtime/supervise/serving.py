@@ -76,7 +76,7 @@ def serve_policy(
         server.serve(transport, should_stop=stop_or_move)
     while pending is not None and not should_stop():
         target, pending = pending, None
-        log.info("serving on %s from now on", target.options.get("name", target.kind))
+        log.info("serving on %s from now on", getattr(target.options, "name", "") or target.kind)
         transport = open_server(target)
         if events is not None:
             transport.events = events

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from asyncinf.runtime import records
+from asyncinf.runtime.server import LoadedPolicy
+
 log = logging.getLogger(__name__)
 
 
@@ -63,8 +66,8 @@ class ClientStatus(ChildStatus):
 @dataclasses.dataclass
 class ServerStatus(ChildStatus):
     restarts: int = 0
-    # "type path device" -> chunk length and versions (LeRobot's, torch's) of what is loaded
-    policy: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # By "type path device"; in the file, flat: {"chunk": 50, "lerobot": "0.4.4", ...}
+    policy: dict[str, LoadedPolicy] = dataclasses.field(default_factory=dict)
     batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # size -> batches
 
 
@@ -77,7 +80,7 @@ class RunStatus:
     updated_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self, dict_factory=_plain)
+        return records.fields_to_json(self)
 
     @classmethod
     def from_json(cls, data: Any) -> RunStatus:
@@ -89,7 +92,10 @@ class RunStatus:
                     _pid(server["pid"]),
                     State(server["state"]),
                     _int(server["restarts"]),
-                    _map(server.get("policy", {})),
+                    {
+                        k: LoadedPolicy.from_json(v)
+                        for k, v in _map(server.get("policy", {})).items()
+                    },
                     _map(server.get("batch_sizes", {})),
                 )
             return cls(
@@ -172,10 +178,6 @@ class StatusWriter:
             return False
         self._failing = False
         return True
-
-
-def _plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {k: v.value if isinstance(v, State) else v for k, v in items}
 
 
 def _int(value: Any) -> int:

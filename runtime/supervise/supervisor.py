@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.summary import RunSummary
 from asyncinf.runtime.supervise import protocol, sdnotify, stop_signals
 from asyncinf.runtime.supervise.exitcodes import BOOT_ERRORS, HELD_FRACTION_LIMIT, ExitCode
 from asyncinf.runtime.supervise.plan import RunPlan
@@ -131,7 +132,7 @@ class Child:
         # What it said when ready: the client's chunk length, the server's policy info.
         self.ready_event: protocol.ClientReady | protocol.ServerReady | None = None
         self.sent: tuple[signal.Signals, str] | None = None  # our last signal to it, and why
-        self.summary: dict[str, Any] | None = None  # a client's, from its Summary event
+        self.summary: RunSummary | None = None  # a client's, from its Summary event
         self.holding: protocol.Holding | None = None  # a client's last words on its robot
         self.lost = False  # a client of --robots that ended while the others go on
         log.info("%s started (pid %d)", self.label, self.proc.pid)
@@ -232,12 +233,19 @@ class Supervisor:
         return bool(self.plan.robots)
 
     @property
+    def summaries(self) -> dict[str, RunSummary]:
+        """The clients' summaries by robot name ("" without --robots), of those that sent one."""
+        clients = self.clients if self.fleet else self.clients[:1]
+        return {c.name: c.summary for c in clients if c.summary is not None}
+
+    @property
     def summary(self) -> dict[str, Any] | None:
-        """The client's summary; under --robots, `{"robots": {name: summary}}`."""
-        if not self.fleet:
-            return self.client.summary if self.client else None
-        robots = {c.name: c.summary for c in self.clients if c.summary is not None}
-        return {"robots": robots} if robots else None
+        """The `--summary-json` document: the client's summary; under --robots,
+        `{"robots": {name: summary}}`; None when no client sent one."""
+        documents = {name: s.to_json() for name, s in self.summaries.items()}
+        if not documents:
+            return None
+        return {"robots": documents} if self.fleet else documents[""]
 
     @property
     def holding(self) -> protocol.Holding | None:
@@ -673,19 +681,16 @@ class Supervisor:
 
     def _check_held(self, client: Child) -> None:
         """A run that would end 0 after holding through most of it ends STALLED."""
-        held = (client.summary or {}).get("held")
-        if self._exit is not ExitCode.OK or not held:
+        if self._exit is not ExitCode.OK or client.summary is None:
             return
+        held = client.summary.held
         # A hold shorter than the progress bound is no stall, however short the run.
-        if (
-            held["fraction"] > HELD_FRACTION_LIMIT
-            and held["total_s"] > self.config.progress_timeout_s
-        ):
-            reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held["reasons_s"].items())
+        if held.fraction > HELD_FRACTION_LIMIT and held.total_s > self.config.progress_timeout_s:
+            reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held.reasons_s.items())
             log.error(
                 "the robot%s held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",
-                f" {client.name}" if client.name else "", held["total_s"],
-                100 * held["fraction"], reasons, ExitCode.STALLED,
+                f" {client.name}" if client.name else "", held.total_s,
+                100 * held.fraction, reasons, ExitCode.STALLED,
             )  # fmt: skip
             self._exit = ExitCode.STALLED
 

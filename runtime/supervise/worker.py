@@ -27,11 +27,13 @@ from asyncinf.runtime.errors import (
     SessionBusy,
     TransportError,
 )
+from asyncinf.runtime.summary import RunSummary
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.metrics_file import MetricsFile
 from asyncinf.runtime.supervise.protocol import Command, Role
 from asyncinf.runtime.supervise.specs import ClientSpec, ServerSpec
+from asyncinf.transports.counters import ClientCounters, NoCounters
 from asyncinf.transports.factory import TransportSpec
 
 log = logging.getLogger(__name__)
@@ -210,15 +212,14 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
         link.emit(protocol.Holding(target=last, joints=robot.joint_names))
     finally:
         robot.disconnect()
-        transport_stats = {}
+        counters: ClientCounters = NoCounters()
         if client.transport is not None:
-            transport_stats = client.transport.stats()
+            counters = client.transport.stats()
             client.transport.close()
         if metrics:
             metrics.close()
-    summary = client.stats.summary(spec.client.fps, client.chunk_size)
-    summary["transport"] = transport_stats
-    summary["held"] = client.holds.summary()
+    stats = client.stats.summary(spec.client.fps, client.chunk_size)
+    summary = RunSummary.from_parts(stats, counters, client.holds.summary())
     link.emit(protocol.Summary(summary=summary))
     return int(code)
 
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     link = SupervisorLink(args.events_fd, sys.stdin)
     try:
         spec = (ClientSpec if args.role is Role.CLIENT else ServerSpec).from_json(args.spec)
-    except ConfigError as exc:
+    except ValueError as exc:  # a ConfigError, or a spec not of its declared shape
         return _fail(link, ExitCode.CONFIG_ERROR, str(exc))
     if isinstance(spec, ClientSpec):
         return run_client(spec, link)

@@ -102,9 +102,9 @@ def test_round_trip_and_counters(echo, client) -> None:
         assert chunk.actions.shape == (4, 2)
         assert chunk.obs_sent_ns > 0
     stats = client.stats()
-    assert stats["observations_sent"] == 3 and stats["chunks_received"] == 3
-    assert frame.nbytes < stats["bytes_per_observation"] < frame.nbytes + 200
-    assert stats["raw_image_bytes_per_observation"] == frame.nbytes
+    assert stats.observations_sent == 3 and stats.chunks_received == 3
+    assert frame.nbytes < stats.bytes_per_observation < frame.nbytes + 200
+    assert stats.raw_image_bytes_per_observation == frame.nbytes
     assert echo.observations[-1].images["front"].shape == (48, 64, 3)
 
 
@@ -287,7 +287,7 @@ def test_resize_and_jpeg_cut_bytes_tenfold(server) -> None:
         finally:
             c.close()
     assert e.observations[-1].images["front"].shape == (224, 224, 3)
-    assert frame.nbytes / stats["bytes_per_observation"] >= 10
+    assert frame.nbytes / stats.bytes_per_observation >= 10
 
 
 def test_unsendable_observation_is_reported_and_the_session_goes_on(echo, client) -> None:

@@ -89,7 +89,7 @@ def test_a_corrupted_action_float_is_never_delivered(linked) -> None:
     seg.write(first_action, struct.pack("<f", 109.0))  # finite, well-formed, wrong
     with pytest.raises(SegmentCorrupt, match="chunk frame: CRC-32"):
         client.receive(1.0)
-    assert client.stats()["corruption_found"] == 1
+    assert client.stats().corruption_found == 1
     assert_both_ends_refuse(client, server, "chunk frame")
 
 

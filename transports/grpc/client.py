@@ -72,6 +72,7 @@ from asyncinf.runtime.messages import (
     Observation,
 )
 from asyncinf.transports.base import ClientTransport
+from asyncinf.transports.counters import GrpcClientCounters
 from asyncinf.transports.grpc import asyncinf_pb2 as pb
 from asyncinf.transports.grpc import convert
 from asyncinf.transports.grpc.config import GrpcClientConfig, is_loopback
@@ -374,27 +375,27 @@ class GrpcClientTransport(ClientTransport):
         link = self._link
         return link is not None and link.ready and not link.ended.is_set()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> GrpcClientCounters:
         """Counters for the run summary, bytes per observation included."""
         n = max(1, self.observations_sent)
-        return {
-            "transport": "grpc",
-            "image_codec": self.config.image_codec,
-            "observations_sent": self.observations_sent,
-            "observations_replaced": self.observations_replaced,
-            "observations_dropped": self.observations_dropped,
-            "observations_failed": self.observations_failed,
-            "bytes_sent": self.bytes_sent,
-            "bytes_per_observation": self.bytes_sent / n,
-            "raw_image_bytes_per_observation": self.raw_image_bytes / n,
-            "chunks_received": self.chunks_received,
-            "errors_received": self.errors_received,
-            "disconnects": self.disconnects,
-            "reconnects": self.reconnects,
-            "drains": self.drains,
-            "stale_dropped": self.stale_dropped,
-            "last_disconnect_reason": self.last_disconnect_reason,
-        }
+        return GrpcClientCounters(
+            transport="grpc",
+            image_codec=self.config.image_codec,
+            observations_sent=self.observations_sent,
+            observations_replaced=self.observations_replaced,
+            observations_dropped=self.observations_dropped,
+            observations_failed=self.observations_failed,
+            bytes_sent=self.bytes_sent,
+            bytes_per_observation=self.bytes_sent / n,
+            raw_image_bytes_per_observation=self.raw_image_bytes / n,
+            chunks_received=self.chunks_received,
+            errors_received=self.errors_received,
+            disconnects=self.disconnects,
+            reconnects=self.reconnects,
+            drains=self.drains,
+            stale_dropped=self.stale_dropped,
+            last_disconnect_reason=self.last_disconnect_reason,
+        )
 
     @property
     def last_disconnect_ns(self) -> int:

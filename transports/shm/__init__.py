@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asyncinf.transports.base import ServerTransport
+    from asyncinf.transports.factory import ShmOptions
     from asyncinf.transports.shm.client import ShmClientTransport
     from asyncinf.transports.shm.server import ShmServerTransport
 
@@ -46,23 +47,23 @@ __all__ = [
 ]
 
 
-def open_client(spec: dict[str, Any]) -> ShmClientTransport:
-    """The client end of the session named in `spec["name"]` (transports.factory's hook)."""
+def open_client(options: ShmOptions) -> ShmClientTransport:
+    """The client end of the session `options.name` (transports.factory's hook)."""
     from asyncinf.transports.shm.client import ShmClientTransport  # noqa: PLC0415
 
-    return ShmClientTransport.attach(spec["name"])
+    return ShmClientTransport.attach(options.name)
 
 
-def open_server(spec: dict[str, Any]) -> ServerTransport:
-    """The server end of the session named in `spec["name"]`, or of all the sessions in
-    `spec["names"]` served at once (transports.factory's hook)."""
+def open_server(options: ShmOptions) -> ServerTransport:
+    """The server end of the session `options.name`, or of all the sessions in
+    `options.names` served at once (transports.factory's hook)."""
     from asyncinf.transports.shm.server import ShmServerTransport  # noqa: PLC0415
 
-    if "names" in spec:
+    if options.names:
         from asyncinf.transports.shm.lanes import ShmLanes  # noqa: PLC0415
 
-        return ShmLanes.attach(spec["names"], spec.get("labels") or [])
-    return ShmServerTransport.attach(spec["name"])
+        return ShmLanes.attach(list(options.names), list(options.labels))
+    return ShmServerTransport.attach(options.name)
 
 
 def __getattr__(name: str) -> Any:

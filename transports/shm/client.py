@@ -24,6 +24,7 @@ from asyncinf.runtime.messages import (
 )
 from asyncinf.transports import codec
 from asyncinf.transports.base import ClientTransport
+from asyncinf.transports.counters import ShmClientCounters
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
 from asyncinf.transports.shm.integrity import Checksum, crc32
@@ -196,15 +197,15 @@ class ShmClientTransport(ShmEnd, ClientTransport):
 
     # --- rest --------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> ShmClientCounters:
         sent = self.observations_sent
-        return {
-            "observations_sent": sent,
-            "bytes_per_observation": self.observation_bytes / sent if sent else 0.0,
-            "chunks_received": self.chunks_received,
-            "errors_received": self.errors_received,
-            "corruption_found": self._guard.found,
-        }
+        return ShmClientCounters(
+            observations_sent=sent,
+            bytes_per_observation=self.observation_bytes / sent if sent else 0.0,
+            chunks_received=self.chunks_received,
+            errors_received=self.errors_received,
+            corruption_found=self._guard.found,
+        )
 
     def _check_open(self) -> None:
         if self._closed:

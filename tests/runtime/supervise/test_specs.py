@@ -9,12 +9,12 @@ from asyncinf.runtime.cli import app
 from asyncinf.runtime.client import ClientConfig
 from asyncinf.runtime.errors import ConfigError
 from asyncinf.runtime.messages import PolicySpec, RtcSettings
-from asyncinf.runtime.server import ServerConfig
+from asyncinf.runtime.server import LoadedPolicy, ServerConfig
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.plan import build_plan, build_server_spec
 from asyncinf.runtime.supervise.protocol import Command, Role
 from asyncinf.runtime.supervise.specs import ClientSpec, RobotSpec, ServerSpec
-from asyncinf.runtime.testing import hello
+from asyncinf.runtime.testing import hello, run_summary
 from asyncinf.transports.factory import TransportSpec
 
 GRPC = TransportSpec("grpc", {"target": "gpu-host:8080", "image_codec": "jpeg"})
@@ -104,12 +104,12 @@ def test_commands_and_events_round_trip_and_bad_lines_are_refused():
         assert protocol.decode_command(line) == (cmd, transport, timeout_s)
     events = [
         (Role.CLIENT, protocol.ClientReady(50, ["a.pos"], {"front": [224, 224, 3]})),
-        (Role.SERVER, protocol.ServerReady({"act /ckpt cpu": {"chunk": 50}})),
+        (Role.SERVER, protocol.ServerReady({"act /ckpt cpu": LoadedPolicy(50)})),
         (Role.CLIENT, protocol.ClientBeat(1, 2, 3, 4, 5, 6, False, None, 2.5, "server lost", 3.0)),
         (Role.SERVER, protocol.ServerBeat(chunks=7)),
         (Role.SERVER, protocol.Failed(3, "policy load failed")),
         (Role.CLIENT, protocol.Holding([0.5, 1.0], ["a.pos", "b.pos"])),
-        (Role.CLIENT, protocol.Summary({"ticks": 10})),
+        (Role.CLIENT, protocol.Summary(run_summary(ticks=10))),
     ]
     for role, event in events:
         assert protocol.decode_event(role, protocol.encode_event(event, pid=42)) == event
