@@ -103,21 +103,22 @@ class ShmClientTransport(ShmEnd, ClientTransport):
     def send_observation(self, observation: Observation) -> None:
         """Encode straight into a free slot and publish it as the newest. Never waits for
         the server (only for the up-lock, held by anyone for microseconds)."""
-        self._check_open()
-        observation.sent_ns = time.monotonic_ns()
+        if self._closed or self._peer_closed is not None or self._peer_gone is not None:
+            self._check_open()
+        observation.sent_ns = sent_ns = time.monotonic_ns()
         frame = codec.FrameWriter(observation)
         nbytes = frame.nbytes
         if nbytes > self._obs_slot_bytes:
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
-        lock = self._up_lock
+        lock, obs = self._up_lock, self._obs
         self._acquire(lock)
         try:
             self._guard.check()
-            slot = self._obs.pick()
+            slot = obs.pick()
         finally:
             lock.release()
-        view = self._obs.views[slot]
+        view = obs.views[slot]
         frame.write(view)  # outside the lock: the server will not read it
         crc = crc_bytes = 0
         if self._checksum is not Checksum.NONE:
@@ -125,13 +126,14 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             crc = crc32(view[:crc_bytes])
         self._acquire(lock)
         try:
-            self._obs.publish(slot, nbytes, observation.sent_ns, crc, crc_bytes)
+            obs.publish(slot, nbytes, sent_ns, crc, crc_bytes)
         finally:
             lock.release()
         self._up_bell.release()
         self.observations_sent += 1
         self.observation_bytes += nbytes
-        self._maybe_check_peer()
+        if sent_ns >= self._next_peer_check_ns:
+            self._maybe_check_peer()
 
     # --- chunks and errors down --------------------------------------------------------------
 
@@ -161,18 +163,19 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             self._acquire(lock)
             try:
                 self._guard.check()
-                chunk_seq = self._chunks.peek_seq()
                 ctl_seq = self._dnctl.peek_seq()
-                if chunk_seq < 0 and ctl_seq < 0:
-                    return None
-                from_chunks = ctl_seq < 0 or 0 <= chunk_seq < ctl_seq
                 # Copied out under the lock: a chunk is a few KiB, and the slot is free at once.
-                frame = (self._chunks if from_chunks else self._dnctl).take()
+                frame = self._chunks.take_before(ctl_seq)
+                ring = self._chunks
+                if frame is None:
+                    if ctl_seq < 0:
+                        return None
+                    frame, ring = self._dnctl.take(), self._dnctl
             finally:
                 lock.release()
-            if from_chunks:
+            if ring is self._chunks:
                 self._space.release()
-            msg = self._decode(frame, (self._chunks if from_chunks else self._dnctl).region)
+            msg = self._decode(frame, ring.region)
             if isinstance(msg, ActionChunk | ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
