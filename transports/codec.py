@@ -435,7 +435,8 @@ class _Table:
 
     def arrays(self, buf: Any, data_start: int, total: int) -> tuple[Any, ...]:
         """The kind's `array_fields`: views on `buf`, whose data starts at `data_start`."""
-        self._bounds(data_start, total)
+        if data_start + self.need > total:
+            self._bounds(data_start, total)
         # As frombuffer, at a third of its cost; the bounds are checked above.
         out = [np.ndarray(shape, dt, buf, data_start + off) for _, dt, shape, off in self.fields]
         if self.images is not None:
@@ -573,7 +574,8 @@ class FrameWriter:
             arr = given if type(given) is np.ndarray else np.asarray(given)
             arrays.append(arr)
             layout.append((name, arr.dtype, arr.shape))
-        plan = _plan(fixed, tuple(layout))
+        layout = tuple(layout)
+        plan = _PLANS.get(layout) or _plan(fixed, layout)
         scalars, texts = fixed.pack(msg)
         if texts:
             head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
@@ -706,7 +708,8 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         raise CodecError(f"malformed frame header: {end - at} B after its last field")
     if data_start > total:  # a frame always includes the padding after its header
         raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
-    table = _table(fixed, bytes(buf[table_at : table_at + table_bytes]))
+    raw = bytes(buf[table_at : table_at + table_bytes])
+    table = fixed.plans.get(raw) or _table(fixed, raw)
     return fixed.cls(*fixed.order((*values, *table.arrays(buf, data_start, total))))
 
 

@@ -47,6 +47,13 @@ def test_observations_and_chunks_have_a_fixed_header_and_the_rest_msgpack() -> N
     assert codec.decode(obs_frame("é")).task == "é"
 
 
+@pytest.mark.parametrize("wrap", [bytes, bytearray, lambda b: memoryview(bytearray(b))])
+def test_a_fixed_frame_decodes_from_any_buffer(wrap) -> None:
+    got = codec.decode(wrap(bytes(obs_frame("héllo"))))
+    assert (got.timestep, got.capture_ns, got.task) == (5, 6, "héllo")
+    np.testing.assert_array_equal(got.images["front"], np.ones((2, 2, 3), np.uint8))
+
+
 def test_another_schema_version_in_a_fixed_header_names_both() -> None:
     frame = obs_frame()
     frame[8:10] = (SCHEMA_VERSION + 1).to_bytes(2, "little")

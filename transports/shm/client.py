@@ -142,12 +142,13 @@ class ShmClientTransport(ShmEnd, ClientTransport):
 
         Raises PeerClosed after the server's goodbye, PeerGone when it died or hung.
         """
-        self._check_open()
+        if self._closed or self._peer_closed is not None or self._peer_gone is not None:
+            self._check_open()
         msg = self._wait(self._down_bell, self._poll, timeout_s)
         if msg is None:
             self._maybe_check_peer()
             return None
-        if isinstance(msg, ActionChunk):
+        if type(msg) is ActionChunk:
             self.chunks_received += 1
         else:
             self.errors_received += 1
@@ -176,7 +177,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             if ring is self._chunks:
                 self._space.release()
             msg = self._decode(frame, ring.region)
-            if isinstance(msg, ActionChunk | ErrorMessage):
+            if type(msg) is ActionChunk or isinstance(msg, ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
                 self._peer_closed = msg.reason or "goodbye"

@@ -131,7 +131,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         The arrays are views on the slot: valid and unmodified until the lease is released.
         Raises PeerClosed after the client's goodbye, PeerGone when it died or hung.
         """
-        self._check_closed()
+        if self._closed:
+            self._check_closed()
         if self._lease_slot is not None:
             raise RuntimeError("release the current lease before taking the next observation")
         if self._peer_closed is not None or self._peer_gone is not None:
@@ -226,7 +227,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
     def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
         """Append a chunk to the FIFO. When it is full: wait up to `timeout_s` for the client
         (WhenFull.BLOCK) or not at all (WhenFull.ERROR), then raise queue.Full."""
-        self._check_closed()
+        if self._closed:
+            self._check_closed()
         # Encoded and checksummed privately, then copied in (a few KiB): the CRC is of what
         # the policy produced, so a stray write into the slot at any moment is caught.
         writer = codec.FrameWriter(chunk)
