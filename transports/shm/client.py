@@ -26,7 +26,7 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.integrity import Checksum, crc32
+from asyncinf.transports.shm.integrity import crc32
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         view = obs.views[slot]
         frame.write(view)  # outside the lock: the server will not read it
         crc = crc_bytes = 0
-        if self._checksum is not Checksum.NONE:
-            crc_bytes = nbytes if self._checksum is Checksum.ALL else frame.lead_bytes
+        if self._crc_on:
+            crc_bytes = nbytes if self._crc_all else frame.lead_bytes
             crc = crc32(view[:crc_bytes])
         self._acquire(lock)
         try:

@@ -30,7 +30,6 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.integrity import Checksum
 from asyncinf.transports.shm.layout import W_DOWN_SEQ
 from asyncinf.transports.shm.segment import Segment
 
@@ -163,8 +162,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
     def _check_observation(self, view: memoryview, sent_ns: int, crc: int, n: int) -> Observation:
         """Decode a leased frame, or raise SegmentCorrupt: nothing unchecked reaches a policy."""
         fail, region = self._guard.fail, "observation frame"
-        if self._checksum is not Checksum.NONE:
-            if self._checksum is Checksum.ALL and n != len(view):
+        if self._crc_on:
+            if self._crc_all and n != len(view):
                 fail(region, f"the CRC covers {n} B of a {len(view)} B frame (--shm.checksum=all)")
             self._guard.frame(region, view[:n], crc)
         try:
