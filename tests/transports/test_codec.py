@@ -372,8 +372,9 @@ def test_any_header_decodes_or_is_a_codec_error(kind, fields, policy) -> None:
         codec.decode(frame)
 
 
+@pytest.mark.parametrize("magic", [codec.MAGIC, codec.FIXED_MAGIC])
 @settings(max_examples=300)
 @given(junk=st.binary(max_size=200))
-def test_random_bytes_after_the_magic_are_codec_errors(junk) -> None:
+def test_random_bytes_after_the_magic_are_codec_errors(magic, junk) -> None:
     with contextlib.suppress(CodecError):
-        codec.decode(codec.MAGIC + junk)
+        codec.decode(magic + junk)
