@@ -44,7 +44,7 @@ import operator
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import numpy as np
@@ -365,7 +365,7 @@ class _Fixed:
             values, parts = list(values), []
             for i in self.texts:
                 v = values[i]
-                if type(v) is not str:
+                if not isinstance(v, str):
                     raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
                 parts.append(v.encode())
                 values[i] = len(parts[-1])
@@ -408,8 +408,8 @@ class _Table:
             ends.append((name, offset, offset + nbytes))
         self.ends = tuple(ends)
         self.need = max((end for _, _, end in ends), default=0)
-        if frame is not None:
-            self._bounds(*frame)
+        if frame is not None and frame[0] + self.need > frame[1]:
+            self._truncated(*frame)
         fields = []
         for name, (field, dtype, ndim) in kind.fields.items():
             if name not in rows:
@@ -424,19 +424,20 @@ class _Table:
                 if name.startswith(IMAGE)
             )
 
-    def _bounds(self, data_start: int, total: int) -> None:
-        if data_start + self.need > total:
-            for name, offset, end in self.ends:
-                if data_start + end > total:
-                    raise CodecError(
-                        f"truncated frame: array {name!r} needs bytes {data_start + offset}.."
-                        f"{data_start + end}, frame has {total}"
-                    )
+    def _truncated(self, data_start: int, total: int) -> NoReturn:
+        """Name the first array past the end of a frame of `total` bytes."""
+        for name, offset, end in self.ends:
+            if data_start + end > total:
+                raise CodecError(
+                    f"truncated frame: array {name!r} needs bytes {data_start + offset}.."
+                    f"{data_start + end}, frame has {total}"
+                )
+        raise AssertionError("unreachable: `need` is the largest end")
 
     def arrays(self, buf: Any, data_start: int, total: int) -> tuple[Any, ...]:
         """The kind's `array_fields`: views on `buf`, whose data starts at `data_start`."""
         if data_start + self.need > total:
-            self._bounds(data_start, total)
+            self._truncated(data_start, total)
         # As frombuffer, at a third of its cost; the bounds are checked above.
         out = [np.ndarray(shape, dt, buf, data_start + off) for _, dt, shape, off in self.fields]
         if self.images is not None:
