@@ -19,8 +19,9 @@ from asyncinf.runtime.errors import ConfigError
 
 # Bump on any change to a message's fields or meaning. Peers refuse a version they do not know.
 # 2: Handshake.robot_type; actions_per_chunk 0 = the policy's own. 3: real-time chunking
-# (Observation.inference_delay and prev_chunk_left_over, PolicySpec.rtc).
-SCHEMA_VERSION = 3
+# (Observation.inference_delay and prev_chunk_left_over, PolicySpec.rtc). 4: observations and
+# chunks in the shm codec's fixed header.
+SCHEMA_VERSION = 4
 
 NO_RTC = -1  # Observation.inference_delay of a session without real-time chunking
 

@@ -1,19 +1,35 @@
-"""Frames: a msgpack header followed by the raw bytes of each array.
+"""Frames: a small header followed by the raw bytes of each array.
 
-Why this format: msgpack carries the small typed fields (ints, strings, names) portably and
-safely, and arrays travel as dtype + shape + raw bytes, so decoding is a `numpy.frombuffer`
-view on the received buffer: no copy, no parse of pixel data. Pickle is never used — a frame
-from a peer is data, never code — and object, void, string and datetime dtypes are refused
-because their bytes are not self-describing values.
+Why this format: arrays travel as dtype + shape + raw bytes, so decoding is a view on the
+received buffer: no copy, no parse of pixel data. Pickle is never used — a frame from a peer
+is data, never code — and object, void, string and datetime dtypes are refused because their
+bytes are not self-describing values.
+
+Two headers, one prefix. msgpack carries the handshakes, errors and other rare messages
+(nested maps, lists, any field added later) portably and safely, and every kind decodes from
+it. Observations and chunks, sent on every control tick, have only plain scalar fields, so
+they are encoded with a fixed header instead: their fields are one struct call, and their
+array table, the same for every frame of one layout, is packed once per layout by the sender
+and checked once per distinct table by the receiver (equal bytes pass the same checks, so a
+cached verdict is as strict as a fresh one; the bounds, which depend on the frame, are
+checked on every frame).
 
 Frame layout (little-endian):
 
     offset  size  field
-    0       4     magic  b"AIFm"
+    0       4     magic: b"AIFm" (a msgpack header) or b"AIFf" (a fixed header)
     4       4     header length H (u32)
-    8       H     msgpack map {"v": schema version, "k": kind,
-                               "f": {field: scalar},
-                               "a": [[name, dtype str, shape, offset, nbytes], ...]}
+    8       H     msgpack: a map {"v": schema version, "k": kind, "f": {field: scalar},
+                                  "a": [[name, dtype str, shape, offset, nbytes], ...]}
+                  fixed:
+                  8       2  schema version (u16)
+                  10      1  kind (u8): 1 observation, 2 action chunk
+                  11      1  0
+                  12      4  array table length T (u32)
+                  16      S  the kind's scalar fields in dataclass order, struct-packed:
+                             int i64, float f64, bool u8, str its UTF-8 byte count (u32)
+                  16+S    T  the array table, msgpack, as "a" above
+                  16+S+T     each str field's UTF-8 bytes in order, up to 8 + H
     D             start of data, D = align64(8 + H); each array at D + offset, 64-aligned
 
 Decoding checks every count against the buffer before touching it and raises `CodecError`
@@ -28,7 +44,7 @@ import operator
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import numpy as np
@@ -49,8 +65,11 @@ from asyncinf.runtime.messages import (
     RtcSettings,
 )
 
-MAGIC = b"AIFm"
+MAGIC = b"AIFm"  # a msgpack header
+FIXED_MAGIC = b"AIFf"  # a fixed header
 _PREFIX = struct.Struct("<4sI")
+_FIXED_HEAD = struct.Struct("<HBBI")  # version, kind, 0, table length
+_FIXED_AT = _PREFIX.size + _FIXED_HEAD.size  # where a fixed header's scalar fields start
 ALIGN = 64
 MAX_HEADER_BYTES = 1 << 20
 MAX_NDIM = 8
@@ -116,43 +135,51 @@ def _obs_arrays(m: Observation) -> Arrays:
     # The images last: the arrays before them are the frame's `lead_bytes`.
     arrays = [("state", m.state), ("prev_chunk_left_over", m.prev_chunk_left_over)]
     for k, v in m.images.items():
-        arrays.append((f"image/{k}", v))
+        arrays.append((f"{IMAGE}{k}", v))
     return arrays
-
-
-def _obs_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> Observation:
-    state = _array(a, "state", ndim=1, dtype=_F32)
-    tail = _array(a, "prev_chunk_left_over", ndim=2, dtype=_F32)
-    images = {}
-    for name, arr in a.items():
-        if name.startswith("image/"):
-            images[name[6:]] = _check_array(name, arr, ndim=3, dtype=_U8)
-    return _build(Observation, f, {"state": state, "prev_chunk_left_over": tail, "images": images})
-
-
-def _chunk_build(f: dict[str, Any], a: dict[str, np.ndarray]) -> ActionChunk:
-    return _build(ActionChunk, f, {"actions": _array(a, "actions", ndim=2, dtype=_F32)})
 
 
 def _no_arrays(_m: Any) -> Arrays:
     return []
 
 
-def _scalar_kind(cls: type) -> tuple[type, Callable[..., Any], Callable[..., Any]]:
-    return (cls, _no_arrays, lambda f, _a: _build(cls, f))
+IMAGE = "image/"  # an observation's array "image/<camera>" is its images[camera]
 
 
-# kind -> (message type, its arrays in frame order, its builder from (fields, arrays))
-_KINDS: dict[str, tuple[type, Callable[..., Any], Callable[..., Any]]] = {
-    "obs": (Observation, _obs_arrays, _obs_build),
-    "chunk": (ActionChunk, lambda m: [("actions", m.actions)], _chunk_build),
-    "hello": _scalar_kind(Handshake),
-    "reply": _scalar_kind(HandshakeReply),
-    "error": _scalar_kind(ErrorMessage),
-    "heartbeat": _scalar_kind(Heartbeat),
-    "goodbye": _scalar_kind(Goodbye),
-}
-_KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """What one message kind is on the wire."""
+
+    cls: type
+    arrays: Callable[[Any], Arrays]  # a message's arrays in frame order
+    # table name -> (field, dtype, ndim) of each array the kind must carry
+    fields: dict[str, tuple[str, np.dtype, int]] = dataclasses.field(default_factory=dict)
+    images: bool = False  # whether "image/<camera>" arrays fill an `images` map
+    fixed: int = 0  # its code in a fixed header; 0: msgpack only
+
+    @property
+    def array_fields(self) -> tuple[str, ...]:
+        """The fields a checked table's `arrays()` fills, in its order."""
+        return (*(field for field, _, _ in self.fields.values()), *(("images",) * self.images))
+
+
+_KINDS: dict[str, _Kind] = {
+    "obs": _Kind(
+        Observation, _obs_arrays,
+        {"state": ("state", _F32, 1), "prev_chunk_left_over": ("prev_chunk_left_over", _F32, 2)},
+        images=True, fixed=1,
+    ),
+    "chunk": _Kind(
+        ActionChunk, lambda m: [("actions", m.actions)], {"actions": ("actions", _F32, 2)},
+        fixed=2,
+    ),
+    "hello": _Kind(Handshake, _no_arrays),
+    "reply": _Kind(HandshakeReply, _no_arrays),
+    "error": _Kind(ErrorMessage, _no_arrays),
+    "heartbeat": _Kind(Heartbeat, _no_arrays),
+    "goodbye": _Kind(Goodbye, _no_arrays),
+}  # fmt: skip
+_KIND_OF = {k.cls: name for name, k in _KINDS.items()}
 
 
 # --- field validation helpers --------------------------------------------------------------
@@ -190,21 +217,6 @@ def _shapes(f: dict[str, Any], name: str) -> dict[str, tuple[int, int, int]]:
             raise CodecError(f"field {name!r}: camera {cam!r} shape must be [H, W, C] > 0")
         out[cam] = (shape[0], shape[1], shape[2])
     return out
-
-
-def _check_array(name: str, arr: np.ndarray, *, ndim: int, dtype: np.dtype) -> np.ndarray:
-    if arr.ndim != ndim or arr.dtype != dtype:
-        raise CodecError(
-            f"array {name!r} must be {dtype} with {ndim} dims, "
-            f"got {arr.dtype} with shape {arr.shape}"
-        )
-    return arr
-
-
-def _array(a: dict[str, np.ndarray], name: str, *, ndim: int, dtype: np.dtype) -> np.ndarray:
-    if name not in a:
-        raise CodecError(f"array {name!r} is missing")
-    return _check_array(name, a[name], ndim=ndim, dtype=dtype)
 
 
 def _bool(f: dict[str, Any], name: str) -> bool:
@@ -311,16 +323,169 @@ def _field_getter(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple], f
 _SCALARS_OF = {cls: _field_getter(cls) for cls in _READERS_OF}
 
 
+# --- the fixed header's scalar fields ------------------------------------------------------
+#
+# Read from the dataclass like the msgpack fields, so a plain field added to an observation
+# or a chunk travels without a change here (a field of another type fails at import).
+
+_STRUCT_CODES = {"int": "q", "float": "d", "bool": "?", "str": "I"}
+
+
+class _Fixed:
+    """How the scalar fields of one kind are struct-packed in a fixed header."""
+
+    __slots__ = (
+        "arrays", "cls", "code", "get", "kind", "names", "order", "plans", "scalars", "texts",
+    )  # fmt: skip
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.cls, self.code, self.arrays = _KINDS[kind].cls, _KINDS[kind].fixed, _KINDS[kind].arrays
+        hints = {f.name: str(f.type) for f in dataclasses.fields(self.cls)}
+        self.names = tuple(name for name, _ in _READERS_OF[self.cls])
+        codes = [_STRUCT_CODES.get(hints[n]) for n in self.names]
+        for n, code in zip(self.names, codes):  # noqa: B905  (one each)
+            if code is None:
+                raise TypeError(f"codec: a fixed header cannot carry {kind}.{n}: {hints[n]}")
+        self.scalars = struct.Struct("<" + "".join(codes))
+        self.texts = tuple(i for i, c in enumerate(codes) if c == "I")  # the str fields
+        self.get = _SCALARS_OF[self.cls][1]
+        # (scalar fields..., array fields...) -> the dataclass's positional arguments
+        given = (*self.names, *_KINDS[kind].array_fields)
+        self.order = operator.itemgetter(
+            *(given.index(f.name) for f in dataclasses.fields(self.cls))
+        )
+        self.plans: dict[bytes, _Table] = {}  # checked array tables, by their bytes
+
+    def pack(self, msg: Any) -> tuple[bytes, bytes]:
+        """(the packed scalar fields, the UTF-8 bytes of the str fields)."""
+        values = self.get(msg)
+        texts = b""
+        if self.texts:
+            values, parts = list(values), []
+            for i in self.texts:
+                v = values[i]
+                if not isinstance(v, str):
+                    raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
+                parts.append(v.encode())
+                values[i] = len(parts[-1])
+            texts = b"".join(parts)
+        try:
+            return self.scalars.pack(*values), texts
+        except struct.error:
+            pass
+        for name, v, code in zip(self.names, values, self.scalars.format[1:]):  # noqa: B905
+            try:
+                struct.pack("<" + code, v)
+            except struct.error as exc:
+                raise CodecError(f"field {name!r} = {v!r} cannot be encoded: {exc}") from None
+        raise AssertionError("unreachable: every field packs alone")
+
+
+_FIXED = {k.cls: _Fixed(name) for name, k in _KINDS.items() if k.fixed}
+_FIXED_BY_CODE = {f.code: f for f in _FIXED.values()}
+
+
+# --- array tables ----------------------------------------------------------------------------
+
+
+class _Table:
+    """A frame's array table, checked against its kind: which field each array fills and
+    where its bytes are. Everything but the bounds is a property of the table alone."""
+
+    __slots__ = ("ends", "fields", "images", "need")
+
+    def __init__(self, kind: _Kind, table: Any, frame: tuple[int, int] | None = None) -> None:
+        """`frame`: (data start, total bytes) of the frame it is read from, to check each
+        array's bounds before the kind's needs; None for a table cached for many frames."""
+        if type(table) is not list:
+            raise CodecError("malformed frame header: the array table must be a list")
+        rows = {}
+        ends = []
+        for entry in table:
+            name, dt, shape, offset, nbytes = _entry(entry)
+            rows[name] = (dt, shape, offset)
+            ends.append((name, offset, offset + nbytes))
+        self.ends = tuple(ends)
+        self.need = max((end for _, _, end in ends), default=0)
+        if frame is not None and frame[0] + self.need > frame[1]:
+            self._truncated(*frame)
+        fields = []
+        for name, (field, dtype, ndim) in kind.fields.items():
+            if name not in rows:
+                raise CodecError(f"array {name!r} is missing")
+            fields.append((field, *_checked(name, *rows[name], ndim=ndim, dtype=dtype)))
+        self.fields = tuple(fields)
+        self.images = None
+        if kind.images:
+            self.images = tuple(
+                (name[len(IMAGE) :], *_checked(name, *row, ndim=3, dtype=_U8))
+                for name, row in rows.items()
+                if name.startswith(IMAGE)
+            )
+
+    def _truncated(self, data_start: int, total: int) -> NoReturn:
+        """Name the first array past the end of a frame of `total` bytes."""
+        for name, offset, end in self.ends:
+            if data_start + end > total:
+                raise CodecError(
+                    f"truncated frame: array {name!r} needs bytes {data_start + offset}.."
+                    f"{data_start + end}, frame has {total}"
+                )
+        raise AssertionError("unreachable: `need` is the largest end")
+
+    def arrays(self, buf: Any, data_start: int, total: int) -> tuple[Any, ...]:
+        """The kind's `array_fields`: views on `buf`, whose data starts at `data_start`."""
+        if data_start + self.need > total:
+            self._truncated(data_start, total)
+        # As frombuffer, at a third of its cost; the bounds are checked above.
+        out = [np.ndarray(shape, dt, buf, data_start + off) for _, dt, shape, off in self.fields]
+        if self.images is not None:
+            out.append(
+                {
+                    cam: np.ndarray(shape, dt, buf, data_start + off)
+                    for cam, dt, shape, off in self.images
+                }
+            )
+        return tuple(out)
+
+
+def _checked(
+    name: str, dt: np.dtype, shape: tuple[int, ...], offset: int, *, ndim: int, dtype: np.dtype
+) -> tuple[np.dtype, tuple[int, ...], int]:
+    if len(shape) != ndim or dt != dtype:
+        raise CodecError(
+            f"array {name!r} must be {dtype} with {ndim} dims, got {dt} with shape {shape}"
+        )
+    return dt, shape, offset
+
+
+def _table(fixed: _Fixed, raw: bytes) -> _Table:
+    """The checked table of a fixed header, from its bytes (cached: equal bytes check alike)."""
+    plan = fixed.plans.get(raw)
+    if plan is None:
+        try:
+            table = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except Exception as exc:  # noqa: BLE001  (msgpack raises several unrelated types)
+            raise CodecError(f"malformed array table: {exc}") from None
+        plan = _Table(_KINDS[fixed.kind], table)  # raises before anything is cached
+        if len(fixed.plans) >= PLAN_CACHE_SIZE:
+            fixed.plans.pop(next(iter(fixed.plans)), None)
+        fixed.plans[raw] = plan
+    return plan
+
+
 # --- encode --------------------------------------------------------------------------------
 #
-# Everything a frame's layout depends on but its scalar values, that is the message type and
-# each array's name, dtype and shape, is worked out once into a plan and reused: the header's
-# fixed bytes (version, kind, the array table), each array's offset and how it is copied.
-# Per message only the scalar fields are packed and the bytes copied. An array of another
-# shape or dtype makes (and checks) another plan; the header is byte for byte what packing
-# the whole map at once would give.
+# Everything an observation's or a chunk's frame layout depends on but its scalar values,
+# that is the message type and each array's name, dtype and shape, is worked out once into a
+# plan and reused: the fixed header's version, kind and array table, each array's offset and
+# how it is copied. Per message only the scalar fields are packed and the bytes copied. An
+# array of another shape or dtype makes (and checks) another plan. The other kinds carry no
+# arrays: their msgpack header is the same map packing it whole would give.
 
 PLAN_CACHE_SIZE = 64  # distinct (type, array layouts) kept; past it the oldest is dropped
+SMALL_BYTES = 64 * 1024  # arrays up to this size are copied through a bytes object
 _PLANS: dict[tuple[Any, ...], _Plan] = {}
 _packers = threading.local()  # msgpack.Packer keeps a buffer: one per thread
 
@@ -336,9 +501,9 @@ def _packer() -> msgpack.Packer:
 class _Plan:
     """The fixed parts of frames of one message type and array layout."""
 
-    __slots__ = ("copies", "data_bytes", "lead_bytes", "prefix", "suffix")
+    __slots__ = ("copies", "data_bytes", "head", "header_bytes", "lead_bytes", "table")
 
-    def __init__(self, kind: str, layout: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]):
+    def __init__(self, fixed: _Fixed, layout: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]):
         table, copies, offset = [], [], 0
         for name, dtype, shape in layout:
             dt = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
@@ -348,56 +513,89 @@ class _Plan:
                 )
             nbytes = math.prod(shape) * dt.itemsize
             table.append([name, dt.str, list(shape), offset, nbytes])
-            # (offset, wire dtype, whether the array's own bytes are the wire's)
-            copies.append((offset, dt, dt == dtype))
+            # (offset, wire dtype, whether the array's own bytes are the wire's, whether it
+            # is small); None: an empty array (no RTC tail), nothing to copy
+            copies.append((offset, dt, dt == dtype, nbytes <= SMALL_BYTES) if nbytes else None)
             offset = _align(offset + nbytes)
-        pack = msgpack.Packer(use_bin_type=True).pack
-        # A fixmap of four: v, k, f (packed per message), a.
-        self.prefix = b"\x84" + pack("v") + pack(SCHEMA_VERSION) + pack("k") + pack(kind)
-        self.prefix += pack("f")
-        self.suffix = pack("a") + pack(table)
+        self.table = msgpack.packb(table, use_bin_type=True)
+        # The header's length without str bytes, and its first 16 bytes for that length.
+        self.header_bytes = _FIXED_HEAD.size + fixed.scalars.size + len(self.table)
+        self.head = _PREFIX.pack(FIXED_MAGIC, self.header_bytes) + _FIXED_HEAD.pack(
+            SCHEMA_VERSION, fixed.code, 0, len(self.table)
+        )
         self.copies = tuple(copies)
         self.data_bytes = table[-1][3] + table[-1][4] if table else 0
         # Up to the end of the last array that is not an image: an observation's header,
         # state and RTC tail, or all of a chunk.
-        lead = [row for row in table if not row[0].startswith("image/")]
+        lead = [row for row in table if not row[0].startswith(IMAGE)]
         self.lead_bytes = lead[-1][3] + lead[-1][4] if lead else 0
 
 
-def _plan(kind: str, layout: tuple[Any, ...]) -> _Plan:
+def _plan(fixed: _Fixed, layout: tuple[Any, ...]) -> _Plan:
     plan = _PLANS.get(layout)
     if plan is None:
-        plan = _Plan(kind, layout[1:])
+        plan = _Plan(fixed, layout[1:])
         if len(_PLANS) >= PLAN_CACHE_SIZE:
             _PLANS.pop(next(iter(_PLANS)), None)  # another thread may have dropped it
         _PLANS[layout] = plan
     return plan
 
 
+def _msgpack_head(kind: str) -> tuple[bytes, bytes]:
+    """The bytes of a msgpack header before and after its "f" map (a kind without arrays)."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    # A fixmap of four: v, k, f (packed per message), a.
+    before = b"\x84" + pack("v") + pack(SCHEMA_VERSION) + pack("k") + pack(kind) + pack("f")
+    return before, pack("a") + pack([])
+
+
+_MSGPACK_HEADS = {k.cls: _msgpack_head(name) for name, k in _KINDS.items() if not k.fixed}
+
+
 class FrameWriter:
-    """An encoded header and where each array goes: sized before anything is written."""
+    """An encoded frame prefix and header, and where each array goes: sized before anything
+    is written."""
 
     __slots__ = ("arrays", "data_start", "header", "lead_bytes", "nbytes")
 
     def __init__(self, msg: Message) -> None:
         cls = type(msg)
-        try:
-            kind = _KIND_OF[cls]
-        except KeyError:
-            raise CodecError(f"cannot encode {type(msg).__name__}: not a message") from None
+        fixed = _FIXED.get(cls)
+        if fixed is None:
+            heads = _MSGPACK_HEADS.get(cls)
+            if heads is None:
+                raise CodecError(f"cannot encode {type(msg).__name__}: not a message")
+            header = heads[0] + _packer().pack(_scalars(msg)) + heads[1]
+            self.header = _PREFIX.pack(MAGIC, len(header)) + header
+            self.data_start = self.nbytes = self.lead_bytes = _align(len(self.header))
+            self.arrays = ()
+            return
         arrays, layout = [], [cls]
-        for name, given in _KINDS[kind][1](msg):
+        for name, given in fixed.arrays(msg):
             arr = given if type(given) is np.ndarray else np.asarray(given)
             arrays.append(arr)
             layout.append((name, arr.dtype, arr.shape))
-        plan = _plan(kind, tuple(layout))
-        self.header = plan.prefix + _packer().pack(_scalars(msg)) + plan.suffix
-        self.data_start = start = _align(_PREFIX.size + len(self.header))
+        layout = tuple(layout)
+        plan = _PLANS.get(layout) or _plan(fixed, layout)
+        scalars, texts = fixed.pack(msg)
+        if texts:
+            head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
+            self.header = head + scalars + plan.table + texts
+        else:
+            self.header = plan.head + scalars + plan.table
+        self.data_start = start = _align(len(self.header))
         placed = []
-        for (offset, dt, native), arr in zip(plan.copies, arrays):  # noqa: B905  (one each)
-            # A native C-contiguous array is one plain byte copy; others go through numpy.
-            plain = native and arr.flags.c_contiguous and arr.size
-            placed.append((offset, dt, arr, arr.data.cast("B") if plain else None))
+        for copy, arr in zip(plan.copies, arrays):  # noqa: B905  (one each)
+            if copy is not None:
+                # A native array is one plain byte copy, of its bytes when it is small (bytes
+                # copy in faster than a cast view, ~1 µs less per array), else of a byte view
+                # when it is C-contiguous; others go through numpy.
+                offset, dt, native, small = copy
+                try:
+                    flat = (arr.tobytes() if small else arr.data.cast("B")) if native else None
+                except TypeError:  # not C-contiguous
+                    flat = None
+                placed.append((start + offset, dt, arr, flat))
         self.arrays = placed
         self.nbytes = start + plan.data_bytes
         self.lead_bytes = start + plan.lead_bytes
@@ -407,10 +605,8 @@ class FrameWriter:
         if len(buf) < self.nbytes:
             raise PayloadTooLarge(f"frame of {self.nbytes} B does not fit {len(buf)} B")
         header = self.header
-        _PREFIX.pack_into(buf, 0, MAGIC, len(header))
-        buf[_PREFIX.size : _PREFIX.size + len(header)] = header
-        for offset, dt, arr, flat in self.arrays:
-            start = self.data_start + offset
+        buf[: len(header)] = header
+        for start, dt, arr, flat in self.arrays:
             if flat is not None:
                 buf[start : start + len(flat)] = flat
                 continue
@@ -436,13 +632,17 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
     if total < _PREFIX.size:
         raise CodecError(f"truncated frame: {total} B, a frame needs at least {_PREFIX.size} B")
     magic, hlen = _PREFIX.unpack_from(buf, 0)
-    if magic != MAGIC:
-        raise CodecError(f"bad frame magic {magic!r}, expected {MAGIC!r}")
-    if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > total:
+    if magic != MAGIC and magic != FIXED_MAGIC:  # noqa: PLR1714  (bytes: no set lookup)
+        raise CodecError(f"bad frame magic {magic!r}, expected {MAGIC!r} or {FIXED_MAGIC!r}")
+    end = _PREFIX.size + hlen
+    if hlen > MAX_HEADER_BYTES or end > total:
         raise CodecError(f"truncated frame: header claims {hlen} B, frame has {total} B")
+    data_start = _align(end)
+    if magic == FIXED_MAGIC:
+        return _decode_fixed(buf, end, data_start, total)
     try:
         header = msgpack.unpackb(
-            memoryview(buf)[_PREFIX.size : _PREFIX.size + hlen], raw=False, strict_map_key=True
+            memoryview(buf)[_PREFIX.size : end], raw=False, strict_map_key=True
         )
     except Exception as exc:  # noqa: BLE001  (msgpack raises several unrelated types on garbage)
         raise CodecError(f"malformed frame header: {exc}") from None
@@ -460,19 +660,58 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
     fields, table = header.get("f"), header.get("a")
     if type(fields) is not dict or type(table) is not list:
         raise CodecError("malformed frame header: 'f' must be a map and 'a' a list")
-    data_start = _align(_PREFIX.size + hlen)
     if data_start > total:  # a frame always includes the padding after its header
         raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
-    arrays = {}
-    for entry in table:
-        name, arr = _view(buf, entry, data_start, total)
-        arrays[name] = arr
+    arrays = _Table(spec, table, (data_start, total)).arrays(buf, data_start, total)
+    arrays = dict(zip(spec.array_fields, arrays))  # noqa: B905  (one each)
     try:
-        return spec[2](fields, arrays)
+        return _build(spec.cls, fields, arrays)
     except CodecError:
         raise
     except (TypeError, ValueError, AttributeError) as exc:  # e.g. float("fast"), dict(5)
         raise CodecError(f"malformed {kind!r} message: {exc}") from None
+
+
+def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
+    """An observation or a chunk from a fixed header ending at `end`."""
+    if end < _FIXED_AT:
+        raise CodecError(f"truncated frame: a fixed header needs at least 8 B, has {end - 8}")
+    version, code, zero, table_bytes = _FIXED_HEAD.unpack_from(buf, _PREFIX.size)
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(version, SCHEMA_VERSION)
+    fixed = _FIXED_BY_CODE.get(code)
+    if fixed is None or zero:
+        known = {f.code: f.kind for f in _FIXED_BY_CODE.values()}
+        raise CodecError(f"unknown fixed header kind {code} (byte 11: {zero}); known: {known}")
+    table_at = _FIXED_AT + fixed.scalars.size
+    at = table_at + table_bytes
+    if at > end:
+        raise CodecError(
+            f"truncated frame: a fixed {fixed.kind!r} header needs {at - 8} B "
+            f"with its {table_bytes} B table, has {end - 8}"
+        )
+    values = fixed.scalars.unpack_from(buf, _FIXED_AT)
+    if fixed.texts:
+        values = list(values)
+        for i in fixed.texts:
+            n = values[i]
+            if at + n > end:
+                raise CodecError(
+                    f"truncated frame: field {fixed.names[i]!r} needs bytes {at}..{at + n}, "
+                    f"its header ends at {end}"
+                )
+            try:
+                values[i] = str(buf[at : at + n], "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CodecError(f"field {fixed.names[i]!r} is not UTF-8: {exc}") from None
+            at += n
+    if at != end:
+        raise CodecError(f"malformed frame header: {end - at} B after its last field")
+    if data_start > total:  # a frame always includes the padding after its header
+        raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
+    raw = bytes(buf[table_at : table_at + table_bytes])
+    table = fixed.plans.get(raw) or _table(fixed, raw)
+    return fixed.cls(*fixed.order((*values, *table.arrays(buf, data_start, total))))
 
 
 def _dims_ok(shape: Any) -> bool:
@@ -486,7 +725,8 @@ def _dims_ok(shape: Any) -> bool:
     return True
 
 
-def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.ndarray]:
+def _entry(entry: Any) -> tuple[str, np.dtype, tuple[int, ...], int, int]:
+    """One array table entry, checked: (name, dtype, shape, offset, nbytes)."""
     if type(entry) is not list or len(entry) != 5:
         raise CodecError(f"array entry must be [name, dtype, shape, offset, nbytes], got {entry!r}")
     name, dtype, shape, offset, nbytes = entry
@@ -501,17 +741,9 @@ def _view(buf: Any, entry: Any, data_start: int, total: int) -> tuple[str, np.nd
         raise CodecError(f"array {name!r}: shape {shape!r} must be up to {MAX_NDIM} dims >= 0")
     if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
         raise CodecError(f"array {name!r}: offset and nbytes must be integers >= 0")
-    count = math.prod(shape)
-    expected = count * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize
     if nbytes != expected:
         raise CodecError(
             f"array {name!r}: {nbytes} B does not match shape {shape} of {dtype} ({expected} B)"
         )
-    start = data_start + offset
-    if start + nbytes > total:
-        raise CodecError(
-            f"truncated frame: array {name!r} needs bytes {start}..{start + nbytes}, "
-            f"frame has {total}"
-        )
-    # A view on `buf` (as frombuffer, at a third of its cost); the bounds are checked above.
-    return name, np.ndarray(shape, dt, buf, start)
+    return name, dt, tuple(shape), offset, nbytes

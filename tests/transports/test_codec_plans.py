@@ -6,28 +6,38 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
+from frames import fixed_header
 
 from asyncinf.runtime.errors import CodecError
 from asyncinf.runtime.messages import SCHEMA_VERSION, ActionChunk, Heartbeat, Observation
 from asyncinf.transports import codec
 
 
-def _header(frame: bytes) -> dict:
-    hlen = int.from_bytes(frame[4:8], "little")
-    return msgpack.unpackb(frame[8 : 8 + hlen])
-
-
-def test_a_plans_header_is_the_whole_map_packed_at_once() -> None:
+def test_a_fixed_header_carries_every_scalar_field_and_the_array_table() -> None:
     obs = Observation(3, 4, np.ones(5, np.float32), {"front": np.zeros((2, 3, 3), np.uint8)})
     frame = codec.encode(obs)
-    header = _header(frame)
-    hlen = int.from_bytes(frame[4:8], "little")
-    assert frame[8 : 8 + hlen] == msgpack.packb(header, use_bin_type=True)
-    assert header["v"] == SCHEMA_VERSION and header["k"] == "obs"
-    assert header["f"] == {
-        "timestep": 3, "capture_ns": 4, "task": "", "must_go": False, "sent_ns": 0,
+    fields, table = fixed_header(frame)
+    assert int.from_bytes(frame[8:10], "little") == SCHEMA_VERSION
+    assert fields == {
+        "timestep": 3,
+        "capture_ns": 4,
+        "task": 0,
+        "must_go": False,
+        "sent_ns": 0,
         "inference_delay": -1,
-    }  # fmt: skip
+    }  # fmt: skip  (a str field holds its UTF-8 length; its bytes follow the table)
+    assert [row[:3] for row in table] == [
+        ["state", "<f4", [5]], ["prev_chunk_left_over", "<f4", [0, 0]],
+        ["image/front", "|u1", [2, 3, 3]],
+    ]  # fmt: skip
+
+
+def test_a_msgpack_header_is_the_whole_map_packed_at_once() -> None:
+    frame = codec.encode(Heartbeat(5, 6))
+    hlen = int.from_bytes(frame[4:8], "little")
+    header = msgpack.unpackb(frame[8 : 8 + hlen])
+    assert frame[8 : 8 + hlen] == msgpack.packb(header, use_bin_type=True)
+    assert header == {"v": SCHEMA_VERSION, "k": "heartbeat", "f": {"seq": 5, "sent_ns": 6}, "a": []}
 
 
 def test_a_new_shape_makes_a_new_plan_and_the_old_one_stays_right() -> None:
@@ -37,8 +47,8 @@ def test_a_new_shape_makes_a_new_plan_and_the_old_one_stays_right() -> None:
         got = codec.decode(codec.encode(msg))
         assert got.timestep == msg.timestep
         np.testing.assert_array_equal(got.actions, msg.actions)
-    assert _header(codec.encode(large))["a"][0][2] == [4, 5]
-    assert _header(codec.encode(small))["a"][0][2] == [2, 3]
+    assert fixed_header(codec.encode(large))[1][0][2] == [4, 5]
+    assert fixed_header(codec.encode(small))[1][0][2] == [2, 3]
 
 
 def test_scalar_values_are_packed_per_message_not_kept_in_the_plan() -> None:
@@ -58,7 +68,7 @@ def test_a_refused_dtype_stays_refused_after_a_good_plan_of_the_same_shape() -> 
 def test_a_wrong_dtype_of_the_same_shape_gets_its_own_plan_and_the_decoder_refuses_it() -> None:
     codec.encode(Observation(0, 0, np.zeros(4, np.float32)))
     frame = codec.encode(Observation(0, 0, np.zeros(4, np.float64)))
-    assert _header(frame)["a"][0][1] == "<f8"
+    assert fixed_header(frame)[1][0][1] == "<f8"
     with pytest.raises(CodecError, match="'state' must be float32 with 1 dims"):
         codec.decode(frame)
 

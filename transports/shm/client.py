@@ -27,7 +27,7 @@ from asyncinf.transports.base import ClientTransport
 from asyncinf.transports.counters import ShmClientCounters
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.integrity import Checksum, crc32
+from asyncinf.transports.shm.integrity import crc32
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
@@ -104,35 +104,37 @@ class ShmClientTransport(ShmEnd, ClientTransport):
     def send_observation(self, observation: Observation) -> None:
         """Encode straight into a free slot and publish it as the newest. Never waits for
         the server (only for the up-lock, held by anyone for microseconds)."""
-        self._check_open()
-        observation.sent_ns = time.monotonic_ns()
+        if self._closed or self._peer_closed is not None or self._peer_gone is not None:
+            self._check_open()
+        observation.sent_ns = sent_ns = time.monotonic_ns()
         frame = codec.FrameWriter(observation)
         nbytes = frame.nbytes
         if nbytes > self._obs_slot_bytes:
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
-        lock = self._up_lock
+        lock, obs = self._up_lock, self._obs
         self._acquire(lock)
         try:
             self._guard.check()
-            slot = self._obs.pick()
+            slot = obs.pick()
         finally:
             lock.release()
-        view = self._obs.views[slot]
+        view = obs.views[slot]
         frame.write(view)  # outside the lock: the server will not read it
         crc = crc_bytes = 0
-        if self._checksum is not Checksum.NONE:
-            crc_bytes = nbytes if self._checksum is Checksum.ALL else frame.lead_bytes
+        if self._crc_on:
+            crc_bytes = nbytes if self._crc_all else frame.lead_bytes
             crc = crc32(view[:crc_bytes])
         self._acquire(lock)
         try:
-            self._obs.publish(slot, nbytes, observation.sent_ns, crc, crc_bytes)
+            obs.publish(slot, nbytes, sent_ns, crc, crc_bytes)
         finally:
             lock.release()
         self._up_bell.release()
         self.observations_sent += 1
         self.observation_bytes += nbytes
-        self._maybe_check_peer()
+        if sent_ns >= self._next_peer_check_ns:
+            self._maybe_check_peer()
 
     # --- chunks and errors down --------------------------------------------------------------
 
@@ -141,12 +143,13 @@ class ShmClientTransport(ShmEnd, ClientTransport):
 
         Raises PeerClosed after the server's goodbye, PeerGone when it died or hung.
         """
-        self._check_open()
+        if self._closed or self._peer_closed is not None or self._peer_gone is not None:
+            self._check_open()
         msg = self._wait(self._down_bell, self._poll, timeout_s)
         if msg is None:
             self._maybe_check_peer()
             return None
-        if isinstance(msg, ActionChunk):
+        if type(msg) is ActionChunk:
             self.chunks_received += 1
         else:
             self.errors_received += 1
@@ -162,19 +165,20 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             self._acquire(lock)
             try:
                 self._guard.check()
-                chunk_seq = self._chunks.peek_seq()
                 ctl_seq = self._dnctl.peek_seq()
-                if chunk_seq < 0 and ctl_seq < 0:
-                    return None
-                from_chunks = ctl_seq < 0 or 0 <= chunk_seq < ctl_seq
                 # Copied out under the lock: a chunk is a few KiB, and the slot is free at once.
-                frame = (self._chunks if from_chunks else self._dnctl).take()
+                frame = self._chunks.take_before(ctl_seq)
+                ring = self._chunks
+                if frame is None:
+                    if ctl_seq < 0:
+                        return None
+                    frame, ring = self._dnctl.take(), self._dnctl
             finally:
                 lock.release()
-            if from_chunks:
+            if ring is self._chunks:
                 self._space.release()
-            msg = self._decode(frame, (self._chunks if from_chunks else self._dnctl).region)
-            if isinstance(msg, ActionChunk | ErrorMessage):
+            msg = self._decode(frame, ring.region)
+            if type(msg) is ActionChunk or isinstance(msg, ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
                 self._peer_closed = msg.reason or "goodbye"

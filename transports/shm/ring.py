@@ -22,6 +22,7 @@ class Ring:
     __slots__ = (
         "_checked",
         "_dropped",
+        "_entries",
         "_frame_region",
         "_guard",
         "_head",
@@ -58,6 +59,7 @@ class Ring:
         self.area = area
         self.slots = area.slots
         self.views = area.views(raw)
+        self._entries = tuple(area.entry(i) for i in range(area.slots))  # word of each entry
 
     def _indexes(self) -> tuple[int, int]:
         """(head, tail), checked: neither went back, and tail <= head <= tail + slots."""
@@ -94,7 +96,7 @@ class Ring:
 
     def _entry(self, tail: int) -> int:
         """Word index of the oldest frame's entry, checked to be the one published at `tail`."""
-        entry = self.area.entry(tail % self.slots)
+        entry = self._entries[tail % self.slots]
         pos = self._words[entry + 2]
         if pos != tail:
             self._guard.fail(self.region, f"the entry at tail {tail} was published at {pos}")
@@ -114,7 +116,7 @@ class Ring:
         if head != pos:
             self._guard.fail(self.region, f"head = {head}, its only producer has {pos}")
         w = self._words
-        entry = self.area.entry(pos % self.slots)
+        entry = self._entries[pos % self.slots]
         w[entry] = nbytes
         w[entry + 1] = seq
         w[entry + 2] = pos
@@ -129,14 +131,27 @@ class Ring:
     def take(self) -> bytearray:
         """Copy the oldest frame out, check it, and free its slot."""
         _head, tail = self._indexes()
+        return self._take(tail, self._entry(tail))
+
+    def take_before(self, seq: int) -> bytearray | None:
+        """`take()` if the oldest frame's sequence number is below `seq` (another ring's
+        oldest, -1 when that one is empty); None when this ring is empty or not first."""
+        head, tail = self._indexes()
+        if head == tail:
+            return None
         entry = self._entry(tail)
+        if 0 <= seq < self._words[entry + 1]:
+            return None
+        return self._take(tail, entry)
+
+    def _take(self, tail: int, entry: int) -> bytearray:
         w = self._words
-        nbytes = self._guard.index(
-            self.region, "frame_bytes", w[entry], MIN_FRAME_BYTES, self.area.slot_bytes
-        )
+        nbytes, top = w[entry], self.area.slot_bytes
+        if not MIN_FRAME_BYTES <= nbytes <= top:  # the guard's test, without its call
+            self._guard.index(self.region, "frame_bytes", nbytes, MIN_FRAME_BYTES, top)
         frame = bytearray(self.views[tail % self.slots][:nbytes])
-        if self._checked:
-            self._guard.frame(self._frame_region, frame, w[entry + 3])
+        if self._checked and crc32(frame) != w[entry + 3]:
+            self._guard.frame(self._frame_region, frame, w[entry + 3])  # names both CRCs
         self._set_tail(tail + 1)
         return frame
 

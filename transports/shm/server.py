@@ -30,7 +30,7 @@ from asyncinf.transports import codec
 from asyncinf.transports.base import Lease, ServerTransport, WhenFull
 from asyncinf.transports.shm import names
 from asyncinf.transports.shm.endpoint import ShmEnd, raise_too_large
-from asyncinf.transports.shm.integrity import Checksum
+from asyncinf.transports.shm.integrity import crc32
 from asyncinf.transports.shm.layout import W_DOWN_SEQ
 from asyncinf.transports.shm.segment import Segment
 
@@ -131,7 +131,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         The arrays are views on the slot: valid and unmodified until the lease is released.
         Raises PeerClosed after the client's goodbye, PeerGone when it died or hung.
         """
-        self._check_closed()
+        if self._closed:
+            self._check_closed()
         if self._lease_slot is not None:
             raise RuntimeError("release the current lease before taking the next observation")
         if self._peer_closed is not None or self._peer_gone is not None:
@@ -162,10 +163,11 @@ class ShmServerTransport(ShmEnd, ServerTransport):
     def _check_observation(self, view: memoryview, sent_ns: int, crc: int, n: int) -> Observation:
         """Decode a leased frame, or raise SegmentCorrupt: nothing unchecked reaches a policy."""
         fail, region = self._guard.fail, "observation frame"
-        if self._checksum is not Checksum.NONE:
-            if self._checksum is Checksum.ALL and n != len(view):
+        if self._crc_on:
+            if self._crc_all and n != len(view):
                 fail(region, f"the CRC covers {n} B of a {len(view)} B frame (--shm.checksum=all)")
-            self._guard.frame(region, view[:n], crc)
+            if crc32(view[:n]) != crc:
+                self._guard.frame(region, view[:n], crc)  # names both CRCs
         try:
             obs = codec.decode(view)
         except CodecError as exc:
@@ -226,7 +228,8 @@ class ShmServerTransport(ShmEnd, ServerTransport):
     def publish_chunk(self, chunk: ActionChunk, timeout_s: float) -> None:
         """Append a chunk to the FIFO. When it is full: wait up to `timeout_s` for the client
         (WhenFull.BLOCK) or not at all (WhenFull.ERROR), then raise queue.Full."""
-        self._check_closed()
+        if self._closed:
+            self._check_closed()
         # Encoded and checksummed privately, then copied in (a few KiB): the CRC is of what
         # the policy produced, so a stray write into the slot at any moment is caught.
         writer = codec.FrameWriter(chunk)
