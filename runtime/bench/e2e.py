@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asyncinf.runtime.messages import Observation
+from asyncinf.runtime.rate import Rate
 from asyncinf.runtime.stats import percentiles
 from asyncinf.runtime.supervise.plan import (
     RunPlan,
@@ -130,18 +132,29 @@ def inprocess_inference(
 
 
 def transport_roundtrip(
-    transport: str, payload_bytes: int, n: int = 300
-) -> dict[str, dict[str, float]]:
-    """The bare transport's round trip at the runs' payload, measured now (`bench transport`'s
-    row of that name, both modes): what the runs' overhead is compared with. In ms."""
+    transport: str, payload_bytes: int, fps: float, n: int = 300, n_at_fps: int = 90
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The bare transport's round trip at the runs' payload, measured now, in ms: what the
+    runs' overhead is compared with. First `bench transport`'s row of that name in both its
+    modes; then one round trip per tick at the runs' `fps`, the most a run at g = 1 sends:
+    each then starts with the threads of both ends asleep since the last one and their
+    caches gone cold, as in a run, which neither back to back nor 100 Hz reproduces (on
+    this VM the bare gRPC transport's p50 is ~1.5× its back-to-back one at 30 Hz)."""
     from asyncinf.runtime.bench import transport as bt  # noqa: PLC0415
 
-    out = {}
+    modes = {}
     with bt.ROWS[transport]() as roundtrip:
         for mode in bt.MODES:
             samples = bt.measure({transport: roundtrip}, payload_bytes, mode, n=n, warmup=20)
-            out[mode] = percentiles(samples[transport], 1e-6)
-    return out
+            modes[mode] = percentiles(samples[transport], 1e-6)
+        state, images = bt.payload_arrays(payload_bytes)
+        rate, ticks = Rate(fps), []
+        for i in range(n_at_fps):
+            rate.sleep()
+            t0 = time.perf_counter_ns()
+            roundtrip(Observation(i, time.monotonic_ns(), state, images))
+            ticks.append(time.perf_counter_ns() - t0)
+    return modes, percentiles(ticks, 1e-6)
 
 
 def overhead_ratio(

@@ -47,7 +47,10 @@ def e2e(
     checkpoint; or on the robot given as --robot.type/--robot.*, e.g. a LeRobot plugin robot)
     under the supervisor, exactly as `asyncinf up` does, and reads the client's
     summary. Overhead is round trip minus the server's queue wait and compute: what the
-    runtime and the transport cost in both directions. With --policy.*, the same model call
+    runtime and the transport cost in both directions; it is printed over the bare
+    transport's round trip at the same payload, back to back and paced (100 Hz) as `bench
+    transport` times it, and one per tick at --fps as a run sends, like for like (both ends
+    idle between round trips, as in a run). With --policy.*, the same model call
     is also timed in this process, back to back and paced like the server (one call per
     chunk interval of the first run): the floor for the server's inference time.
 
@@ -122,9 +125,9 @@ def e2e(
         # the runtime's overhead over it is the figure the transport work is judged by.
         err.print(f"timing the bare {transport} transport at the same payload")
         payload = _payload_bytes(rows[0]["options"]) if robot is None else None
-        bare = None if not payload else transport_roundtrip(transport, payload)
+        bare, at_fps = transport_roundtrip(transport, payload, fps) if payload else (None, None)
         for r in rows if bare else ():
-            r["overhead_over_transport"] = overhead_ratio(r, bare)
+            r["overhead_over_transport"] = overhead_ratio(r, {**bare, "at_fps": at_fps})
         floor = None
         if policy is not None:
             err.print("timing the same model call in this process")
@@ -146,7 +149,7 @@ def e2e(
     for line in _seam_ratios(rows):
         out.print(line)
     if bare is not None:
-        _print_bare(out, transport, payload, bare, rows)
+        _print_bare(out, transport, payload, bare, at_fps, fps, rows)
     if floor is not None:
         for how, ms in floor.items():
             out.print(
@@ -155,7 +158,8 @@ def e2e(
             )
     if json_path is not None:
         doc = {"schema": 1, "results": rows, "inprocess_inference_ms": floor,
-               "transport_roundtrip_ms": bare, "payload_bytes": payload}  # fmt: skip
+               "transport_roundtrip_ms": bare, "transport_roundtrip_at_fps_ms": at_fps,
+               "payload_bytes": payload}  # fmt: skip
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
         err.print(f"wrote {json_path}")
 
@@ -166,17 +170,25 @@ def _payload_bytes(options: dict[str, Any]) -> int:
     return sum(c.get("width", 640) * c.get("height", 480) * 3 for c in cams.values())
 
 
-def _print_bare(out: Console, transport: str, payload: int, bare: dict, rows: list) -> None:
+def _print_bare(
+    out: Console, transport: str, payload: int, bare: dict, at_fps: dict, fps: float, rows: list
+) -> None:
     """The bare transport's round trip, and each run's overhead over it (targets: p50 ≤ 1.2×,
-    p99 ≤ 2× back to back)."""
+    p99 ≤ 2× back to back); at the runs' fps too, which is like for like."""
     for mode, ms in bare.items():
         out.print(
             f"bare {transport} transport round trip at {payload:,} B ({mode}, bench transport's "
             f"{transport} row, this run): p50 {ms['p50']:.3f} ms, p99 {ms['p99']:.3f} ms"
         )
+    out.print(
+        f"bare {transport} transport round trip at {payload:,} B (one per tick at {fps:g} fps "
+        f"as a run at g = 1 sends, both ends idle in between; this run): "
+        f"p50 {at_fps['p50']:.3f} ms, p99 {at_fps['p99']:.3f} ms"
+    )
     for r in rows:
         line = ", ".join(
-            f"{mode} p50 {q['p50']:.2f}× p99 {q['p99']:.2f}×"
+            f"{f'at {fps:g} fps' if mode == 'at_fps' else mode} "
+            f"p50 {q['p50']:.2f}× p99 {q['p99']:.2f}×"
             for mode, q in r["overhead_over_transport"].items()
         )
         rtc = ", rtc on" if r["rtc"] else ""

@@ -51,10 +51,15 @@ def test_bench_e2e_reports_idle_frames_and_overhead(tmp_path):
     assert doc["payload_bytes"] == 640 * 480 * 3
     bare = doc["transport_roundtrip_ms"]
     assert set(bare) == {"backtoback", "paced"} and all(m["p50"] > 0 for m in bare.values())
+    # And one round trip per tick at the runs' fps (30), as a run sends: like for like.
+    at_fps = doc["transport_roundtrip_at_fps_ms"]
+    assert 0 < at_fps["p50"] <= at_fps["p99"]
     for x in rows:
         ratio = x["overhead_over_transport"]["backtoback"]["p50"]
         assert ratio == pytest.approx(x["overhead_ms"]["p50"] / bare["backtoback"]["p50"])
-    assert "overhead / bare round trip" in r.stdout
+        ratio = x["overhead_over_transport"]["at_fps"]["p50"]
+        assert ratio == pytest.approx(x["overhead_ms"]["p50"] / at_fps["p50"])
+    assert "overhead / bare round trip" in r.stdout and "at 30 fps p50" in r.stdout
 
 
 def test_bench_e2e_rtc_runs_each_g_without_and_with_it_and_compares_the_seams(tmp_path):
