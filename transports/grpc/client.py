@@ -159,7 +159,14 @@ def server_info(config: GrpcClientConfig, timeout_s: float) -> dict[str, Any]:
 
 
 class _Unreachable(PeerGone):
-    """The stream failed with UNAVAILABLE before the server answered: retried a while."""
+    """The stream failed before the server answered, as an unreachable server's does: retried
+    a while."""
+
+
+# Before any answer: UNAVAILABLE (not listening yet, TLS mismatch), or INTERNAL, which is how
+# a balancer's reset stream arrives when the replica it picked goes away under the handshake
+# (nginx: "Stream removed", RST_STREAM). A server that answered never ends a stream so.
+_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode:
@@ -671,8 +678,8 @@ class GrpcClientTransport(ClientTransport):
                     link.end(ServerDraining(said) if _draining(reason) else PeerClosed(said))
             link.end(PeerClosed(f"server at {target} ended the session"))
         except grpc.RpcError as exc:
-            unavailable = _code(exc) is grpc.StatusCode.UNAVAILABLE and not _not_serving(exc)
-            if not link.replied.is_set() and unavailable:
+            unreachable = _code(exc) in _UNREACHABLE_CODES and not _not_serving(exc)
+            if not link.replied.is_set() and unreachable:
                 link.end(_Unreachable(f"{_code(exc).name}: {_details(exc)}"))
             else:
                 link.end(_status_error(exc, target, handshaking=not link.ready))

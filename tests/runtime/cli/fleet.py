@@ -21,7 +21,7 @@ from asyncinf.transports.grpc.balancer import (
 
 __all__ = ["CLI", "ROBOT", "Replica", "Robot", "health", "scrape", "start_balancer"]
 # No camera: the robots' observations stay small, so several fit this 2-core machine.
-ROBOT = ["--robot.type=sim", "--robot.cameras={}", "--policy.type=scripted"]
+ROBOT = ["--robot.type=sim", "--robot.cameras=null", "--policy.type=scripted"]
 
 
 class Robot:

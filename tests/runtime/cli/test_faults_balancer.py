@@ -78,8 +78,14 @@ def wait_resumed(replicas, robots, since_ns, what):
         wait_until(lambda: all_resumed(replicas, robots, since_ns), RECOVER_S, what)
     except AssertionError as exc:
         sessions = [r.sessions() if r.alive else "dead" for r in replicas]
-        tails = "\n".join("".join(r.err.text().splitlines(True)[-8:]) for r in robots)
-        raise AssertionError(f"{exc}; sessions per replica {sessions}; robots:\n{tails}") from None
+        tails = "\n".join(
+            "".join(r.err.text().splitlines(True)[-8 if r.executing_since(since_ns) else -60 :])
+            for r in robots
+        )
+        served = "\n".join("".join(r.err.text().splitlines(True)[-30:]) for r in replicas)
+        raise AssertionError(
+            f"{exc}; sessions per replica {sessions}; robots:\n{tails}\nreplicas:\n{served}"
+        ) from None
 
 
 def nginx_health(port: int) -> int | None:
