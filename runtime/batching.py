@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asyncinf.policies.policy import Policy
@@ -206,7 +206,7 @@ class Batcher:
         """Batch sizes formed (size -> count) and the model's time per batch, in ms."""
         with self._cond:
             sizes = dict(sorted(self.batch_sizes.items()))
-            inference = self.inference_ns.summary(1e-6)
+            inference = asdict(self.inference_ns.summary(1e-6))
         batches = sum(sizes.values())
         mean = sum(k * v for k, v in sizes.items()) / batches if batches else 0.0
         return {

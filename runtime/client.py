@@ -40,7 +40,7 @@ from asyncinf.robots.robot import Robot
 from asyncinf.runtime.action_queue import ActionQueue
 from asyncinf.runtime.aggregate import get_aggregate
 from asyncinf.runtime.errors import ConfigError, HandshakeError, SegmentCorrupt, TransportError
-from asyncinf.runtime.holds import LINK_DOWN, NO_CHUNK, SERVER_LOST, HoldTracker
+from asyncinf.runtime.holds import LINK_DOWN, NO_CHUNK, SERVER_LOST, HeldTime, HoldTracker
 from asyncinf.runtime.images import IMAGE_FITS, fit_image, import_cv2, plan_fit
 from asyncinf.runtime.messages import (
     ActionChunk,
@@ -54,7 +54,10 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.rate import Rate
 from asyncinf.runtime.rtc import DelayEstimator
 from asyncinf.runtime.stats import LogHistogram
+from asyncinf.runtime.summary import SCHEMA as SUMMARY_SCHEMA
+from asyncinf.runtime.summary import RunSummary
 from asyncinf.transports.base import ClientTransport
+from asyncinf.transports.counters import ClientCounters
 
 log = logging.getLogger(__name__)
 
@@ -145,35 +148,40 @@ class ClientStats:
     command_step: LogHistogram = field(default_factory=_units_histogram)
     delay: DelayEstimator = field(default_factory=DelayEstimator)
 
-    def summary(self, fps: float, actions_per_chunk: int) -> dict:
-        """The end-of-run summary, in the documented `--summary-json` schema."""
-        return {
-            "schema": 1,
-            "fps": fps,
-            "actions_per_chunk": actions_per_chunk,  # as agreed at handshake (0: never)
-            "ticks": self.ticks,
-            "actions_executed": self.actions_executed,
-            "idle_frames": self.idle_frames,
-            "idle_frames_after_first_chunk": self.idle_frames_after_first_chunk,
-            "chunks_received": self.chunks_received,
-            "errors": self.errors,
-            "rejected_chunks": self.rejected_chunks,
-            "observations_sent": self.observations_sent,
-            "server_lost": self.server_lost,
-            "sessions_corrupted": self.sessions_corrupted,
-            "overruns": self.overruns,
-            "period_error_ms": self.period_error_ns.summary(1e-6),
-            "roundtrip_ms": self.roundtrip_ns.summary(1e-6),
-            "server_queue_wait_ms": self.queue_wait_ns.summary(1e-6),
-            "server_compute_ms": self.compute_ns.summary(1e-6),
-            "server_preprocess_ms": self.preprocess_ns.summary(1e-6),
-            "server_inference_ms": self.inference_ns.summary(1e-6),
-            "server_postprocess_ms": self.postprocess_ns.summary(1e-6),
-            "overhead_ms": self.overhead_ns.summary(1e-6),
-            "seam_jump": self.seam_jump.summary(),
-            "command_step": self.command_step.summary(),
-            "inference_delay": self.delay.summary(),
-        }
+    def summary(
+        self, fps: float, actions_per_chunk: int, transport: ClientCounters, held: HeldTime
+    ) -> RunSummary:
+        """The end-of-run summary (`--summary-json`); `actions_per_chunk` as agreed at
+        handshake (0: never)."""
+        return RunSummary(
+            schema=SUMMARY_SCHEMA,
+            fps=fps,
+            actions_per_chunk=actions_per_chunk,
+            ticks=self.ticks,
+            actions_executed=self.actions_executed,
+            idle_frames=self.idle_frames,
+            idle_frames_after_first_chunk=self.idle_frames_after_first_chunk,
+            chunks_received=self.chunks_received,
+            errors=self.errors,
+            rejected_chunks=self.rejected_chunks,
+            observations_sent=self.observations_sent,
+            server_lost=self.server_lost,
+            sessions_corrupted=self.sessions_corrupted,
+            overruns=self.overruns,
+            period_error_ms=self.period_error_ns.summary(1e-6),
+            roundtrip_ms=self.roundtrip_ns.summary(1e-6),
+            server_queue_wait_ms=self.queue_wait_ns.summary(1e-6),
+            server_compute_ms=self.compute_ns.summary(1e-6),
+            server_preprocess_ms=self.preprocess_ns.summary(1e-6),
+            server_inference_ms=self.inference_ns.summary(1e-6),
+            server_postprocess_ms=self.postprocess_ns.summary(1e-6),
+            overhead_ms=self.overhead_ns.summary(1e-6),
+            seam_jump=self.seam_jump.summary(),
+            command_step=self.command_step.summary(),
+            inference_delay=self.delay.summary(),
+            transport=transport,
+            held=held,
+        )
 
 
 def clamp_relative(target: np.ndarray, present: np.ndarray, max_step: float | None) -> np.ndarray:

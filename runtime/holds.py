@@ -13,11 +13,22 @@ The set of reasons is small and fixed, so the structure stays the same size for 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 STALLED = "control loop stalled"
 SERVER_LOST = "server lost"  # the client detached: the session is gone
 LINK_DOWN = "link down"  # a self-healing transport is reconnecting
 NO_CHUNK = "waiting for a chunk"  # attached, but the queue ran dry
 STALL_PERIODS = 3
+
+
+@dataclass(frozen=True)
+class HeldTime:
+    """How long the robot executed no action, and why."""
+
+    total_s: float
+    fraction: float  # of the run's time
+    reasons_s: dict[str, float]
 
 
 class HoldTracker:
@@ -61,10 +72,10 @@ class HoldTracker:
     def held_s(self) -> float:
         return sum(self.total_ns.values()) / 1e9
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> HeldTime:
         elapsed = self.elapsed_ns / 1e9
-        return {
-            "total_s": round(self.held_s, 3),
-            "fraction": round(self.held_s / elapsed, 4) if elapsed else 0.0,
-            "reasons_s": {k: round(v / 1e9, 3) for k, v in sorted(self.total_ns.items())},
-        }
+        return HeldTime(
+            total_s=round(self.held_s, 3),
+            fraction=round(self.held_s / elapsed, 4) if elapsed else 0.0,
+            reasons_s={k: round(v / 1e9, 3) for k, v in sorted(self.total_ns.items())},
+        )

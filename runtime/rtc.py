@@ -18,11 +18,24 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
 from asyncinf.runtime.messages import RTC_SCHEDULES
-from asyncinf.runtime.stats import LogHistogram
+from asyncinf.runtime.stats import LogHistogram, Percentiles
+
+
+@dataclass(frozen=True)
+class InferenceDelay:
+    """`DelayEstimator.summary`: the measured delay and how often the announced one was off."""
+
+    chunks: int  # steady-state chunks, after the warm-up
+    measured_ticks: Percentiles
+    exact: int
+    one_above: int
+    too_low: int
+    too_high: int
 
 
 class DelayEstimator:
@@ -73,16 +86,15 @@ class DelayEstimator:
         else:
             self.too_high += 1
 
-    def summary(self) -> dict:
-        counted = self.exact + self.one_above + self.too_low + self.too_high
-        return {
-            "chunks": counted,  # steady-state chunks, after the warm-up
-            "measured_ticks": self.measured.summary(),
-            "exact": self.exact,
-            "one_above": self.one_above,
-            "too_low": self.too_low,
-            "too_high": self.too_high,
-        }
+    def summary(self) -> InferenceDelay:
+        return InferenceDelay(
+            chunks=self.exact + self.one_above + self.too_low + self.too_high,
+            measured_ticks=self.measured.summary(),
+            exact=self.exact,
+            one_above=self.one_above,
+            too_low=self.too_low,
+            too_high=self.too_high,
+        )
 
 
 def prefix_weights(delay: int, horizon: int, total: int, schedule: str = "LINEAR") -> np.ndarray:

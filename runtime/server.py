@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -244,8 +244,8 @@ class SessionStats:
             "session": self.label,
             "chunks": self.chunks,
             "errors": self.errors,
-            "queue_wait_ms": self.queue_wait_ns.summary(1e-6),
-            "inference_share_ms": self.inference_share_ns.summary(1e-6),
+            "queue_wait_ms": asdict(self.queue_wait_ns.summary(1e-6)),
+            "inference_share_ms": asdict(self.inference_share_ns.summary(1e-6)),
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
         }
 

@@ -13,10 +13,20 @@ LeRobot; and it ships a C extension with x86-64 wheels only, which a Jetson buil
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 KEYS = ("p50", "p99", "max")
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """A `LogHistogram`'s summary, in the unit its key names (`_ms`), or robot units."""
+
+    p50: float
+    p99: float
+    max: float
 
 
 def percentiles(samples, scale: float = 1.0, keys=KEYS) -> dict[str, float]:
@@ -86,11 +96,12 @@ class LogHistogram:
         )
         return min(max(value, self.min), self.max)
 
-    def summary(self, scale: float = 1.0, keys=KEYS) -> dict[str, float]:
-        """Like `percentiles`: `{"p50": …, "p99": …, "max": …}` × `scale`; zeros when empty."""
+    def summary(self, scale: float = 1.0) -> Percentiles:
+        """p50, p99 and max × `scale`; zeros when empty."""
         if self.count == 0:
-            return dict.fromkeys(keys, 0.0)
-        return {
-            key: float((self.max if key == "max" else self.percentile(float(key[1:]))) * scale)
-            for key in keys
-        }
+            return Percentiles(0.0, 0.0, 0.0)
+        return Percentiles(
+            float(self.percentile(50.0) * scale),
+            float(self.percentile(99.0) * scale),
+            float(self.max * scale),
+        )

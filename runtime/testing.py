@@ -132,8 +132,6 @@ def run_summary(**counts: Any) -> RunSummary:
     counted `counts` (ClientStats' fields, e.g. `ticks=10`), no transport counters, no hold."""
     from asyncinf.runtime.client import ClientStats  # noqa: PLC0415
     from asyncinf.runtime.holds import HoldTracker  # noqa: PLC0415
-    from asyncinf.runtime.summary import RunSummary  # noqa: PLC0415
     from asyncinf.transports.counters import NoCounters  # noqa: PLC0415
 
-    stats = ClientStats(**counts).summary(30.0, 50)
-    return RunSummary.from_parts(stats, NoCounters(), HoldTracker(1).summary())
+    return ClientStats(**counts).summary(30.0, 50, NoCounters(), HoldTracker(1).summary())

@@ -27,7 +27,6 @@ from asyncinf.runtime.errors import (
     SessionBusy,
     TransportError,
 )
-from asyncinf.runtime.summary import RunSummary
 from asyncinf.runtime.supervise import protocol
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.metrics_file import MetricsFile
@@ -218,8 +217,9 @@ def run_client(spec: ClientSpec, link: SupervisorLink) -> int:
             client.transport.close()
         if metrics:
             metrics.close()
-    stats = client.stats.summary(spec.client.fps, client.chunk_size)
-    summary = RunSummary.from_parts(stats, counters, client.holds.summary())
+    summary = client.stats.summary(
+        spec.client.fps, client.chunk_size, counters, client.holds.summary()
+    )
     link.emit(protocol.Summary(summary=summary))
     return int(code)
 

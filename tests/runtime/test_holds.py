@@ -1,6 +1,6 @@
 """The hold accounting: time per reason, stalls of the loop itself, the hold in progress."""
 
-from asyncinf.runtime.holds import NO_CHUNK, SERVER_LOST, STALLED, HoldTracker
+from asyncinf.runtime.holds import NO_CHUNK, SERVER_LOST, STALLED, HeldTime, HoldTracker
 
 MS = 1_000_000
 PERIOD = 10 * MS
@@ -16,11 +16,9 @@ def test_holds_are_timed_per_reason_and_the_current_one_ends_on_an_action():
             assert h.reason == SERVER_LOST and h.current_s(t) > 0
     assert h.total_ns == {NO_CHUNK: 2 * PERIOD, SERVER_LOST: 2 * PERIOD}
     assert h.current_s(t) == 0 and h.reason == ""
-    assert h.summary() == {
-        "total_s": 0.04,
-        "fraction": 0.8,
-        "reasons_s": {NO_CHUNK: 0.02, SERVER_LOST: 0.02},
-    }
+    assert h.summary() == HeldTime(
+        total_s=0.04, fraction=0.8, reasons_s={NO_CHUNK: 0.02, SERVER_LOST: 0.02}
+    )
 
 
 def test_a_gap_in_the_ticks_is_a_hold_of_the_reason_in_progress_or_a_stall():

@@ -24,6 +24,7 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.rtc import DelayEstimator, prefix_weights
 from asyncinf.runtime.server import PolicyCache, PolicyServer, ServerConfig
 from asyncinf.runtime.testing import hello
+from asyncinf.transports.counters import NoCounters
 from asyncinf.transports.inproc import InProcChannel
 
 # --- the delay estimate --------------------------------------------------------------------
@@ -47,9 +48,9 @@ def test_a_warm_up_spike_does_not_inflate_the_estimate():
     assert announced[0] == 9 and max(announced[1:]) <= 4  # a running max: 15 for ever
     assert est.estimate() == 4  # the 95th percentile of mostly 3s and some 4s
     s = est.summary()
-    assert s["chunks"] == 30 and s["too_high"] == 1  # the first announced the warm-up's 9
-    assert s["exact"] + s["one_above"] == 28 and s["too_low"] == 1  # the first 4 came early
-    assert s["measured_ticks"]["max"] == pytest.approx(4, rel=0.01)
+    assert s.chunks == 30 and s.too_high == 1  # the first announced the warm-up's 9
+    assert s.exact + s.one_above == 28 and s.too_low == 1  # the first 4 came early
+    assert s.measured_ticks.max == pytest.approx(4, rel=0.01)
     feed(est, [12])  # one slow call in steady state: an outlier of the window
     assert est.estimate() == 4
 
@@ -67,7 +68,7 @@ def test_the_window_forgets_an_old_slow_spell_and_counts_each_kind_of_miss():
     est.record(3, 3, 6, True)  # too high
     est.record(3, 3, 0, False)  # the queue ran dry: not counted
     s = est.summary()
-    assert (s["too_low"], s["exact"], s["one_above"], s["too_high"], s["chunks"]) == (1, 1, 1, 1, 4)
+    assert (s.too_low, s.exact, s.one_above, s.too_high, s.chunks) == (1, 1, 1, 1, 4)
 
 
 def test_a_new_session_warms_up_again():
@@ -187,7 +188,7 @@ def test_chunks_replace_the_queue_by_the_true_count_not_the_estimate():
     steady = [o for o in server.taken if not o.must_go]
     assert steady and steady[0].inference_delay == 1  # the estimate travelled ...
     assert steady[-1].inference_delay == 3  # ... and learned the true delay
-    assert client.stats.delay.summary()["too_low"] >= 1
+    assert client.stats.delay.summary().too_low >= 1
     assert client.stats.idle_frames_after_first_chunk == 0
 
 
@@ -214,10 +215,10 @@ def test_every_seam_is_measured_with_rtc_or_without(rtc):
     assert s.seam_jump.count == s.chunks_received - 1  # the first chunk met an empty queue
     assert s.seam_jump.max == pytest.approx(1.5, rel=0.01)
     assert s.command_step.max == pytest.approx(1 + 1.5, rel=0.01)  # a tick plus the jump
-    summary = s.summary(30.0, 10)
-    assert summary["seam_jump"]["p50"] == pytest.approx(1.5, rel=0.01)
-    assert summary["command_step"]["max"] == pytest.approx(2.5, rel=0.01)
-    assert summary["inference_delay"]["chunks"] >= 1
+    summary = s.summary(30.0, 10, NoCounters(), client.holds.summary())
+    assert summary.seam_jump.p50 == pytest.approx(1.5, rel=0.01)
+    assert summary.command_step.max == pytest.approx(2.5, rel=0.01)
+    assert summary.inference_delay.chunks >= 1
 
 
 def test_without_rtc_the_observation_carries_none():

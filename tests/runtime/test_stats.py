@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from asyncinf.runtime.stats import LogHistogram
+from asyncinf.runtime.stats import LogHistogram, Percentiles
 
 QS = (1, 10, 50, 90, 99, 99.9, 100)
 
@@ -36,7 +36,7 @@ def test_percentiles_within_the_stated_relative_error(name, alpha):
         got = h.percentile(q)
         assert abs(got - exact) <= alpha * exact * (1 + 1e-9), (q, got, exact)
     assert h.max == samples.max()
-    assert h.summary(1e-6)["max"] == pytest.approx(samples.max() * 1e-6)
+    assert h.summary(1e-6).max == pytest.approx(samples.max() * 1e-6)
 
 
 def test_zero_and_values_out_of_range():
@@ -59,6 +59,6 @@ def test_memory_is_fixed_when_made():
 
 
 def test_empty_summary_is_zeros_and_bad_parameters_are_refused():
-    assert LogHistogram().summary() == {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    assert LogHistogram().summary() == Percentiles(0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="alpha"):
         LogHistogram(alpha=1.5)

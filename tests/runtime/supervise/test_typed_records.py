@@ -16,10 +16,9 @@ from asyncinf.robots.robot import make_robot
 from asyncinf.runtime import records
 from asyncinf.runtime.client import ClientConfig, ClientStats
 from asyncinf.runtime.errors import ConfigError
-from asyncinf.runtime.holds import NO_CHUNK, HoldTracker
+from asyncinf.runtime.holds import NO_CHUNK, HeldTime, HoldTracker
 from asyncinf.runtime.messages import PolicySpec
 from asyncinf.runtime.server import LoadedPolicy, PolicyCache, ServerConfig
-from asyncinf.runtime.summary import RunSummary
 from asyncinf.runtime.supervise import protocol, robot_shape
 from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.supervise.protocol import Command, Role
@@ -96,7 +95,7 @@ def counted_stats() -> ClientStats:
     return stats
 
 
-def held() -> dict:
+def held() -> HeldTime:
     holds = HoldTracker(33_000_000)
     for t, reason in enumerate([None, NO_CHUNK, NO_CHUNK, None]):
         holds.tick((t + 1) * 33_000_000, reason)
@@ -129,21 +128,35 @@ def test_a_summary_round_trips_with_each_kind_of_transport_counters(kind):
     counters = real_counters(kind)
     assert isinstance(counters, {"shm": ShmClientCounters, "grpc": GrpcClientCounters,
                                  "none": NoCounters}[kind])  # fmt: skip
-    stats = counted_stats().summary(30.0, 10)
-    summary = RunSummary.from_parts(stats, counters, held())
+    summary = counted_stats().summary(30.0, 10, counters, held())
     back, body = round_trip(Role.CLIENT, protocol.Summary(summary))
     assert back == protocol.Summary(summary)
     assert type(back.summary.transport) is type(counters)
     assert back.summary.roundtrip_ms.max == pytest.approx(40.0, rel=0.01)
     assert back.summary.held.reasons_s == {NO_CHUNK: 0.066}
-    # The document is the map `--summary-json` always wrote: same keys, order and values.
-    as_before = {**stats, "transport": dataclasses.asdict(counters), "held": held()}
-    assert json.dumps(summary.to_json()) == json.dumps(as_before)
-    assert body["summary"] == as_before
+    # The document is the map `--summary-json` always wrote: same keys, in the same order.
+    assert list(body["summary"]) == DOCUMENTED_KEYS
+    assert body["summary"]["roundtrip_ms"] == dataclasses.asdict(summary.roundtrip_ms)
+    assert body["summary"]["transport"] == dataclasses.asdict(counters)
+    assert body["summary"]["held"] == {"total_s": 0.066, "fraction": 0.6667,
+                                       "reasons_s": {NO_CHUNK: 0.066}}  # fmt: skip
+    assert body["summary"]["seam_jump"]["max"] == pytest.approx(0.75, rel=0.01)
+    assert json.dumps(summary.to_json()) == json.dumps(body["summary"])
+
+
+# `--summary-json` schema 1, as users' scripts read it.
+DOCUMENTED_KEYS = [
+    "schema", "fps", "actions_per_chunk", "ticks", "actions_executed", "idle_frames",
+    "idle_frames_after_first_chunk", "chunks_received", "errors", "rejected_chunks",
+    "observations_sent", "server_lost", "sessions_corrupted", "overruns", "period_error_ms",
+    "roundtrip_ms", "server_queue_wait_ms", "server_compute_ms", "server_preprocess_ms",
+    "server_inference_ms", "server_postprocess_ms", "overhead_ms", "seam_jump", "command_step",
+    "inference_delay", "transport", "held",
+]  # fmt: skip
 
 
 def summary_body() -> dict:
-    summary = RunSummary.from_parts(counted_stats().summary(30.0, 10), NoCounters(), held())
+    summary = counted_stats().summary(30.0, 10, NoCounters(), held())
     return json.loads(protocol.encode_event(protocol.Summary(summary), pid=1))
 
 
