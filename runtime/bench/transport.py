@@ -12,9 +12,13 @@ over to holding the chunk. Rows:
   images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost;
 - `posix_ring`: the shm rows' floor, the thinnest ring of the same layout (a segment, two
   semaphores as bells, raw bytes in, a zero-copy view, the chunk copied back: posix_ring.py);
-  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups.
-  The four take turns round trip by round trip (all open at once), so a noisy neighbour
-  hits them alike and the ratios compare like with like;
+  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups;
+- `iceoryx2`: the same raw round trip over iceoryx2 (pub/sub + event services, a loaned
+  sample each way, listeners with timeouts: iceoryx2_ring.py), an outside zero-copy IPC
+  library as the yardstick; each shm row's p50 and p99 over its own print as × iox2. It
+  needs the optional `asyncinf[bench]` extra. These five take turns round trip by round
+  trip (all open at once), so a noisy neighbour hits them alike and the ratios compare
+  like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
 
 Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import math
 import multiprocessing as mp
@@ -79,8 +84,8 @@ class BenchConfig:
     sizes: tuple[int, ...] = SIZES
     modes: tuple[str, ...] = MODES
     rows: tuple[str, ...] = (
-        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "mp_queue", "grpc",
-        "grpc_floor",
+        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "iceoryx2", "mp_queue",
+        "grpc", "grpc_floor",
     )  # fmt: skip
     iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
     warmup: int = 20
@@ -216,18 +221,32 @@ def shm_row(checksum: str = "frames") -> Iterator[RoundTrip]:
 
 
 @contextlib.contextmanager
-def posix_ring_row() -> Iterator[RoundTrip]:
-    """The floor of the shm rows: posix_ring.py's bare ring, its observation area as large
-    as the shm transport's default observation slot."""
-    from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+def _raw_ring_row(ring: Callable[..., Any]) -> Iterator[RoundTrip]:
+    """A ring of raw bytes (`ring(obs_bytes, chunk_shape)` yields a sender), its observation
+    area as large as the shm transport's default observation slot: the arrays' bytes go
+    out as they are, no codec."""
     from asyncinf.transports.shm import ShmConfig  # noqa: PLC0415
 
-    with posix_ring(ShmConfig().obs_slot_bytes, CHUNK_SHAPE) as sender:
+    with ring(ShmConfig().obs_slot_bytes, CHUNK_SHAPE) as sender:
 
         def roundtrip(obs: Observation) -> None:
             sender(list(obs.images.values()) or [obs.state], TIMEOUT_S)
 
         yield roundtrip
+
+
+def posix_ring_row() -> contextlib.AbstractContextManager[RoundTrip]:
+    """The floor of the shm rows: posix_ring.py's bare ring."""
+    from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+
+    return _raw_ring_row(posix_ring)
+
+
+def iceoryx2_row() -> contextlib.AbstractContextManager[RoundTrip]:
+    """The same round trip over iceoryx2 pub/sub + events (iceoryx2_ring.py)."""
+    from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring  # noqa: PLC0415
+
+    return _raw_ring_row(iceoryx2_ring)
 
 
 def _mp_echo(up: mp.Queue, down: mp.Queue, parent: int) -> None:
@@ -347,6 +366,7 @@ ROWS: dict[str, Row] = {
     "shm_nocrc": functools.partial(shm_row, "none"),
     "shm_crc_all": functools.partial(shm_row, "all"),
     "posix_ring": posix_ring_row,
+    "iceoryx2": iceoryx2_row,
     "mp_queue": mp_queue_row,
     "grpc": grpc_row,
     "grpc_floor": grpc_floor_row,
@@ -396,9 +416,9 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     return {f"{k}_us": round(v, 2) for k, v in stats.items()}
 
 
-# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes
-# and their ring floor.
-INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring")
+# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes,
+# their ring floor and iceoryx2's round trip.
+INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring", "iceoryx2")
 
 
 def _batches(rows: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -502,6 +522,32 @@ def ring_ratio(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tupl
     return _over(results, RING, SHM_ROWS)
 
 
+# The shm rows against iceoryx2's event-driven round trip, measured beside them.
+IOX2 = "iceoryx2"
+
+
+def iox2_ratio(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each shm row over `iceoryx2`'s at the same mode and size."""
+    return _over(results, IOX2, SHM_ROWS)
+
+
+# Rows that need an optional package: the module whose `load()` imports it, or raises
+# ModuleNotFoundError with the line that says how to install it.
+OPTIONAL = {"iceoryx2": "asyncinf.runtime.bench.iceoryx2_ring"}
+
+
+def missing(rows: tuple[str, ...]) -> dict[str, str]:
+    """Each of `rows` whose optional package is not installed → that line."""
+    out = {}
+    for row in rows:
+        if row in OPTIONAL:
+            try:
+                importlib.import_module(OPTIONAL[row]).load()
+            except ModuleNotFoundError as exc:
+                out[row] = str(exc)
+    return out
+
+
 def _ratio_rows(ratios: dict[tuple[str, str, int], tuple[float, float]]) -> list[dict[str, Any]]:
     return [
         {"transport": t, "mode": m, "payload_bytes": n, "p50_ratio": round(p50, 3),
@@ -518,4 +564,5 @@ def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         "results": results,
         "checksum_cost": _ratio_rows(checksum_cost(results)),
         "ring_ratio": _ratio_rows(ring_ratio(results)),
+        "iox2_ratio": _ratio_rows(iox2_ratio(results)),
     }

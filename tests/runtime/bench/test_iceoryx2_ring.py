@@ -1,0 +1,149 @@
+"""The iceoryx2 row of `bench transport`: the chunk really comes back with what the peer saw,
+nothing of a run stays behind in iceoryx2's files, and a missing package is one line."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from asyncinf.runtime.bench import transport as bt
+from asyncinf.runtime.bench.iceoryx2_ring import MISSING, iceoryx2_ring, load, service_names
+from asyncinf.runtime.cli import app
+
+IOX2_DIRS = (Path("/tmp/iceoryx2"), Path("/dev/shm"))  # its records, its segments
+
+
+def _our_nodes(iox2, run_id: str) -> list[str]:
+    """Ids of the nodes, alive or dead, that iceoryx2 lists under this run's names."""
+    found = []
+    for state in iox2.Node.list(iox2.ServiceType.Ipc, iox2.config.global_config()):
+        view = state[0]
+        details = getattr(view, "details", None)
+        if details is not None and details.name.as_str().startswith(f"asyncinf/{run_id}/"):
+            found.append(str(view.id.value))
+    return found
+
+
+def _files_naming(ids) -> list[str]:
+    """iceoryx2's files (under /tmp/iceoryx2 and /dev/shm) whose paths name any of `ids`."""
+    paths = (p for d in IOX2_DIRS if d.exists() for p in d.rglob("*iox2_*"))
+    return sorted(str(p) for p in paths if any(i in str(p) for i in ids))
+
+
+def _services_exist(iox2, run_id: str) -> list[bool]:
+    cfg, ipc = iox2.config.global_config(), iox2.ServiceType.Ipc
+    patterns = (iox2.MessagingPattern.PublishSubscribe, iox2.MessagingPattern.Event)
+    return [
+        iox2.Service.does_exist(iox2.ServiceName.new(name), cfg, pattern, ipc)
+        for name in service_names(run_id)
+        for pattern in patterns
+    ]
+
+
+def test_the_chunk_carries_what_the_peer_saw_and_nothing_stays_behind():
+    iox2 = load()
+    with iceoryx2_ring(1 << 20, (50, 14)) as sender:
+        run_id = sender.run_id
+        assert _services_exist(iox2, run_id) == [True] * 4
+        ids = (*sender.ids, *_our_nodes(iox2, run_id))
+        assert len(_our_nodes(iox2, run_id)) == 2  # the sender's node and the peer's
+        assert _files_naming(ids)
+        for size in (64, 921_600):
+            for i in range(5):
+                obs = np.full(size, i, np.uint8)
+                obs[-1] = (size + i) % 251
+                chunk = sender([obs], 10.0)
+                assert chunk.shape == (50, 14) and chunk.dtype == np.float32
+                assert chunk[0, 0] == size  # the byte count the peer saw
+                assert chunk[0, 1] == (size + i) % 251  # and the last of them
+    assert _services_exist(iox2, run_id) == [False] * 4
+    assert _our_nodes(iox2, run_id) == []
+    assert _files_naming(ids) == []
+
+
+def test_an_orphaned_peer_leaves_and_removes_its_killed_parents_resources(tmp_path):
+    """kill -9 of the sender: the peer notices within a poll, exits and cleans the dead node."""
+    script = tmp_path / "sender.py"
+    script.write_text(
+        "import json, time, numpy as np\n"
+        "from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring\n"
+        "if __name__ == '__main__':\n"
+        "    with iceoryx2_ring(4096, (50, 14)) as s:\n"
+        "        s([np.zeros(16, np.float32)], 10.0)\n"
+        "        print(json.dumps([s.run_id, list(s.ids)]), flush=True)\n"
+        "        time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id, ids = json.loads(proc.stdout.readline())
+        iox2 = load()
+        ids = [*ids, *_our_nodes(iox2, run_id)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 30.0
+        while (_our_nodes(iox2, run_id) or _files_naming(ids)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _our_nodes(iox2, run_id) == []
+        assert _files_naming(ids) == []
+        assert _services_exist(iox2, run_id) == [False] * 4
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+runner = CliRunner()
+
+
+def test_asking_for_the_row_without_the_package_is_one_line_exit_2(monkeypatch):
+    monkeypatch.setitem(sys.modules, "iceoryx2", None)  # `import iceoryx2` now fails
+    r = runner.invoke(app, ["bench", "transport", "--transports", "memcpy,iceoryx2", "-n", "2"])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == MISSING
+    assert bt.missing(("memcpy", "iceoryx2")) == {"iceoryx2": MISSING}
+
+
+def test_with_the_package_nothing_is_missing():
+    assert bt.missing(tuple(bt.ROWS)) == {}
+
+
+@pytest.mark.slow
+def test_the_default_run_skips_the_row_with_a_note_when_the_package_is_missing(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setitem(sys.modules, "iceoryx2", None)
+    out = tmp_path / "t.json"
+    r = runner.invoke(
+        app, ["bench", "transport", "-n", "3", "--sizes", "64", "--mode", "backtoback",
+              "--json", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert f"skipped: {MISSING}" in r.output
+    rows = {x["transport"] for x in json.loads(out.read_text())["results"]}
+    assert "iceoryx2" not in rows and {"shm", "posix_ring", "memcpy"} <= rows
+
+
+@pytest.mark.slow
+def test_bench_runs_the_row_beside_shm_and_prints_shm_over_it(tmp_path):
+    out = tmp_path / "t.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "asyncinf.runtime.cli", "bench", "transport", "-n", "20",
+         "--sizes", "64,3072", "--mode", "both", "--transports", "shm,posix_ring,iceoryx2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "iceoryx2" in r.stdout and "× iox2" in r.stdout
+    doc = json.loads(out.read_text())
+    keys = {(m, n) for m in ("backtoback", "paced") for n in (64, 3072)}
+    got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
+    assert {("iceoryx2", m, n) for m, n in keys} <= got
+    ratios = {(x["transport"], x["mode"], x["payload_bytes"]): x for x in doc["iox2_ratio"]}
+    assert set(ratios) == {("shm", m, n) for m, n in keys}
+    assert all(x["p50_ratio"] > 0 and x["p99_ratio"] > 0 for x in ratios.values())
