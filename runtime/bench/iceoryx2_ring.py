@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncinf.runtime.bench.peer import spawned
 from asyncinf.transports.shm import names
 
 POLL_S = 1.0  # the peer's wait between looks at whether its parent is still there
@@ -233,18 +234,9 @@ def iceoryx2_ring(obs_bytes: int, chunk_shape: tuple[int, ...]) -> Iterator[_Sen
     ports = _Ports(iox2, run_id, OBS, obs_bytes, receive=CHUNK)
     sender = _Sender(ports, run_id, chunk_shape)
     try:
-        child = mp.get_context("spawn").Process(
-            target=_peer, args=(run_id, obs_bytes, chunk_shape), name="iceoryx2-peer", daemon=True
-        )
-        child.start()
-        try:
+        args = (run_id, obs_bytes, chunk_shape)
+        with spawned(_peer, args, "iceoryx2-peer", sender.stop) as child:
             _await_ready(ports, child)
             yield sender
-        finally:
-            sender.stop()
-            child.join(5.0)
-            if child.is_alive():
-                child.terminate()
-                child.join(5.0)
     finally:
         ports.close()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import logging
 import math
 import multiprocessing as mp
 import os
@@ -48,6 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from asyncinf.runtime.bench.peer import stop_child
 from asyncinf.runtime.messages import (
     ActionChunk,
     Handshake,
@@ -58,8 +58,6 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.rate import Rate
 from asyncinf.runtime.stats import percentiles
 from asyncinf.transports.base import ClientTransport
-
-log = logging.getLogger(__name__)
 
 SIZES = (64, 3_072, 921_600, 3_686_400)
 MODES = ("backtoback", "paced")
@@ -217,7 +215,7 @@ def shm_row(checksum: str = "frames") -> Iterator[RoundTrip]:
             with ShmClientTransport.attach(session.name) as client:
                 yield _echo_roundtrip(client)
         finally:
-            _stop_child(child)
+            stop_child(child)
 
 
 @contextlib.contextmanager
@@ -279,7 +277,7 @@ def mp_queue_row() -> Iterator[RoundTrip]:
         yield roundtrip
         up.put(None)
     finally:
-        _stop_child(child)
+        stop_child(child)
         for q in (up, down):
             q.close()
             q.join_thread()
@@ -290,14 +288,6 @@ def _get(q: mp.Queue, timeout_s: float) -> Any:
         return q.get(timeout=timeout_s)
     except queue.Empty:
         return None
-
-
-def _stop_child(child: mp.process.BaseProcess) -> None:
-    child.join(5.0)
-    if child.is_alive():
-        log.warning("%s did not stop: terminating it", child.name)
-        child.terminate()
-        child.join(5.0)
 
 
 def _grpc_echo(ports: mp.Queue) -> None:
@@ -322,7 +312,7 @@ def grpc_row() -> Iterator[RoundTrip]:
         with open_client({"target": f"127.0.0.1:{port}", "reconnect": False}) as client:
             yield _echo_roundtrip(client)
     finally:
-        _stop_child(child)
+        stop_child(child)
 
 
 def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
@@ -357,7 +347,7 @@ def grpc_floor_row() -> Iterator[RoundTrip]:
         if stream is not None:
             stream.close()
         stop.set()
-        _stop_child(child)
+        stop_child(child)
 
 
 ROWS: dict[str, Row] = {

@@ -127,23 +127,3 @@ def test_the_default_run_skips_the_row_with_a_note_when_the_package_is_missing(
     assert f"skipped: {MISSING}" in r.output
     rows = {x["transport"] for x in json.loads(out.read_text())["results"]}
     assert "iceoryx2" not in rows and {"shm", "posix_ring", "memcpy"} <= rows
-
-
-@pytest.mark.slow
-def test_bench_runs_the_row_beside_shm_and_prints_shm_over_it(tmp_path):
-    out = tmp_path / "t.json"
-    r = subprocess.run(
-        [sys.executable, "-m", "asyncinf.runtime.cli", "bench", "transport", "-n", "20",
-         "--sizes", "64,3072", "--mode", "both", "--transports", "shm,posix_ring,iceoryx2",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert "iceoryx2" in r.stdout and "× iox2" in r.stdout
-    doc = json.loads(out.read_text())
-    keys = {(m, n) for m in ("backtoback", "paced") for n in (64, 3072)}
-    got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
-    assert {("iceoryx2", m, n) for m, n in keys} <= got
-    ratios = {(x["transport"], x["mode"], x["payload_bytes"]): x for x in doc["iox2_ratio"]}
-    assert set(ratios) == {("shm", m, n) for m, n in keys}
-    assert all(x["p50_ratio"] > 0 and x["p99_ratio"] > 0 for x in ratios.values())
