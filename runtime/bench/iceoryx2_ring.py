@@ -11,10 +11,14 @@ The peer writes what it saw into the chunk (row 0: the observation's byte count 
 last byte), so a round trip that returned a stale or empty chunk shows as wrong, not fast.
 
 iceoryx2 keeps its own files: node and service records under /tmp/iceoryx2/ and its
-segments as /dev/shm/iox2_*. Services are named `asyncinf/<pid>-<hex>/<role>` (the run id of
-our POSIX objects), so parallel runs never meet. A peer whose parent died exits and cleans
-up the dead parent's node; a run killed before either could is cleaned up by the next one,
-which calls iceoryx2's dead-node cleanup on the way in.
+segments as /dev/shm/iox2_*. Services and nodes are named `asyncinf/<pid>-<hex>/<role>` (the
+run id of our POSIX objects), so parallel runs never meet. Each side calls iceoryx2's
+dead-node cleanup when it opens and when it closes: a peer whose parent was killed leaves
+within POLL_S and removes the dead parent's node and services on its way out, and whatever
+a run killed as a whole left behind goes when the next run opens. (iceoryx2's default
+config cleans at node creation and destruction too; a user's config may not.) Only its
+global segment (/dev/shm/iox2_*_node.<version>.global_mgmt, 16 B) and its empty folders
+stay, as iceoryx2 means them to.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def _view(address: int, n: int) -> np.ndarray:
 class _Ports:
     """One side's ports: a publisher + notifier for what it sends, a subscriber + listener
     for what it receives. `close` releases every port, then the node, so iceoryx2 removes
-    the services once the other side has released its own."""
+    the services once the other side has released its own (or died and been cleaned up)."""
 
     def __init__(self, iox2: Any, run_id: str, send: str, send_bytes: int, receive: str):
         svc = dict(zip((OBS, CHUNK), service_names(run_id), strict=True))
@@ -150,6 +154,7 @@ class _Ports:
         return [e.id.as_value for e in self.listener.timed_wait(duration)]
 
     def close(self) -> None:
+        self.node.try_cleanup_dead_nodes()  # a killed other side's node and its services
         for port in reversed(self._ports):
             port.delete()
         self._ports.clear()
@@ -172,8 +177,7 @@ def _peer(run_id: str, obs_bytes: int, chunk_shape: tuple[int, ...]) -> None:
                 return
             if not events:
                 if os.getppid() != parent:
-                    ports.node.try_cleanup_dead_nodes()  # the parent's, if it was killed
-                    return
+                    return  # orphaned: close() removes what the killed parent left
                 continue
             sample = ports.subscriber.receive()
             if sample is None:

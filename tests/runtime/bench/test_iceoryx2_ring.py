@@ -1,7 +1,9 @@
 """The iceoryx2 row of `bench transport`: the chunk really comes back with what the peer saw,
 nothing of a run stays behind in iceoryx2's files, and a missing package is one line."""
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -67,35 +69,70 @@ def test_the_chunk_carries_what_the_peer_saw_and_nothing_stays_behind():
     assert _files_naming(ids) == []
 
 
-def test_an_orphaned_peer_leaves_and_removes_its_killed_parents_resources(tmp_path):
-    """kill -9 of the sender: the peer notices within a poll, exits and cleans the dead node."""
+SENDER_SCRIPT = """\
+import json, time, numpy as np
+from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring
+if __name__ == "__main__":
+    with iceoryx2_ring(4096, (50, 14)) as s:
+        s([np.zeros(16, np.float32)], 10.0)
+        print(json.dumps([s.run_id, list(s.ids)]), flush=True)
+        time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def _killed_run(tmp_path, *, whole_group: bool):
+    """A sender (and its peer) in a subprocess, killed with SIGKILL once its round trips
+    work: the sender alone, or the whole process group. Yields (run_id, the ids iceoryx2's
+    files name it by)."""
     script = tmp_path / "sender.py"
-    script.write_text(
-        "import json, time, numpy as np\n"
-        "from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring\n"
-        "if __name__ == '__main__':\n"
-        "    with iceoryx2_ring(4096, (50, 14)) as s:\n"
-        "        s([np.zeros(16, np.float32)], 10.0)\n"
-        "        print(json.dumps([s.run_id, list(s.ids)]), flush=True)\n"
-        "        time.sleep(120)\n"
+    script.write_text(SENDER_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         run_id, ids = json.loads(proc.stdout.readline())
-        iox2 = load()
-        ids = [*ids, *_our_nodes(iox2, run_id)]
-        proc.send_signal(signal.SIGKILL)
+        ids = [*ids, *_our_nodes(load(), run_id)]
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        yield run_id, ids
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def _gone(iox2, run_id: str, ids) -> bool:
+    """No node, file or service of that run is left."""
+    left = _our_nodes(iox2, run_id) or _files_naming(ids) or any(_services_exist(iox2, run_id))
+    return not left
+
+
+@pytest.mark.faults
+def test_an_orphaned_peer_leaves_and_removes_its_killed_parents_resources(tmp_path):
+    """kill -9 of the sender: the peer notices within a poll, exits and cleans the dead node."""
+    iox2 = load()
+    with _killed_run(tmp_path, whole_group=False) as (run_id, ids):
         deadline = time.monotonic() + 30.0
-        while (_our_nodes(iox2, run_id) or _files_naming(ids)) and time.monotonic() < deadline:
+        while not _gone(iox2, run_id, ids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _our_nodes(iox2, run_id) == []
         assert _files_naming(ids) == []
         assert _services_exist(iox2, run_id) == [False] * 4
-    finally:
-        proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
+
+
+@pytest.mark.faults
+def test_what_a_run_killed_as_a_whole_left_goes_when_the_next_run_opens(tmp_path):
+    iox2 = load()
+    with _killed_run(tmp_path, whole_group=True) as (run_id, ids):
+        assert _files_naming(ids)  # nobody was left to clean up
+        with iceoryx2_ring(4096, (50, 14)) as sender:
+            assert _gone(iox2, run_id, ids)
+            sender([np.zeros(16, np.float32)], 10.0)
 
 
 runner = CliRunner()
