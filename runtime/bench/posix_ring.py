@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import multiprocessing as mp
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import posix_ipc
 
+from asyncinf.runtime.bench.peer import spawned
 from asyncinf.transports.shm import names
 
 HEADER = 8  # one int64: the observation's byte count, or STOP
@@ -140,15 +140,5 @@ def posix_ring(obs_bytes: int, chunk_shape: tuple[int, ...]) -> Iterator[_Sender
         sender = _Sender(raw, obs_bytes, chunk_shape, *bells)
         sender.objects = tuple(names.object_name(session, r) for r in (SEGMENT, UP, DOWN))
         stack.callback(sender.close)
-        child = mp.get_context("spawn").Process(
-            target=_peer, args=(session, obs_bytes, chunk_shape), name="posix-ring", daemon=True
-        )
-        child.start()
-        try:
+        with spawned(_peer, (session, obs_bytes, chunk_shape), "posix-ring", sender.stop):
             yield sender
-        finally:
-            sender.stop()
-            child.join(5.0)
-            if child.is_alive():
-                child.terminate()
-                child.join(5.0)

@@ -12,9 +12,13 @@ over to holding the chunk. Rows:
   images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost;
 - `posix_ring`: the shm rows' floor, the thinnest ring of the same layout (a segment, two
   semaphores as bells, raw bytes in, a zero-copy view, the chunk copied back: posix_ring.py);
-  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups.
-  The four take turns round trip by round trip (all open at once), so a noisy neighbour
-  hits them alike and the ratios compare like with like;
+  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups;
+- `iceoryx2`: the same raw round trip over iceoryx2 (pub/sub + event services, a loaned
+  sample each way, listeners with timeouts: iceoryx2_ring.py), an outside zero-copy IPC
+  library as the yardstick; each shm row's p50 and p99 over its own print as × iox2. It
+  needs the optional `asyncinf[bench]` extra. These five take turns round trip by round
+  trip (all open at once), so a noisy neighbour hits them alike and the ratios compare
+  like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
 
 Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
+import importlib
 import math
 import multiprocessing as mp
 import os
@@ -43,6 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from asyncinf.runtime.bench.peer import stop_child
 from asyncinf.runtime.messages import (
     ActionChunk,
     Handshake,
@@ -53,8 +58,6 @@ from asyncinf.runtime.messages import (
 from asyncinf.runtime.rate import Rate
 from asyncinf.runtime.stats import percentiles
 from asyncinf.transports.base import ClientTransport
-
-log = logging.getLogger(__name__)
 
 SIZES = (64, 3_072, 921_600, 3_686_400)
 MODES = ("backtoback", "paced")
@@ -79,8 +82,8 @@ class BenchConfig:
     sizes: tuple[int, ...] = SIZES
     modes: tuple[str, ...] = MODES
     rows: tuple[str, ...] = (
-        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "mp_queue", "grpc",
-        "grpc_floor",
+        "memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "iceoryx2", "mp_queue",
+        "grpc", "grpc_floor",
     )  # fmt: skip
     iterations: dict[str, int] = field(default_factory=lambda: {"backtoback": 2000, "paced": 500})
     warmup: int = 20
@@ -212,22 +215,36 @@ def shm_row(checksum: str = "frames") -> Iterator[RoundTrip]:
             with ShmClientTransport.attach(session.name) as client:
                 yield _echo_roundtrip(client)
         finally:
-            _stop_child(child)
+            stop_child(child)
 
 
 @contextlib.contextmanager
-def posix_ring_row() -> Iterator[RoundTrip]:
-    """The floor of the shm rows: posix_ring.py's bare ring, its observation area as large
-    as the shm transport's default observation slot."""
-    from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+def _raw_ring_row(ring: Callable[..., Any]) -> Iterator[RoundTrip]:
+    """A ring of raw bytes (`ring(obs_bytes, chunk_shape)` yields a sender), its observation
+    area as large as the shm transport's default observation slot: the arrays' bytes go
+    out as they are, no codec."""
     from asyncinf.transports.shm import ShmConfig  # noqa: PLC0415
 
-    with posix_ring(ShmConfig().obs_slot_bytes, CHUNK_SHAPE) as sender:
+    with ring(ShmConfig().obs_slot_bytes, CHUNK_SHAPE) as sender:
 
         def roundtrip(obs: Observation) -> None:
             sender(list(obs.images.values()) or [obs.state], TIMEOUT_S)
 
         yield roundtrip
+
+
+def posix_ring_row() -> contextlib.AbstractContextManager[RoundTrip]:
+    """The floor of the shm rows: posix_ring.py's bare ring."""
+    from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+
+    return _raw_ring_row(posix_ring)
+
+
+def iceoryx2_row() -> contextlib.AbstractContextManager[RoundTrip]:
+    """The same round trip over iceoryx2 pub/sub + events (iceoryx2_ring.py)."""
+    from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring  # noqa: PLC0415
+
+    return _raw_ring_row(iceoryx2_ring)
 
 
 def _mp_echo(up: mp.Queue, down: mp.Queue, parent: int) -> None:
@@ -260,7 +277,7 @@ def mp_queue_row() -> Iterator[RoundTrip]:
         yield roundtrip
         up.put(None)
     finally:
-        _stop_child(child)
+        stop_child(child)
         for q in (up, down):
             q.close()
             q.join_thread()
@@ -271,14 +288,6 @@ def _get(q: mp.Queue, timeout_s: float) -> Any:
         return q.get(timeout=timeout_s)
     except queue.Empty:
         return None
-
-
-def _stop_child(child: mp.process.BaseProcess) -> None:
-    child.join(5.0)
-    if child.is_alive():
-        log.warning("%s did not stop: terminating it", child.name)
-        child.terminate()
-        child.join(5.0)
 
 
 def _grpc_echo(ports: mp.Queue) -> None:
@@ -303,7 +312,7 @@ def grpc_row() -> Iterator[RoundTrip]:
         with open_client({"target": f"127.0.0.1:{port}", "reconnect": False}) as client:
             yield _echo_roundtrip(client)
     finally:
-        _stop_child(child)
+        stop_child(child)
 
 
 def _grpc_floor_echo(ports: mp.Queue, stop: Any) -> None:
@@ -338,7 +347,7 @@ def grpc_floor_row() -> Iterator[RoundTrip]:
         if stream is not None:
             stream.close()
         stop.set()
-        _stop_child(child)
+        stop_child(child)
 
 
 ROWS: dict[str, Row] = {
@@ -347,6 +356,7 @@ ROWS: dict[str, Row] = {
     "shm_nocrc": functools.partial(shm_row, "none"),
     "shm_crc_all": functools.partial(shm_row, "all"),
     "posix_ring": posix_ring_row,
+    "iceoryx2": iceoryx2_row,
     "mp_queue": mp_queue_row,
     "grpc": grpc_row,
     "grpc_floor": grpc_floor_row,
@@ -396,9 +406,9 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     return {f"{k}_us": round(v, 2) for k, v in stats.items()}
 
 
-# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes
-# and their ring floor.
-INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring")
+# Rows measured taking turns, so their ratios compare like with like: the shm checksum modes,
+# their ring floor and iceoryx2's round trip.
+INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring", "iceoryx2")
 
 
 def _batches(rows: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -502,6 +512,32 @@ def ring_ratio(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tupl
     return _over(results, RING, SHM_ROWS)
 
 
+# The shm rows against iceoryx2's event-driven round trip, measured beside them.
+IOX2 = "iceoryx2"
+
+
+def iox2_ratio(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(p50, p99) of each shm row over `iceoryx2`'s at the same mode and size."""
+    return _over(results, IOX2, SHM_ROWS)
+
+
+# Rows that need an optional package: the module whose `load()` imports it, or raises
+# ModuleNotFoundError with the line that says how to install it.
+OPTIONAL = {"iceoryx2": "asyncinf.runtime.bench.iceoryx2_ring"}
+
+
+def missing(rows: tuple[str, ...]) -> dict[str, str]:
+    """Each of `rows` whose optional package is not installed → that line."""
+    out = {}
+    for row in rows:
+        if row in OPTIONAL:
+            try:
+                importlib.import_module(OPTIONAL[row]).load()
+            except ModuleNotFoundError as exc:
+                out[row] = str(exc)
+    return out
+
+
 def _ratio_rows(ratios: dict[tuple[str, str, int], tuple[float, float]]) -> list[dict[str, Any]]:
     return [
         {"transport": t, "mode": m, "payload_bytes": n, "p50_ratio": round(p50, 3),
@@ -518,4 +554,5 @@ def report(results: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         "results": results,
         "checksum_cost": _ratio_rows(checksum_cost(results)),
         "ring_ratio": _ratio_rows(ring_ratio(results)),
+        "iox2_ratio": _ratio_rows(iox2_ratio(results)),
     }

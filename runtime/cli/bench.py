@@ -55,8 +55,13 @@ def transport(
         str, Opt("--mode", help="backtoback, paced (one round trip every 10 ms), or both.")
     ] = "both",
     transports: Annotated[
-        str, Opt("--transports", help=f"Rows to run, comma-separated, from {sorted(bt.ROWS)}.")
-    ] = ",".join(bt.ROWS),
+        str | None,
+        Opt(
+            "--transports",
+            help=f"Rows to run, comma-separated, from {sorted(bt.ROWS)}. Default: all of "
+            "them (iceoryx2 only when its package is installed).",
+        ),
+    ] = None,
     iterations: Annotated[
         int | None, Opt("--iterations", "-n", min=1, help="Round trips per row, size and mode.")
     ] = None,
@@ -69,8 +74,11 @@ def transport(
     `shm_nocrc` and `shm_crc_all` (no CRC; observations' images checked too: their p50 and
     p99 over `shm_nocrc`'s are the checksums' cost), `posix_ring` (the bare ring of the
     same layout, no codec or checks: the shm rows' floor, their p50 and p99 over it
-    printed as × ring), `mp_queue` (multiprocessing.Queue
-    both ways: the naive baseline), `grpc` (the asyncinf gRPC transport on loopback) and
+    printed as × ring), `iceoryx2` (the same raw round trip over iceoryx2 pub/sub with
+    event-driven wake-ups, an outside zero-copy library: the shm rows' p50 and p99 over it
+    printed as × iox2; needs `pip install 'asyncinf[bench]'`), `mp_queue`
+    (multiprocessing.Queue both ways: the naive baseline), `grpc` (the asyncinf gRPC
+    transport on loopback) and
     `grpc_floor` (a bare gRPC stream echoing raw bytes of the same size: grpc's floor).
     Prints p50/p90/p99/max in µs and each row's p50 as a multiple of its floor's.
     """
@@ -82,10 +90,20 @@ def transport(
     modes = bt.MODES if mode == "both" else (mode,)
     if any(m not in bt.MODES for m in modes):
         raise typer.BadParameter(f"--mode {mode!r}: choose backtoback, paced or both")
-    rows = tuple(r.strip() for r in transports.split(",") if r.strip())
+    err = Console(stderr=True)
+    if transports is None:
+        rows = tuple(bt.ROWS)
+    else:
+        rows = tuple(r.strip() for r in transports.split(",") if r.strip())
     unknown = [r for r in rows if r not in bt.ROWS]
     if unknown or not rows:
         raise typer.BadParameter(f"--transports: unknown {unknown}; known: {sorted(bt.ROWS)}")
+    for row, line in bt.missing(rows).items():
+        if transports is not None:  # asked for by name: the run would not be what was asked
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(ExitCode.USAGE)
+        err.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
+        rows = tuple(r for r in rows if r != row)
     config = (bt.BenchConfig.quick if quick else bt.BenchConfig)(
         sizes=_ints(sizes, "--sizes"), modes=modes, rows=rows
     )
@@ -96,7 +114,6 @@ def transport(
             bt.payload_arrays(size)
         except ValueError as exc:
             raise typer.BadParameter(f"--sizes: {exc}") from None
-    err = Console(stderr=True)
     # Per-connection logs of the gRPC rows would interleave with the progress bars.
     logging.getLogger("asyncinf.transports").setLevel(logging.WARNING)
     started = time.monotonic()
@@ -119,7 +136,7 @@ def transport(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(ExitCode.RUNTIME_FAILURE) from None
     out = Console()
-    out.width = max(out.width, 138)  # the table's eleven columns, also when piped
+    out.width = max(out.width, 152)  # the table's twelve columns, also when piped
     out.print(_table(results))
     err.print(f"done in {time.monotonic() - started:.0f} s")
     if json_path is not None:
@@ -132,11 +149,13 @@ def _table(results: list[dict[str, Any]]) -> Table:
     ratios = bt.ratios_to_floor(results)
     cost = bt.checksum_cost(results)
     ring = bt.ring_ratio(results)
+    iox2 = bt.iox2_ratio(results)
     table = Table(
         title="observation → chunk round trip (µs)",
         caption="× floor: p50 over memcpy's, or over grpc_floor's for grpc (same run); "
         f"× no crc: p50 and p99 over {bt.UNCHECKED}'s (the CRC-32 checks' cost); "
-        f"× ring: p50 and p99 over {bt.RING}'s (the bare ring of the same layout)",
+        f"× ring: p50 and p99 over {bt.RING}'s (the bare ring of the same layout); "
+        f"× iox2: p50 and p99 over {bt.IOX2}'s (its event-driven pub/sub round trip)",
     )
     cols = (
         "transport",
@@ -150,6 +169,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
         "× floor",
         "× no crc",
         "× ring",
+        "× iox2",
     )
     for col in cols:
         table.add_column(col, justify="left" if col in ("transport", "mode") else "right")
@@ -163,6 +183,7 @@ def _table(results: list[dict[str, Any]]) -> Table:
         ratio = ratios.get((r["transport"], r["mode"], r["payload_bytes"]))
         crc = cost.get((r["transport"], r["mode"], r["payload_bytes"]))
         over_ring = ring.get((r["transport"], r["mode"], r["payload_bytes"]))
+        over_iox2 = iox2.get((r["transport"], r["mode"], r["payload_bytes"]))
         table.add_row(
             r["transport"],
             r["mode"],
@@ -170,7 +191,6 @@ def _table(results: list[dict[str, Any]]) -> Table:
             str(r["n"]),
             *(f"{r[k]:,.1f}" for k in ("p50_us", "p90_us", "p99_us", "max_us")),
             "" if ratio is None else f"{ratio:,.1f}",
-            "" if crc is None else f"{crc[0]:.2f} / {crc[1]:.2f}",
-            "" if over_ring is None else f"{over_ring[0]:.2f} / {over_ring[1]:.2f}",
+            *("" if x is None else f"{x[0]:.2f} / {x[1]:.2f}" for x in (crc, over_ring, over_iox2)),
         )
     return table

@@ -21,7 +21,16 @@ def test_bench_transport_writes_every_row_in_the_documented_schema(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["schema"] == 1
     got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
-    rows = ("memcpy", "shm", "shm_nocrc", "shm_crc_all", "posix_ring", "mp_queue", "grpc")
+    rows = (
+        "memcpy",
+        "shm",
+        "shm_nocrc",
+        "shm_crc_all",
+        "posix_ring",
+        "iceoryx2",
+        "mp_queue",
+        "grpc",
+    )
     for row in (*rows, "grpc_floor"):
         for mode in ("backtoback", "paced"):
             for size in (64, 3072):

@@ -1,5 +1,5 @@
-"""The bare ring floor of `bench transport`: it answers, shows up beside the shm rows with
-its ratios, and leaves no POSIX object behind, also when the round trips fail."""
+"""The bare ring floor of `bench transport`: it answers, shows up beside the shm rows (and
+iceoryx2's) with its ratios, and leaves no POSIX object behind, also when the round trips fail."""
 
 import json
 import subprocess
@@ -39,22 +39,24 @@ def test_ring_objects_are_unlinked_when_the_caller_fails():
 
 
 @pytest.mark.slow
-def test_bench_prints_the_ring_row_and_every_shm_rows_ratio_to_it(tmp_path):
+def test_bench_prints_the_ring_and_iceoryx2_rows_and_the_shm_rows_ratios_to_them(tmp_path):
     out = tmp_path / "t.json"
     before = {p.name for p in SHM_DIR.glob("*asyncinf.*.ring*")}
     r = subprocess.run(
         [sys.executable, "-m", "asyncinf.runtime.cli", "bench", "transport", "-n", "20",
-         "--sizes", "64,3072", "--mode", "both", "--transports", "shm,shm_nocrc,posix_ring",
-         "--json", str(out)],
+         "--sizes", "64,3072", "--mode", "both",
+         "--transports", "shm,shm_nocrc,posix_ring,iceoryx2", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "posix_ring" in r.stdout and "× ring" in r.stdout
+    assert "iceoryx2" in r.stdout and "× iox2" in r.stdout
     doc = json.loads(out.read_text())
     keys = {(m, n) for m in ("backtoback", "paced") for n in (64, 3072)}
     got = {(x["transport"], x["mode"], x["payload_bytes"]) for x in doc["results"]}
-    assert {("posix_ring", m, n) for m, n in keys} <= got
-    ratios = {(x["transport"], x["mode"], x["payload_bytes"]): x for x in doc["ring_ratio"]}
-    assert set(ratios) == {(t, m, n) for t in ("shm", "shm_nocrc") for m, n in keys}
-    assert all(x["p50_ratio"] > 0 and x["p99_ratio"] > 0 for x in ratios.values())
+    assert {(t, m, n) for t in ("posix_ring", "iceoryx2") for m, n in keys} <= got
+    for base in ("ring_ratio", "iox2_ratio"):
+        ratios = {(x["transport"], x["mode"], x["payload_bytes"]): x for x in doc[base]}
+        assert set(ratios) == {(t, m, n) for t in ("shm", "shm_nocrc") for m, n in keys}
+        assert all(x["p50_ratio"] > 0 and x["p99_ratio"] > 0 for x in ratios.values())
     assert {p.name for p in SHM_DIR.glob("*asyncinf.*.ring*")} <= before
