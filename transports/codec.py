@@ -70,6 +70,7 @@ FIXED_MAGIC = b"AIFf"  # a fixed header
 _PREFIX = struct.Struct("<4sI")
 _FIXED_HEAD = struct.Struct("<HBBI")  # version, kind, 0, table length
 _FIXED_AT = _PREFIX.size + _FIXED_HEAD.size  # where a fixed header's scalar fields start
+_unpack_prefix, _unpack_fixed_head = _PREFIX.unpack_from, _FIXED_HEAD.unpack_from  # hot
 ALIGN = 64
 MAX_HEADER_BYTES = 1 << 20
 MAX_NDIM = 8
@@ -357,23 +358,22 @@ class _Fixed:
         )
         self.plans: dict[bytes, _Table] = {}  # checked array tables, by their bytes
 
-    def pack(self, msg: Any) -> tuple[bytes, bytes]:
-        """(the packed scalar fields, the UTF-8 bytes of the str fields)."""
+    def values(self, msg: Any) -> tuple[Any, bytes]:
+        """(the scalar fields' values to pack, each str as its UTF-8 byte count; those bytes)."""
         values = self.get(msg)
-        texts = b""
-        if self.texts:
-            values, parts = list(values), []
-            for i in self.texts:
-                v = values[i]
-                if not isinstance(v, str):
-                    raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
-                parts.append(v.encode())
-                values[i] = len(parts[-1])
-            texts = b"".join(parts)
-        try:
-            return self.scalars.pack(*values), texts
-        except struct.error:
-            pass
+        if not self.texts:
+            return values, b""
+        values, parts = list(values), []
+        for i in self.texts:
+            v = values[i]
+            if not isinstance(v, str):
+                raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
+            parts.append(v.encode())
+            values[i] = len(parts[-1])
+        return values, b"".join(parts)
+
+    def refuse(self, values: Any) -> NoReturn:
+        """Raise the CodecError naming the first of `values` that its struct code refuses."""
         for name, v, code in zip(self.names, values, self.scalars.format[1:]):  # noqa: B905
             try:
                 struct.pack("<" + code, v)
@@ -501,7 +501,9 @@ def _packer() -> msgpack.Packer:
 class _Plan:
     """The fixed parts of frames of one message type and array layout."""
 
-    __slots__ = ("copies", "data_bytes", "head", "header_bytes", "lead_bytes", "table")
+    __slots__ = (
+        "copies", "data_bytes", "head", "header_bytes", "lead_bytes", "pack", "start", "table",
+    )  # fmt: skip
 
     def __init__(self, fixed: _Fixed, layout: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]):
         table, copies, offset = [], [], 0
@@ -523,6 +525,9 @@ class _Plan:
         self.head = _PREFIX.pack(FIXED_MAGIC, self.header_bytes) + _FIXED_HEAD.pack(
             SCHEMA_VERSION, fixed.code, 0, len(self.table)
         )
+        # The whole header in one call: its first 16 bytes, the scalar fields, the table.
+        self.pack = struct.Struct(f"<16s{fixed.scalars.format[1:]}{len(self.table)}s").pack
+        self.start = _align(_PREFIX.size + self.header_bytes)  # data start without str bytes
         self.copies = tuple(copies)
         self.data_bytes = table[-1][3] + table[-1][4] if table else 0
         # Up to the end of the last array that is not an image: an observation's header,
@@ -577,13 +582,18 @@ class FrameWriter:
             layout.append((name, arr.dtype, arr.shape))
         layout = tuple(layout)
         plan = _PLANS.get(layout) or _plan(fixed, layout)
-        scalars, texts = fixed.pack(msg)
-        if texts:
-            head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
-            self.header = head + scalars + plan.table + texts
-        else:
-            self.header = plan.head + scalars + plan.table
-        self.data_start = start = _align(len(self.header))
+        values, texts = fixed.values(msg)
+        try:
+            if texts:
+                head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
+                self.header = plan.pack(head, *values, plan.table) + texts
+                start = _align(len(self.header))
+            else:
+                self.header = plan.pack(plan.head, *values, plan.table)
+                start = plan.start
+        except struct.error:
+            fixed.refuse(values)
+        self.data_start = start
         placed = []
         for copy, arr in zip(plan.copies, arrays):  # noqa: B905  (one each)
             if copy is not None:
@@ -631,13 +641,13 @@ def decode(buf: bytes | bytearray | memoryview) -> Message:
     total = len(buf)
     if total < _PREFIX.size:
         raise CodecError(f"truncated frame: {total} B, a frame needs at least {_PREFIX.size} B")
-    magic, hlen = _PREFIX.unpack_from(buf, 0)
+    magic, hlen = _unpack_prefix(buf, 0)
     if magic != MAGIC and magic != FIXED_MAGIC:  # noqa: PLR1714  (bytes: no set lookup)
         raise CodecError(f"bad frame magic {magic!r}, expected {MAGIC!r} or {FIXED_MAGIC!r}")
     end = _PREFIX.size + hlen
     if hlen > MAX_HEADER_BYTES or end > total:
         raise CodecError(f"truncated frame: header claims {hlen} B, frame has {total} B")
-    data_start = _align(end)
+    data_start = (end + ALIGN - 1) // ALIGN * ALIGN  # _align(end), without its call
     if magic == FIXED_MAGIC:
         return _decode_fixed(buf, end, data_start, total)
     try:
@@ -676,7 +686,7 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
     """An observation or a chunk from a fixed header ending at `end`."""
     if end < _FIXED_AT:
         raise CodecError(f"truncated frame: a fixed header needs at least 8 B, has {end - 8}")
-    version, code, zero, table_bytes = _FIXED_HEAD.unpack_from(buf, _PREFIX.size)
+    version, code, zero, table_bytes = _unpack_fixed_head(buf, 8)
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(version, SCHEMA_VERSION)
     fixed = _FIXED_BY_CODE.get(code)
@@ -695,6 +705,9 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         values = list(values)
         for i in fixed.texts:
             n = values[i]
+            if not n:
+                values[i] = ""  # the usual empty task: no slice to decode
+                continue
             if at + n > end:
                 raise CodecError(
                     f"truncated frame: field {fixed.names[i]!r} needs bytes {at}..{at + n}, "
