@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import posix_ipc
+
 from asyncinf.runtime.errors import (
     CodecError,
     HandshakeError,
@@ -31,6 +33,7 @@ from asyncinf.transports.shm.integrity import crc32
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
+_BusyError = posix_ipc.BusyError
 
 
 class ShmClientTransport(ShmEnd, ClientTransport):
@@ -113,7 +116,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
         lock, obs = self._up_lock, self._obs
-        self._acquire(lock)
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._guard.check()
             slot = obs.pick()
@@ -125,7 +131,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         if self._crc_on:
             crc_bytes = nbytes if self._crc_all else frame.lead_bytes
             crc = crc32(view[:crc_bytes])
-        self._acquire(lock)
+        try:
+            lock.acquire(0)
+        except _BusyError:
+            self._acquire(lock)
         try:
             obs.publish(slot, nbytes, sent_ns, crc, crc_bytes)
         finally:
@@ -162,7 +171,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             if not (self._chunks.pending() or self._dnctl.pending()):
                 return None  # nothing, as far as a look without the lock can tell
             lock = self._down_lock
-            self._acquire(lock)
+            try:
+                lock.acquire(0)  # _acquire's first step, without its call
+            except _BusyError:
+                self._acquire(lock)
             try:
                 self._guard.check()
                 ctl_seq = self._dnctl.peek_seq()
