@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NoReturn
 
 import posix_ipc
 
@@ -189,7 +190,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 lock.release()
             if ring is self._chunks:
                 self._space.release()
-            msg = self._decode(frame, ring.region)
+            try:
+                msg = codec.decode(frame)
+            except CodecError as exc:
+                self._refuse_frame(exc, ring.region)
             if type(msg) is ActionChunk or isinstance(msg, ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
@@ -199,17 +203,15 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 return msg
             log.debug("%s: ignored %s", self.name, type(msg).__name__)
 
-    def _decode(self, frame: bytearray, region: str) -> object:
-        try:
-            return codec.decode(frame)
-        except SchemaVersionError as exc:
+    def _refuse_frame(self, exc: CodecError, region: str) -> NoReturn:
+        """Raise for a down frame that did not decode: a schema mismatch, or corruption."""
+        if isinstance(exc, SchemaVersionError):
             raise HandshakeError(
                 f"server speaks schema version {exc.theirs}, this client speaks {exc.ours}"
             ) from None
-        except CodecError as exc:
-            # Its CRC matched, so the server wrote it so, or something wrote before the CRC
-            # was taken: either way no frame of this segment is to be trusted.
-            self._guard.fail(region, f"undecodable frame: {exc}")
+        # Its CRC matched, so the server wrote it so, or something wrote before the CRC was
+        # taken: either way no frame of this segment is to be trusted.
+        self._guard.fail(region, f"undecodable frame: {exc}")
 
     # --- rest --------------------------------------------------------------------------------
 

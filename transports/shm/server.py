@@ -263,11 +263,17 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         frame = self._scratch[:nbytes]
         writer.write(frame)
         ring = self._chunks
-        crc = ring.crc(frame)
-        self._take_space(timeout_s)
+        crc = crc32(frame) if self._crc_on else 0  # ring.crc(frame), without its call
+        try:
+            self._space.acquire(0)  # a free slot, most often at once
+        except _BusyError:
+            self._wait_space(timeout_s)
         ring.views[self._chunk_head % ring.slots][:nbytes] = frame  # free: we hold its token
         lock = self._down_lock
-        self._acquire(lock)
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._guard.check()
             ring.publish(self._chunk_head, nbytes, self._next_seq(W_DOWN_SEQ), crc)
@@ -276,14 +282,9 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._chunk_head += 1
         self._down_bell.release()
 
-    def _take_space(self, timeout_s: float) -> None:
+    def _wait_space(self, timeout_s: float) -> None:
+        """Take a free chunk slot when none was free at once (or raise queue.Full)."""
         space = self._space
-        try:
-            space.acquire(0)
-        except posix_ipc.BusyError:
-            pass
-        else:
-            return
         full = (
             f"chunk ring of {self.name} full ({self._chunks.slots} slots): the client takes "
             "no chunks"
