@@ -10,9 +10,9 @@ Two headers, one prefix. msgpack carries the handshakes, errors and other rare m
 it. Observations and chunks, sent on every control tick, have only plain scalar fields, so
 they are encoded with a fixed header instead: their fields are one struct call, and their
 array table, the same for every frame of one layout, is packed once per layout by the sender
-and checked once per distinct table by the receiver (equal bytes pass the same checks, so a
-cached verdict is as strict as a fresh one; the bounds, which depend on the frame, are
-checked on every frame).
+and checked once per distinct table by the receiver, as are the header's first 16 bytes (equal
+bytes pass the same checks, so a cached verdict is as strict as a fresh one; the bounds and
+str fields, which depend on the frame, are checked on every frame).
 
 Frame layout (little-endian):
 
@@ -368,8 +368,11 @@ class _Fixed:
             v = values[i]
             if not isinstance(v, str):
                 raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
-            parts.append(v.encode())
-            values[i] = len(parts[-1])
+            if v:
+                parts.append(v.encode())
+                values[i] = len(parts[-1])
+            else:
+                values[i] = 0  # the usual empty task: nothing to encode
         return values, b"".join(parts)
 
     def refuse(self, values: Any) -> NoReturn:
@@ -561,7 +564,7 @@ class FrameWriter:
     """An encoded frame prefix and header, and where each array goes: sized before anything
     is written."""
 
-    __slots__ = ("arrays", "data_start", "header", "lead_bytes", "nbytes")
+    __slots__ = ("_copies", "arrays", "data_start", "header", "lead_bytes", "nbytes")
 
     def __init__(self, msg: Message) -> None:
         cls = type(msg)
@@ -573,7 +576,7 @@ class FrameWriter:
             header = heads[0] + _packer().pack(_scalars(msg)) + heads[1]
             self.header = _PREFIX.pack(MAGIC, len(header)) + header
             self.data_start = self.nbytes = self.lead_bytes = _align(len(self.header))
-            self.arrays = ()
+            self.arrays = self._copies = ()
             return
         arrays, layout = [], [cls]
         for name, given in fixed.arrays(msg):
@@ -594,19 +597,7 @@ class FrameWriter:
         except struct.error:
             fixed.refuse(values)
         self.data_start = start
-        placed = []
-        for copy, arr in zip(plan.copies, arrays):  # noqa: B905  (one each)
-            if copy is not None:
-                # A native array is one plain byte copy, of its bytes when it is small (bytes
-                # copy in faster than a cast view, ~1 µs less per array), else of a byte view
-                # when it is C-contiguous; others go through numpy.
-                offset, dt, native, small = copy
-                try:
-                    flat = (arr.tobytes() if small else arr.data.cast("B")) if native else None
-                except TypeError:  # not C-contiguous
-                    flat = None
-                placed.append((start + offset, dt, arr, flat))
-        self.arrays = placed
+        self.arrays, self._copies = arrays, plan.copies
         self.nbytes = start + plan.data_bytes
         self.lead_bytes = start + plan.lead_bytes
 
@@ -614,13 +605,25 @@ class FrameWriter:
         """Write the frame at the start of `buf`; returns its length."""
         if len(buf) < self.nbytes:
             raise PayloadTooLarge(f"frame of {self.nbytes} B does not fit {len(buf)} B")
-        header = self.header
+        header, start = self.header, self.data_start
         buf[: len(header)] = header
-        for start, dt, arr, flat in self.arrays:
-            if flat is not None:
-                buf[start : start + len(flat)] = flat
+        for copy, arr in zip(self._copies, self.arrays):  # noqa: B905  (one each)
+            if copy is None:
                 continue
-            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=start)
+            # A native array is one plain byte copy, of its bytes when it is small (bytes
+            # copy in faster than a cast view, ~1 µs less per array), else of a byte view
+            # when it is C-contiguous; others go through numpy.
+            offset, dt, native, small = copy
+            at = start + offset
+            if native:
+                try:
+                    flat = arr.tobytes() if small else arr.data.cast("B")
+                except TypeError:  # not C-contiguous
+                    pass
+                else:
+                    buf[at : at + len(flat)] = flat
+                    continue
+            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=at)
             np.copyto(dst.reshape(arr.shape), arr, casting="equiv")
         return self.nbytes
 
@@ -636,9 +639,20 @@ def encode(msg: Message) -> bytes:
 # --- decode --------------------------------------------------------------------------------
 
 
+# The first 16 bytes of fixed headers that passed their checks -> (kind, header end, data
+# start, table start): all that those checks depend on, so equal bytes pass them alike. A
+# frame whose head is here skips them; its bounds, str fields and table are checked anyway.
+_HEADS: dict[bytes, tuple[_Fixed, int, int, int, int]] = {}  # and the table's end
+_unpack_head = struct.Struct(f"{_FIXED_AT}s").unpack_from
+
+
 def decode(buf: bytes | bytearray | memoryview) -> Message:
     """Decode one frame. Arrays are zero-copy views on `buf`: keep `buf` alive while used."""
     total = len(buf)
+    if total >= _FIXED_AT:
+        known = _HEADS.get(_unpack_head(buf)[0])
+        if known is not None and known[2] <= total:  # its data start within the frame
+            return _fixed_body(buf, known, total)
     if total < _PREFIX.size:
         raise CodecError(f"truncated frame: {total} B, a frame needs at least {_PREFIX.size} B")
     magic, hlen = _unpack_prefix(buf, 0)
@@ -694,12 +708,23 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         known = {f.code: f.kind for f in _FIXED_BY_CODE.values()}
         raise CodecError(f"unknown fixed header kind {code} (byte 11: {zero}); known: {known}")
     table_at = _FIXED_AT + fixed.scalars.size
-    at = table_at + table_bytes
-    if at > end:
+    if table_at + table_bytes > end:
         raise CodecError(
-            f"truncated frame: a fixed {fixed.kind!r} header needs {at - 8} B "
+            f"truncated frame: a fixed {fixed.kind!r} header needs {table_at + table_bytes - 8} B "
             f"with its {table_bytes} B table, has {end - 8}"
         )
+    if len(_HEADS) >= PLAN_CACHE_SIZE:
+        _HEADS.pop(next(iter(_HEADS)), None)  # another thread may have dropped it
+    head = (fixed, end, data_start, table_at, table_at + table_bytes)
+    _HEADS[_unpack_head(buf)[0]] = head
+    return _fixed_body(buf, head, total)
+
+
+def _fixed_body(buf: Any, head: tuple[_Fixed, int, int, int, int], total: int) -> Message:
+    """The message of a fixed header whose first 16 bytes are checked, `head` their verdict
+    (as in _HEADS): its scalar and str fields, its table, its arrays."""
+    fixed, end, data_start, table_at, at = head
+    table_end = at
     values = fixed.scalars.unpack_from(buf, _FIXED_AT)
     if fixed.texts:
         values = list(values)
@@ -722,7 +747,7 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         raise CodecError(f"malformed frame header: {end - at} B after its last field")
     if data_start > total:  # a frame always includes the padding after its header
         raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
-    raw = bytes(buf[table_at : table_at + table_bytes])
+    raw = bytes(buf[table_at:table_end])
     table = fixed.plans.get(raw) or _table(fixed, raw)
     return fixed.cls(*fixed.order((*values, *table.arrays(buf, data_start, total))))
 
