@@ -441,15 +441,16 @@ class _Table:
         """The kind's `array_fields`: views on `buf`, whose data starts at `data_start`."""
         if data_start + self.need > total:
             self._truncated(data_start, total)
-        # As frombuffer, at a third of its cost; the bounds are checked above.
-        out = [np.ndarray(shape, dt, buf, data_start + off) for _, dt, shape, off in self.fields]
+        # As frombuffer, at a third of its cost; the bounds are checked above. Loops, not
+        # comprehensions: each of those is one more function call (Python 3.11).
+        out = []
+        for _, dt, shape, off in self.fields:
+            out.append(np.ndarray(shape, dt, buf, data_start + off))
         if self.images is not None:
-            out.append(
-                {
-                    cam: np.ndarray(shape, dt, buf, data_start + off)
-                    for cam, dt, shape, off in self.images
-                }
-            )
+            images = {}
+            for cam, dt, shape, off in self.images:
+                images[cam] = np.ndarray(shape, dt, buf, data_start + off)
+            out.append(images)
         return tuple(out)
 
 
