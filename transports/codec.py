@@ -506,7 +506,8 @@ class _Plan:
     """The fixed parts of frames of one message type and array layout."""
 
     __slots__ = (
-        "copies", "data_bytes", "head", "header_bytes", "lead_bytes", "pack", "start", "table",
+        "copies", "data_bytes", "head", "header_bytes", "joined", "lead_bytes", "pack",
+        "pack_padded", "start", "table",
     )  # fmt: skip
 
     def __init__(self, fixed: _Fixed, layout: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]):
@@ -529,10 +530,16 @@ class _Plan:
         self.head = _PREFIX.pack(FIXED_MAGIC, self.header_bytes) + _FIXED_HEAD.pack(
             SCHEMA_VERSION, fixed.code, 0, len(self.table)
         )
-        # The whole header in one call: its first 16 bytes, the scalar fields, the table.
-        self.pack = struct.Struct(f"<16s{fixed.scalars.format[1:]}{len(self.table)}s").pack
+        # The whole header in one call: its first 16 bytes, the scalar fields, the table;
+        # without str bytes, zeros up to the data start too.
+        fmt = f"<16s{fixed.scalars.format[1:]}{len(self.table)}s"
+        self.pack = struct.Struct(fmt).pack
         self.start = _align(_PREFIX.size + self.header_bytes)  # data start without str bytes
+        self.pack_padded = struct.Struct(f"{fmt}{self.start - 8 - self.header_bytes}x").pack
         self.copies = tuple(copies)
+        # One small native array right at the data start (a chunk): the frame is the padded
+        # header and that array's bytes, joined.
+        self.joined = len(copies) == 1 and copies[0] is not None and copies[0][2:] == (True, True)
         self.data_bytes = table[-1][3] + table[-1][4] if table else 0
         # Up to the end of the last array that is not an image: an observation's header,
         # state and RTC tail, or all of a chunk.
@@ -565,7 +572,7 @@ class FrameWriter:
     """An encoded frame prefix and header, and where each array goes: sized before anything
     is written."""
 
-    __slots__ = ("_copies", "arrays", "data_start", "header", "lead_bytes", "nbytes")
+    __slots__ = ("_copies", "_joined", "arrays", "data_start", "header", "lead_bytes", "nbytes")
 
     def __init__(self, msg: Message) -> None:
         cls = type(msg)
@@ -578,6 +585,7 @@ class FrameWriter:
             self.header = _PREFIX.pack(MAGIC, len(header)) + header
             self.data_start = self.nbytes = self.lead_bytes = _align(len(self.header))
             self.arrays = self._copies = ()
+            self._joined = False
             return
         arrays, layout = [], [cls]
         for name, given in fixed.arrays(msg):
@@ -593,10 +601,11 @@ class FrameWriter:
                 self.header = plan.pack(head, *values, plan.table) + texts
                 start = _align(len(self.header))
             else:
-                self.header = plan.pack(plan.head, *values, plan.table)
+                self.header = plan.pack_padded(plan.head, *values, plan.table)
                 start = plan.start
         except struct.error:
             fixed.refuse(values)
+        self._joined = plan.joined and not texts
         self.data_start = start
         self.arrays, self._copies = arrays, plan.copies
         self.nbytes = start + plan.data_bytes
@@ -628,13 +637,18 @@ class FrameWriter:
             np.copyto(dst.reshape(arr.shape), arr, casting="equiv")
         return self.nbytes
 
+    def tobytes(self) -> bytes:
+        """The frame as a new bytes object."""
+        if self._joined:
+            return self.header + self.arrays[0].tobytes()
+        out = bytearray(self.nbytes)
+        self.write(out)
+        return bytes(out)
+
 
 def encode(msg: Message) -> bytes:
     """Encode `msg` into a new bytes object."""
-    writer = FrameWriter(msg)
-    out = bytearray(writer.nbytes)
-    writer.write(out)
-    return bytes(out)
+    return FrameWriter(msg).tobytes()
 
 
 # --- decode --------------------------------------------------------------------------------

@@ -58,7 +58,6 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._chunk_head = 0  # this end is the ring's only producer: a private copy
         self._seen_seq = 0
         self._lease_slot: int | None = None
-        self._scratch = memoryview(bytearray())  # where chunks are encoded before copied in
         self._pending_hello: Handshake | None = None
 
     def _on_register(self) -> None:
@@ -258,10 +257,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         nbytes = writer.nbytes
         if nbytes > self._chunk_slot_bytes:
             raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
-        if len(self._scratch) < nbytes:  # one private buffer, grown to the largest chunk
-            self._scratch = memoryview(bytearray(nbytes))
-        frame = self._scratch[:nbytes]
-        writer.write(frame)
+        frame = writer.tobytes()
         ring = self._chunks
         crc = crc32(frame) if self._crc_on else 0  # ring.crc(frame), without its call
         try:
