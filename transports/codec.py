@@ -10,9 +10,9 @@ Two headers, one prefix. msgpack carries the handshakes, errors and other rare m
 it. Observations and chunks, sent on every control tick, have only plain scalar fields, so
 they are encoded with a fixed header instead: their fields are one struct call, and their
 array table, the same for every frame of one layout, is packed once per layout by the sender
-and checked once per distinct table by the receiver (equal bytes pass the same checks, so a
-cached verdict is as strict as a fresh one; the bounds, which depend on the frame, are
-checked on every frame).
+and checked once per distinct table by the receiver, as are the header's first 16 bytes (equal
+bytes pass the same checks, so a cached verdict is as strict as a fresh one; the bounds and
+str fields, which depend on the frame, are checked on every frame).
 
 Frame layout (little-endian):
 
@@ -70,6 +70,7 @@ FIXED_MAGIC = b"AIFf"  # a fixed header
 _PREFIX = struct.Struct("<4sI")
 _FIXED_HEAD = struct.Struct("<HBBI")  # version, kind, 0, table length
 _FIXED_AT = _PREFIX.size + _FIXED_HEAD.size  # where a fixed header's scalar fields start
+_unpack_prefix, _unpack_fixed_head = _PREFIX.unpack_from, _FIXED_HEAD.unpack_from  # hot
 ALIGN = 64
 MAX_HEADER_BYTES = 1 << 20
 MAX_NDIM = 8
@@ -357,23 +358,25 @@ class _Fixed:
         )
         self.plans: dict[bytes, _Table] = {}  # checked array tables, by their bytes
 
-    def pack(self, msg: Any) -> tuple[bytes, bytes]:
-        """(the packed scalar fields, the UTF-8 bytes of the str fields)."""
+    def values(self, msg: Any) -> tuple[Any, bytes]:
+        """(the scalar fields' values to pack, each str as its UTF-8 byte count; those bytes)."""
         values = self.get(msg)
-        texts = b""
-        if self.texts:
-            values, parts = list(values), []
-            for i in self.texts:
-                v = values[i]
-                if not isinstance(v, str):
-                    raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
+        if not self.texts:
+            return values, b""
+        values, parts = list(values), []
+        for i in self.texts:
+            v = values[i]
+            if not isinstance(v, str):
+                raise CodecError(f"field {self.names[i]!r} must be a string, got {v!r}")
+            if v:
                 parts.append(v.encode())
                 values[i] = len(parts[-1])
-            texts = b"".join(parts)
-        try:
-            return self.scalars.pack(*values), texts
-        except struct.error:
-            pass
+            else:
+                values[i] = 0  # the usual empty task: nothing to encode
+        return values, b"".join(parts)
+
+    def refuse(self, values: Any) -> NoReturn:
+        """Raise the CodecError naming the first of `values` that its struct code refuses."""
         for name, v, code in zip(self.names, values, self.scalars.format[1:]):  # noqa: B905
             try:
                 struct.pack("<" + code, v)
@@ -438,15 +441,16 @@ class _Table:
         """The kind's `array_fields`: views on `buf`, whose data starts at `data_start`."""
         if data_start + self.need > total:
             self._truncated(data_start, total)
-        # As frombuffer, at a third of its cost; the bounds are checked above.
-        out = [np.ndarray(shape, dt, buf, data_start + off) for _, dt, shape, off in self.fields]
+        # As frombuffer, at a third of its cost; the bounds are checked above. Loops, not
+        # comprehensions: each of those is one more function call (Python 3.11).
+        out = []
+        for _, dt, shape, off in self.fields:
+            out.append(np.ndarray(shape, dt, buf, data_start + off))
         if self.images is not None:
-            out.append(
-                {
-                    cam: np.ndarray(shape, dt, buf, data_start + off)
-                    for cam, dt, shape, off in self.images
-                }
-            )
+            images = {}
+            for cam, dt, shape, off in self.images:
+                images[cam] = np.ndarray(shape, dt, buf, data_start + off)
+            out.append(images)
         return tuple(out)
 
 
@@ -501,7 +505,10 @@ def _packer() -> msgpack.Packer:
 class _Plan:
     """The fixed parts of frames of one message type and array layout."""
 
-    __slots__ = ("copies", "data_bytes", "head", "header_bytes", "lead_bytes", "table")
+    __slots__ = (
+        "copies", "data_bytes", "head", "header_bytes", "joined", "lead_bytes", "pack",
+        "pack_padded", "start", "table",
+    )  # fmt: skip
 
     def __init__(self, fixed: _Fixed, layout: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]):
         table, copies, offset = [], [], 0
@@ -523,7 +530,16 @@ class _Plan:
         self.head = _PREFIX.pack(FIXED_MAGIC, self.header_bytes) + _FIXED_HEAD.pack(
             SCHEMA_VERSION, fixed.code, 0, len(self.table)
         )
+        # The whole header in one call: its first 16 bytes, the scalar fields, the table;
+        # without str bytes, zeros up to the data start too.
+        fmt = f"<16s{fixed.scalars.format[1:]}{len(self.table)}s"
+        self.pack = struct.Struct(fmt).pack
+        self.start = _align(_PREFIX.size + self.header_bytes)  # data start without str bytes
+        self.pack_padded = struct.Struct(f"{fmt}{self.start - 8 - self.header_bytes}x").pack
         self.copies = tuple(copies)
+        # One small native array right at the data start (a chunk): the frame is the padded
+        # header and that array's bytes, joined.
+        self.joined = len(copies) == 1 and copies[0] is not None and copies[0][2:] == (True, True)
         self.data_bytes = table[-1][3] + table[-1][4] if table else 0
         # Up to the end of the last array that is not an image: an observation's header,
         # state and RTC tail, or all of a chunk.
@@ -556,7 +572,7 @@ class FrameWriter:
     """An encoded frame prefix and header, and where each array goes: sized before anything
     is written."""
 
-    __slots__ = ("arrays", "data_start", "header", "lead_bytes", "nbytes")
+    __slots__ = ("_copies", "_joined", "arrays", "data_start", "header", "lead_bytes", "nbytes")
 
     def __init__(self, msg: Message) -> None:
         cls = type(msg)
@@ -568,7 +584,8 @@ class FrameWriter:
             header = heads[0] + _packer().pack(_scalars(msg)) + heads[1]
             self.header = _PREFIX.pack(MAGIC, len(header)) + header
             self.data_start = self.nbytes = self.lead_bytes = _align(len(self.header))
-            self.arrays = ()
+            self.arrays = self._copies = ()
+            self._joined = False
             return
         arrays, layout = [], [cls]
         for name, given in fixed.arrays(msg):
@@ -577,26 +594,20 @@ class FrameWriter:
             layout.append((name, arr.dtype, arr.shape))
         layout = tuple(layout)
         plan = _PLANS.get(layout) or _plan(fixed, layout)
-        scalars, texts = fixed.pack(msg)
-        if texts:
-            head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
-            self.header = head + scalars + plan.table + texts
-        else:
-            self.header = plan.head + scalars + plan.table
-        self.data_start = start = _align(len(self.header))
-        placed = []
-        for copy, arr in zip(plan.copies, arrays):  # noqa: B905  (one each)
-            if copy is not None:
-                # A native array is one plain byte copy, of its bytes when it is small (bytes
-                # copy in faster than a cast view, ~1 µs less per array), else of a byte view
-                # when it is C-contiguous; others go through numpy.
-                offset, dt, native, small = copy
-                try:
-                    flat = (arr.tobytes() if small else arr.data.cast("B")) if native else None
-                except TypeError:  # not C-contiguous
-                    flat = None
-                placed.append((start + offset, dt, arr, flat))
-        self.arrays = placed
+        values, texts = fixed.values(msg)
+        try:
+            if texts:
+                head = _PREFIX.pack(FIXED_MAGIC, plan.header_bytes + len(texts)) + plan.head[8:]
+                self.header = plan.pack(head, *values, plan.table) + texts
+                start = _align(len(self.header))
+            else:
+                self.header = plan.pack_padded(plan.head, *values, plan.table)
+                start = plan.start
+        except struct.error:
+            fixed.refuse(values)
+        self._joined = plan.joined and not texts
+        self.data_start = start
+        self.arrays, self._copies = arrays, plan.copies
         self.nbytes = start + plan.data_bytes
         self.lead_bytes = start + plan.lead_bytes
 
@@ -604,40 +615,68 @@ class FrameWriter:
         """Write the frame at the start of `buf`; returns its length."""
         if len(buf) < self.nbytes:
             raise PayloadTooLarge(f"frame of {self.nbytes} B does not fit {len(buf)} B")
-        header = self.header
+        header, start = self.header, self.data_start
         buf[: len(header)] = header
-        for start, dt, arr, flat in self.arrays:
-            if flat is not None:
-                buf[start : start + len(flat)] = flat
+        for copy, arr in zip(self._copies, self.arrays):  # noqa: B905  (one each)
+            if copy is None:
                 continue
-            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=start)
+            # A native array is one plain byte copy, of its bytes when it is small (bytes
+            # copy in faster than a cast view, ~1 µs less per array), else of a byte view
+            # when it is C-contiguous; others go through numpy.
+            offset, dt, native, small = copy
+            at = start + offset
+            if native:
+                try:
+                    flat = arr.tobytes() if small else arr.data.cast("B")
+                except TypeError:  # not C-contiguous
+                    pass
+                else:
+                    buf[at : at + len(flat)] = flat
+                    continue
+            dst = np.frombuffer(buf, dtype=dt, count=arr.size, offset=at)
             np.copyto(dst.reshape(arr.shape), arr, casting="equiv")
         return self.nbytes
+
+    def tobytes(self) -> bytes:
+        """The frame as a new bytes object."""
+        if self._joined:
+            return self.header + self.arrays[0].tobytes()
+        out = bytearray(self.nbytes)
+        self.write(out)
+        return bytes(out)
 
 
 def encode(msg: Message) -> bytes:
     """Encode `msg` into a new bytes object."""
-    writer = FrameWriter(msg)
-    out = bytearray(writer.nbytes)
-    writer.write(out)
-    return bytes(out)
+    return FrameWriter(msg).tobytes()
 
 
 # --- decode --------------------------------------------------------------------------------
 
 
+# The first 16 bytes of fixed headers that passed their checks -> (kind, header end, data
+# start, table start): all that those checks depend on, so equal bytes pass them alike. A
+# frame whose head is here skips them; its bounds, str fields and table are checked anyway.
+_HEADS: dict[bytes, tuple[_Fixed, int, int, int, int]] = {}  # and the table's end
+_unpack_head = struct.Struct(f"{_FIXED_AT}s").unpack_from
+
+
 def decode(buf: bytes | bytearray | memoryview) -> Message:
     """Decode one frame. Arrays are zero-copy views on `buf`: keep `buf` alive while used."""
     total = len(buf)
+    if total >= _FIXED_AT:
+        known = _HEADS.get(_unpack_head(buf)[0])
+        if known is not None and known[2] <= total:  # its data start within the frame
+            return _fixed_body(buf, known, total)
     if total < _PREFIX.size:
         raise CodecError(f"truncated frame: {total} B, a frame needs at least {_PREFIX.size} B")
-    magic, hlen = _PREFIX.unpack_from(buf, 0)
+    magic, hlen = _unpack_prefix(buf, 0)
     if magic != MAGIC and magic != FIXED_MAGIC:  # noqa: PLR1714  (bytes: no set lookup)
         raise CodecError(f"bad frame magic {magic!r}, expected {MAGIC!r} or {FIXED_MAGIC!r}")
     end = _PREFIX.size + hlen
     if hlen > MAX_HEADER_BYTES or end > total:
         raise CodecError(f"truncated frame: header claims {hlen} B, frame has {total} B")
-    data_start = _align(end)
+    data_start = (end + ALIGN - 1) // ALIGN * ALIGN  # _align(end), without its call
     if magic == FIXED_MAGIC:
         return _decode_fixed(buf, end, data_start, total)
     try:
@@ -676,7 +715,7 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
     """An observation or a chunk from a fixed header ending at `end`."""
     if end < _FIXED_AT:
         raise CodecError(f"truncated frame: a fixed header needs at least 8 B, has {end - 8}")
-    version, code, zero, table_bytes = _FIXED_HEAD.unpack_from(buf, _PREFIX.size)
+    version, code, zero, table_bytes = _unpack_fixed_head(buf, 8)
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(version, SCHEMA_VERSION)
     fixed = _FIXED_BY_CODE.get(code)
@@ -684,17 +723,31 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         known = {f.code: f.kind for f in _FIXED_BY_CODE.values()}
         raise CodecError(f"unknown fixed header kind {code} (byte 11: {zero}); known: {known}")
     table_at = _FIXED_AT + fixed.scalars.size
-    at = table_at + table_bytes
-    if at > end:
+    if table_at + table_bytes > end:
         raise CodecError(
-            f"truncated frame: a fixed {fixed.kind!r} header needs {at - 8} B "
+            f"truncated frame: a fixed {fixed.kind!r} header needs {table_at + table_bytes - 8} B "
             f"with its {table_bytes} B table, has {end - 8}"
         )
+    if len(_HEADS) >= PLAN_CACHE_SIZE:
+        _HEADS.pop(next(iter(_HEADS)), None)  # another thread may have dropped it
+    head = (fixed, end, data_start, table_at, table_at + table_bytes)
+    _HEADS[_unpack_head(buf)[0]] = head
+    return _fixed_body(buf, head, total)
+
+
+def _fixed_body(buf: Any, head: tuple[_Fixed, int, int, int, int], total: int) -> Message:
+    """The message of a fixed header whose first 16 bytes are checked, `head` their verdict
+    (as in _HEADS): its scalar and str fields, its table, its arrays."""
+    fixed, end, data_start, table_at, at = head
+    table_end = at
     values = fixed.scalars.unpack_from(buf, _FIXED_AT)
     if fixed.texts:
         values = list(values)
         for i in fixed.texts:
             n = values[i]
+            if not n:
+                values[i] = ""  # the usual empty task: no slice to decode
+                continue
             if at + n > end:
                 raise CodecError(
                     f"truncated frame: field {fixed.names[i]!r} needs bytes {at}..{at + n}, "
@@ -709,7 +762,7 @@ def _decode_fixed(buf: Any, end: int, data_start: int, total: int) -> Message:
         raise CodecError(f"malformed frame header: {end - at} B after its last field")
     if data_start > total:  # a frame always includes the padding after its header
         raise CodecError(f"truncated frame: {total} B, its data starts at {data_start} B")
-    raw = bytes(buf[table_at : table_at + table_bytes])
+    raw = bytes(buf[table_at:table_end])
     table = fixed.plans.get(raw) or _table(fixed, raw)
     return fixed.cls(*fixed.order((*values, *table.arrays(buf, data_start, total))))
 

@@ -16,9 +16,9 @@ over to holding the chunk. Rows:
 - `iceoryx2`: the same raw round trip over iceoryx2 (pub/sub + event services, a loaned
   sample each way, listeners with timeouts: iceoryx2_ring.py), an outside zero-copy IPC
   library as the yardstick; each shm row's p50 and p99 over its own print as × iox2. It
-  needs the optional `asyncinf[bench]` extra. These five take turns round trip by round
-  trip (all open at once), so a noisy neighbour hits them alike and the ratios compare
-  like with like;
+  needs the optional `asyncinf[bench]` extra. These five take turns (all open at once; back
+  to back in blocks of round trips, see `measure`), so a noisy neighbour hits them alike
+  and the ratios compare like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
 
 Payloads: 64 B is joint state alone (16 float32); larger sizes are RGB images (640×480
@@ -366,6 +366,19 @@ ROWS: dict[str, Row] = {
 # --- measuring ---------------------------------------------------------------------------------
 
 
+# Back to back, the rows take turns in blocks, not sample by sample. Taking turns sample by
+# sample, a row whose peer blocks (posix_ring) slept through every other row's round trip
+# and woke each time from a deeper idle, while a spinning shm peer hardly paid: on a 2-core
+# VM the ring's p50 was ~2.4x its own back to back, for the shm rows ~1.3x, which made the
+# x ring ratios look better than they are (an idle shm peer's spin_us did not matter: the
+# ring paid as much beside shm rows with spin_us=0). A turn first runs unrecorded round
+# trips for SETTLE_S (the last row's peer stops spinning, this row's wakes and warms), then
+# records BLOCK back to back; turns last milliseconds, so a noisy neighbour still hits the
+# rows alike. Paced round trips each start after a sleep anyway: they take turns singly.
+BLOCK = 50
+SETTLE_S = 1e-3
+
+
 def measure(
     roundtrips: dict[str, RoundTrip],
     payload_bytes: int,
@@ -375,28 +388,47 @@ def measure(
     warmup: int,
     advance: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[int]]:
-    """`warmup` + `n` round trips per row, the rows taking turns sample by sample in a
-    rotating order (so a noisy neighbour hits them alike); returns each row's last `n`
-    durations in ns."""
+    """`warmup` + `n` round trips per row, the rows taking turns in a rotating order (so a
+    noisy neighbour hits them alike), back to back in blocks (see BLOCK); returns each
+    row's last `n` durations in ns."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     state, images = payload_arrays(payload_bytes)
     rate = Rate(PACED_HZ) if mode == "paced" else None
+    single = rate is not None or len(roundtrips) == 1
+    block, settle_ns = (1, 0) if single else (BLOCK, int(SETTLE_S * 1e9))
     samples: dict[str, list[int]] = {row: [] for row in roundtrips}
+    done = dict.fromkeys(roundtrips, -warmup)  # round trips recorded; below 0: warm-up left
+    timestep = 0
+
+    def once(roundtrip: RoundTrip) -> int:
+        nonlocal timestep
+        if rate is not None:
+            rate.sleep()
+        obs = Observation(timestep, time.monotonic_ns(), state, images)
+        timestep += 1
+        t0 = time.perf_counter_ns()
+        roundtrip(obs)
+        return time.perf_counter_ns() - t0
+
     turns = list(roundtrips.items())
-    for i in range(warmup + n):
-        first = i % len(turns)  # who goes first rotates: no row always follows the same one
+    turn = 0
+    while min(done.values()) < n:
+        first = turn % len(turns)  # who goes first rotates: no row always follows the same one
+        turn += 1
         for row, roundtrip in turns[first:] + turns[:first]:
-            if rate is not None:
-                rate.sleep()
-            obs = Observation(i, time.monotonic_ns(), state, images)
-            t0 = time.perf_counter_ns()
-            roundtrip(obs)
-            elapsed = time.perf_counter_ns() - t0
-            if i >= warmup:
-                samples[row].append(elapsed)
-                if advance is not None:
-                    advance[row]()
+            if settle_ns:
+                settled = time.perf_counter_ns() + settle_ns
+                once(roundtrip)
+                while time.perf_counter_ns() < settled:
+                    once(roundtrip)
+            for _ in range(min(block, n - done[row])):
+                elapsed = once(roundtrip)
+                done[row] += 1
+                if done[row] > 0:
+                    samples[row].append(elapsed)
+                    if advance is not None:
+                        advance[row]()
     return samples
 
 

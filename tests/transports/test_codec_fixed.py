@@ -1,5 +1,6 @@
 """The fixed header of observations and chunks: every count and byte of it is checked like a
-msgpack header's, and a cached array table spares only checks that equal bytes pass alike."""
+msgpack header's, and a cached array table or head spares only checks that equal bytes pass
+alike."""
 
 from __future__ import annotations
 
@@ -100,6 +101,25 @@ def test_a_cached_table_still_has_its_bounds_checked_on_every_frame() -> None:
     for n in range(len(frame) - 1, len(frame) - 40, -1):
         with pytest.raises(CodecError, match="truncated frame: array '"):
             codec.decode(frame[:n])
+
+
+def test_a_cached_head_still_has_its_frame_bounds_and_str_fields_checked() -> None:
+    frame = obs_frame("ab")
+    codec.decode(bytes(frame))  # its first 16 bytes are checked and cached
+    assert bytes(frame[:16]) in codec._HEADS
+    hlen = int.from_bytes(frame[4:8], "little")
+    with pytest.raises(CodecError, match="header claims"):
+        codec.decode(bytes(frame[: 8 + hlen - 1]))
+    at = 16 + struct.calcsize("<qq")  # past the cached 16 bytes: task's byte count
+    frame[at : at + 4] = (1000).to_bytes(4, "little")
+    with pytest.raises(CodecError, match="field 'task' needs bytes"):
+        codec.decode(frame)
+
+
+def test_the_decode_head_cache_is_bounded() -> None:
+    for n in range(codec.PLAN_CACHE_SIZE + 10):
+        codec.decode(bytes(obs_frame("x" * n)))  # each length its own header length
+    assert len(codec._HEADS) <= codec.PLAN_CACHE_SIZE
 
 
 @pytest.mark.parametrize(

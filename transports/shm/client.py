@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NoReturn
+
+import posix_ipc
 
 from asyncinf.runtime.errors import (
     CodecError,
@@ -31,6 +34,7 @@ from asyncinf.transports.shm.integrity import crc32
 from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
+_BusyError = posix_ipc.BusyError
 
 
 class ShmClientTransport(ShmEnd, ClientTransport):
@@ -113,7 +117,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             slot_bytes = self._obs_slot_bytes
             raise_too_large("observation", nbytes, slot_bytes, "obs_slot_bytes")
         lock, obs = self._up_lock, self._obs
-        self._acquire(lock)
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._guard.check()
             slot = obs.pick()
@@ -125,7 +132,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         if self._crc_on:
             crc_bytes = nbytes if self._crc_all else frame.lead_bytes
             crc = crc32(view[:crc_bytes])
-        self._acquire(lock)
+        try:
+            lock.acquire(0)
+        except _BusyError:
+            self._acquire(lock)
         try:
             obs.publish(slot, nbytes, sent_ns, crc, crc_bytes)
         finally:
@@ -162,7 +172,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             if not (self._chunks.pending() or self._dnctl.pending()):
                 return None  # nothing, as far as a look without the lock can tell
             lock = self._down_lock
-            self._acquire(lock)
+            try:
+                lock.acquire(0)  # _acquire's first step, without its call
+            except _BusyError:
+                self._acquire(lock)
             try:
                 self._guard.check()
                 ctl_seq = self._dnctl.peek_seq()
@@ -177,7 +190,10 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 lock.release()
             if ring is self._chunks:
                 self._space.release()
-            msg = self._decode(frame, ring.region)
+            try:
+                msg = codec.decode(frame)
+            except CodecError as exc:
+                self._refuse_frame(exc, ring.region)
             if type(msg) is ActionChunk or isinstance(msg, ErrorMessage):
                 return msg
             if isinstance(msg, Goodbye):
@@ -187,17 +203,15 @@ class ShmClientTransport(ShmEnd, ClientTransport):
                 return msg
             log.debug("%s: ignored %s", self.name, type(msg).__name__)
 
-    def _decode(self, frame: bytearray, region: str) -> object:
-        try:
-            return codec.decode(frame)
-        except SchemaVersionError as exc:
+    def _refuse_frame(self, exc: CodecError, region: str) -> NoReturn:
+        """Raise for a down frame that did not decode: a schema mismatch, or corruption."""
+        if isinstance(exc, SchemaVersionError):
             raise HandshakeError(
                 f"server speaks schema version {exc.theirs}, this client speaks {exc.ours}"
             ) from None
-        except CodecError as exc:
-            # Its CRC matched, so the server wrote it so, or something wrote before the CRC
-            # was taken: either way no frame of this segment is to be trusted.
-            self._guard.fail(region, f"undecodable frame: {exc}")
+        # Its CRC matched, so the server wrote it so, or something wrote before the CRC was
+        # taken: either way no frame of this segment is to be trusted.
+        self._guard.fail(region, f"undecodable frame: {exc}")
 
     # --- rest --------------------------------------------------------------------------------
 

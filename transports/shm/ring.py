@@ -152,7 +152,9 @@ class Ring:
         frame = bytearray(self.views[tail % self.slots][:nbytes])
         if self._checked and crc32(frame) != w[entry + 3]:
             self._guard.frame(self._frame_region, frame, w[entry + 3])  # names both CRCs
-        self._set_tail(tail + 1)
+        # _set_tail(tail + 1), without its call: the head just read is past the tail.
+        w[self._tail] = tail + 1
+        self._seen = self._seen[0], tail + 1
         return frame
 
     def drop_oldest(self) -> None:

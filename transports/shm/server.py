@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import time
+from typing import NoReturn
 
 import posix_ipc
 
@@ -36,6 +36,7 @@ from asyncinf.transports.shm.segment import Segment
 
 log = logging.getLogger(__name__)
 _throttled = Throttle(log)
+_BusyError = posix_ipc.BusyError
 
 
 class ShmServerTransport(ShmEnd, ServerTransport):
@@ -57,7 +58,6 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._chunk_head = 0  # this end is the ring's only producer: a private copy
         self._seen_seq = 0
         self._lease_slot: int | None = None
-        self._scratch = memoryview(bytearray())  # where chunks are encoded before copied in
         self._pending_hello: Handshake | None = None
 
     def _on_register(self) -> None:
@@ -131,17 +131,15 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         The arrays are views on the slot: valid and unmodified until the lease is released.
         Raises PeerClosed after the client's goodbye, PeerGone when it died or hung.
         """
-        if self._closed:
-            self._check_closed()
-        if self._lease_slot is not None:
-            raise RuntimeError("release the current lease before taking the next observation")
-        if self._peer_closed is not None or self._peer_gone is not None:
-            self._check_peer()  # raises the verdict again
+        if (
+            self._closed
+            or self._lease_slot is not None
+            or self._peer_closed is not None
+            or self._peer_gone is not None
+        ):
+            self._refuse_lease()
         try:
-            got = self._wait(self._up_bell, self._poll_observation, timeout_s)
-            if got is None:
-                self._maybe_check_peer()
-                return None
+            lease = self._wait(self._up_bell, self._poll_observation, timeout_s)
         except PeerGone as exc:
             # A client that was only paused must learn, when it runs again, that its session
             # is over (instead of sending to a server waiting for a handshake): it reads this
@@ -151,44 +149,52 @@ class ShmServerTransport(ShmEnd, ServerTransport):
                 Goodbye(f"session ended: {exc}"), W_DOWN_SEQ,
             )  # fmt: skip
             raise
-        slot, nbytes, taken_ns, sent_ns, crc, crc_bytes = got
-        self._lease_slot = slot
-        try:
-            obs = self._check_observation(self._obs.views[slot][:nbytes], sent_ns, crc, crc_bytes)
-        except BaseException:
-            self._release_lease(slot)
-            raise
-        return Lease(obs, obs.sent_ns, taken_ns, functools.partial(self._release_lease, slot))
+        if lease is None:
+            self._maybe_check_peer()
+        return lease
+
+    def _refuse_lease(self) -> NoReturn:
+        """Why no observation may be leased now (one test of the four on the hot path)."""
+        self._check_closed()
+        if self._lease_slot is not None:
+            raise RuntimeError("release the current lease before taking the next observation")
+        self._check_peer()  # raises the verdict again
+        raise AssertionError("unreachable: a verdict was set")
 
     def _check_observation(self, view: memoryview, sent_ns: int, crc: int, n: int) -> Observation:
         """Decode a leased frame, or raise SegmentCorrupt: nothing unchecked reaches a policy."""
-        fail, region = self._guard.fail, "observation frame"
+        region = "observation frame"
         if self._crc_on:
             if self._crc_all and n != len(view):
-                fail(region, f"the CRC covers {n} B of a {len(view)} B frame (--shm.checksum=all)")
+                self._guard.fail(
+                    region, f"the CRC covers {n} B of a {len(view)} B frame (--shm.checksum=all)"
+                )
             if crc32(view[:n]) != crc:
                 self._guard.frame(region, view[:n], crc)  # names both CRCs
         try:
             obs = codec.decode(view)
         except CodecError as exc:
-            fail(region, f"undecodable: {exc}")
-        if not isinstance(obs, Observation):
-            fail(region, f"holds a {type(obs).__name__}")
+            self._guard.fail(region, f"undecodable: {exc}")
+        if type(obs) is not Observation:
+            self._guard.fail(region, f"holds a {type(obs).__name__}")
         if obs.sent_ns != sent_ns or obs.timestep < 0 or obs.capture_ns < 0:
-            fail(
+            self._guard.fail(
                 region,
                 f"timestep {obs.timestep}, capture_ns {obs.capture_ns}, sent_ns {obs.sent_ns} "
                 f"(the table says {sent_ns})",
             )
         return obs
 
-    def _poll_observation(self) -> tuple[int, int, int, int, int, int] | None:
-        """Control first (goodbye, a new client's hello), then the newest observation."""
+    def _poll_observation(self) -> Lease | None:
+        """Control first (goodbye, a new client's hello), then lease the newest observation."""
         self._guard.check()
-        if not (self._upctl.pending() or self._obs.newer_than(self._seen_seq)):
+        if not (self._obs.newer_than(self._seen_seq) or self._upctl.pending()):
             return None  # nothing, as far as a look without the lock can tell
-        lock = self._up_lock
-        self._acquire(lock)
+        lock, frame = self._up_lock, None
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._guard.check()
             if self._upctl.count():
@@ -198,9 +204,19 @@ class ShmServerTransport(ShmEnd, ServerTransport):
                 if got is None:
                     return None
                 slot, nbytes, self._seen_seq, sent_ns, crc, crc_bytes = got
-                return slot, nbytes, time.monotonic_ns(), sent_ns, crc, crc_bytes
+                self._lease_slot = slot
+                taken_ns = time.monotonic_ns()
         finally:
             lock.release()
+        if frame is None:
+            try:
+                obs = self._check_observation(
+                    self._obs.views[slot][:nbytes], sent_ns, crc, crc_bytes
+                )
+            except BaseException:
+                self._release_lease()
+                raise
+            return Lease(obs, sent_ns, taken_ns, self._release_lease)
         msg = self._decode_control(frame)
         if isinstance(msg, Goodbye):
             self._peer_closed = msg.reason or "goodbye"
@@ -211,17 +227,22 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             raise PeerClosed("a new client sent a handshake: the previous session is over")
         return None
 
-    def _release_lease(self, slot: int) -> None:
-        if self._lease_slot != slot:
+    def _release_lease(self) -> None:
+        """Free the leased slot. Only the newest Lease can call this while its slot is leased
+        (the next is refused until it is released, and each Lease calls at most once), so
+        the slot needs no name."""
+        slot, self._lease_slot = self._lease_slot, None
+        if slot is None or self._closed:
             return
-        self._lease_slot = None
-        if self._closed:
-            return
-        self._acquire(self._up_lock)
+        lock = self._up_lock
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._obs.release(slot)
         finally:
-            self._up_lock.release()
+            lock.release()
 
     # --- chunks and errors -------------------------------------------------------------------
 
@@ -236,16 +257,19 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         nbytes = writer.nbytes
         if nbytes > self._chunk_slot_bytes:
             raise_too_large("chunk", nbytes, self._chunk_slot_bytes, "chunk_slot_bytes")
-        if len(self._scratch) < nbytes:  # one private buffer, grown to the largest chunk
-            self._scratch = memoryview(bytearray(nbytes))
-        frame = self._scratch[:nbytes]
-        writer.write(frame)
+        frame = writer.tobytes()
         ring = self._chunks
-        crc = ring.crc(frame)
-        self._take_space(timeout_s)
+        crc = crc32(frame) if self._crc_on else 0  # ring.crc(frame), without its call
+        try:
+            self._space.acquire(0)  # a free slot, most often at once
+        except _BusyError:
+            self._wait_space(timeout_s)
         ring.views[self._chunk_head % ring.slots][:nbytes] = frame  # free: we hold its token
         lock = self._down_lock
-        self._acquire(lock)
+        try:
+            lock.acquire(0)  # _acquire's first step, without its call
+        except _BusyError:
+            self._acquire(lock)
         try:
             self._guard.check()
             ring.publish(self._chunk_head, nbytes, self._next_seq(W_DOWN_SEQ), crc)
@@ -254,14 +278,9 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         self._chunk_head += 1
         self._down_bell.release()
 
-    def _take_space(self, timeout_s: float) -> None:
+    def _wait_space(self, timeout_s: float) -> None:
+        """Take a free chunk slot when none was free at once (or raise queue.Full)."""
         space = self._space
-        try:
-            space.acquire(0)
-        except posix_ipc.BusyError:
-            pass
-        else:
-            return
         full = (
             f"chunk ring of {self.name} full ({self._chunks.slots} slots): the client takes "
             "no chunks"
@@ -298,8 +317,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
             raise TransportError(f"server end of {self.name} is closed")
 
     def _say_goodbye(self) -> None:
-        if self._lease_slot is not None:
-            self._release_lease(self._lease_slot)
+        self._release_lease()
         self._push_control(
             self._dnctl, self._down_lock, self._down_bell, Goodbye("server closed"), W_DOWN_SEQ
         )
