@@ -6,8 +6,10 @@
 # ours, and its grpc/protobuf pins clash with the gRPC extra. So LeRobot goes in with --no-deps,
 # followed by the packages that loading and running its policies actually import.
 # torch 2.14.1 + torchvision 0.29.1 are the pair that imports together from these machines' disk
-# (PyPI's torchvision beside the CPU torch 2.13.0 fails at import); they are installed first so
-# that nothing later replaces them. Re-running with the same recipe only reinstalls asyncinf.
+# (PyPI's torchvision beside the CPU torch 2.13.0 fails at import; for Python 3.12 pip takes the
+# same pair, a CUDA build, from PyPI: ~3 GB to download, it runs on the CPU); they are installed
+# first so that nothing later replaces them. Re-running with the same recipe (Python, LeRobot,
+# packages) only reinstalls asyncinf.
 #
 # usage: [PYTHON=python3.12] [LEROBOT_VERSION=0.6.1] scripts/lerobot_env.sh VENV
 #        (LEROBOT_VERSION=0.4.4 and PYTHON=python3 by default; LeRobot 0.5+ needs Python >= 3.12)
