@@ -156,7 +156,8 @@ def supports_rtc(policy_type: str, model: Any, preprocessor: Any) -> bool:
 
 
 def feature_classes() -> tuple[Any, Any]:
-    """(FeatureType, PolicyFeature), which moved to `lerobot.configs` in 0.5."""
+    """(FeatureType, PolicyFeature): `lerobot.configs.types` in 0.4.x and 0.6.1, which also
+    exports them as `lerobot.configs` (the name its own code uses)."""
     return (
         _first(("lerobot.configs.types", "FeatureType"), ("lerobot.configs", "FeatureType")),
         _first(("lerobot.configs.types", "PolicyFeature"), ("lerobot.configs", "PolicyFeature")),

@@ -152,10 +152,9 @@ def make_tiny_checkpoint(
         make_pre_post_processors,
     )
 
-    try:  # LeRobot ≥ 0.5
-        from lerobot.configs import FeatureType, PolicyFeature  # noqa: PLC0415
-    except ImportError:
-        from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: PLC0415
+    from asyncinf.policies.lerobot.compat import feature_classes  # noqa: PLC0415
+
+    FeatureType, PolicyFeature = feature_classes()  # noqa: N806  (LeRobot's classes)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from installed import VERSION, WRITES_PRETRAINED_REVISION
 from joints import JOINTS
 
 from asyncinf.policies.lerobot.tiny import make_tiny_checkpoint
@@ -56,7 +57,7 @@ def test_each_kind_loads_warms_up_and_answers_at_its_own_length(checkpoints, kin
     policy = load(hello(checkpoints[kind], kind))
     assert policy.image_shapes == {"front": (96, 128, 3)}  # the checkpoint's, HWC
     assert policy.chunk_size == returns  # --actions_per_chunk left out: all the call gives
-    assert policy.info["lerobot"] == "0.4.4"
+    assert policy.info["lerobot"] == VERSION
     actions = infer(policy, observation())
     assert actions.shape == (returns, len(JOINTS)) and actions.dtype == np.float32
     assert np.isfinite(actions).all()
@@ -247,15 +248,18 @@ def test_an_unknown_type_in_config_json(broken):
     cfg = json.loads((broken / "config.json").read_text())
     cfg["type"] = "warp_drive"
     (broken / "config.json").write_text(json.dumps(cfg))
-    _refused(broken, r"config.json: policy type 'warp_drive' is not known to LeRobot 0.4.4")
+    _refused(broken, rf"config.json: policy type 'warp_drive' is not known to LeRobot {VERSION}")
 
 
 def test_a_checkpoint_from_a_newer_lerobot(broken):
     cfg = json.loads((broken / "config.json").read_text())
-    cfg["pretrained_revision"] = "main"  # written by LeRobot >= 0.5
-    (broken / "config.json").write_text(json.dumps(cfg))
-    msg = _refused(broken, r"fields .*pretrained_revision.* unknown to LeRobot 0.4.4")
-    assert "newer LeRobot" in msg
+    # A field no release has yet; on 0.4.x also the one every config from LeRobot >= 0.5 has.
+    newer = {"action_horizon_from_a_later_lerobot": 8}
+    if not WRITES_PRETRAINED_REVISION:
+        newer["pretrained_revision"] = "main"
+    (broken / "config.json").write_text(json.dumps({**cfg, **newer}))
+    msg = _refused(broken, rf"fields .* unknown to LeRobot {VERSION}: .*newer LeRobot")
+    assert all(name in msg for name in newer), msg
 
 
 def test_a_corrupted_model_file(broken):

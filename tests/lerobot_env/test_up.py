@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from installed import VERSION
 
 CLI = [sys.executable, "-m", "asyncinf.runtime.cli"]
 KINDS = ["act", "diffusion", "smolvla"]
@@ -48,7 +49,7 @@ def test_up_local(checkpoints, tmp_path, kind):
     assert re.search(rf"30 / {chunk} \(the policy's\) / 0.5", r.stderr), r.stderr[-3000:]
     policy = json.loads(status.read_text())["server"]["policy"]
     (info,) = policy.values()
-    assert info["lerobot"] == "0.4.4" and info["chunk"] == chunk
+    assert info["lerobot"] == VERSION and info["chunk"] == chunk
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -63,7 +64,7 @@ def test_up_remote_against_serve(checkpoints, tmp_path, kind):
             line = serve.stderr.readline()
             assert line and time.monotonic() < deadline, f"serve did not start:\n{log}"
             log += line
-        assert "LeRobot 0.4.4 imported" in log
+        assert f"LeRobot {VERSION} imported" in log
         summary = tmp_path / "summary.json"
         r = subprocess.run(
             [*CLI, "up", f"--remote=127.0.0.1:{m.group(1)}", *RUN,
