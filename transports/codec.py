@@ -655,9 +655,10 @@ def encode(msg: Message) -> bytes:
 
 
 # The first 16 bytes of fixed headers that passed their checks -> (kind, header end, data
-# start, table start): all that those checks depend on, so equal bytes pass them alike. A
-# frame whose head is here skips them; its bounds, str fields and table are checked anyway.
-_HEADS: dict[bytes, tuple[_Fixed, int, int, int, int]] = {}  # and the table's end
+# start, table start, table end): all that those checks depend on, so equal bytes pass them
+# alike. A frame whose head is here skips them; its bounds, str fields and table are checked
+# anyway.
+_HEADS: dict[bytes, tuple[_Fixed, int, int, int, int]] = {}
 _unpack_head = struct.Struct(f"{_FIXED_AT}s").unpack_from
 
 

@@ -120,7 +120,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         try:
             lock.acquire(0)  # _acquire's first step, without its call
         except _BusyError:
-            self._acquire(lock)
+            self._wait_lock(lock)
         try:
             self._guard.check()
             slot = obs.pick()
@@ -135,7 +135,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
         try:
             lock.acquire(0)
         except _BusyError:
-            self._acquire(lock)
+            self._wait_lock(lock)
         try:
             obs.publish(slot, nbytes, sent_ns, crc, crc_bytes)
         finally:
@@ -175,7 +175,7 @@ class ShmClientTransport(ShmEnd, ClientTransport):
             try:
                 lock.acquire(0)  # _acquire's first step, without its call
             except _BusyError:
-                self._acquire(lock)
+                self._wait_lock(lock)
             try:
                 self._guard.check()
                 ctl_seq = self._dnctl.peek_seq()

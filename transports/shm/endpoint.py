@@ -204,13 +204,15 @@ class ShmEnd:
 
     def _acquire(self, lock: posix_ipc.Semaphore) -> None:
         """Take a direction lock. Held for microseconds by a live peer, so a long wait means
-        the holder died with it; bounded by peer_timeout_s either way."""
+        the holder died with it; bounded by peer_timeout_s either way. (The hot paths write
+        its first step inline and call `_wait_lock` only when the lock is busy.)"""
         try:
             lock.acquire(0)
         except _BusyError:
-            pass
-        else:
-            return
+            self._wait_lock(lock)
+
+    def _wait_lock(self, lock: posix_ipc.Semaphore) -> None:
+        """`_acquire` once the lock was found busy."""
         deadline = time.monotonic_ns() + self._peer_timeout_ns
         while True:
             try:

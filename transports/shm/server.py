@@ -194,7 +194,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         try:
             lock.acquire(0)  # _acquire's first step, without its call
         except _BusyError:
-            self._acquire(lock)
+            self._wait_lock(lock)
         try:
             self._guard.check()
             if self._upctl.count():
@@ -238,7 +238,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         try:
             lock.acquire(0)  # _acquire's first step, without its call
         except _BusyError:
-            self._acquire(lock)
+            self._wait_lock(lock)
         try:
             self._obs.release(slot)
         finally:
@@ -269,7 +269,7 @@ class ShmServerTransport(ShmEnd, ServerTransport):
         try:
             lock.acquire(0)  # _acquire's first step, without its call
         except _BusyError:
-            self._acquire(lock)
+            self._wait_lock(lock)
         try:
             self._guard.check()
             ring.publish(self._chunk_head, nbytes, self._next_seq(W_DOWN_SEQ), crc)
