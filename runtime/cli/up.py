@@ -25,6 +25,7 @@ from asyncinf.runtime.supervise.metrics_file import DEFAULT_MAX_MB
 
 if TYPE_CHECKING:
     from asyncinf.runtime.supervise.plan import RunPlan
+    from asyncinf.runtime.supervise.specs import ClientSpec
     from asyncinf.transports.grpc import GrpcClientConfig
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ def up(
     task: Annotated[str | None, Opt("--task", help="Language instruction for the policy.")] = None,
     duration: Annotated[float | None, Opt("--duration", help="Stop after this many seconds (default until Ctrl-C).")] = None,
     summary_json: Annotated[Path | None, Opt("--summary-json", help="Write the end-of-run summary here.")] = None,
-    metrics: Annotated[Path | None, Opt("--metrics", help="Write one JSON line per control tick here.")] = None,
+    metrics: Annotated[Path | None, Opt("--metrics", help="Write one JSON line per control tick here (--robots: one file per robot, ticks.jsonl → ticks.NAME.jsonl).")] = None,
     metrics_max_mb: Annotated[float, Opt("--metrics-max-mb", help=f"Cap --metrics on disk: at half this size the file moves to PATH.1 (replacing the last one) and a new one starts (default {DEFAULT_MAX_MB:g}).")] = DEFAULT_MAX_MB,
-    plot: Annotated[Path | None, Opt("--plot", help="Draw queue size over time into this PNG.")] = None,
+    plot: Annotated[Path | None, Opt("--plot", help="Draw queue size over time into this PNG (--robots: one per robot, queue.NAME.png).")] = None,
     start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
     stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
     hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
@@ -131,17 +132,18 @@ def up(
         if robots is not None:
             if not local:
                 raise FlagError("--robots needs --local (start one `up --remote` per robot)")
-            if metrics or plot:
-                raise FlagError("--metrics and --plot take one robot; not with --robots")
             from asyncinf.runtime.supervise.robots_file import load_robots  # noqa: PLC0415
 
             fleet = load_robots(str(robots))
         plan = build_plan(options, remote=transport, robots=fleet)
-        outputs = {"--summary-json": summary_json, "--metrics": metrics, "--plot": plot,
-                   "--status-json": status_json}  # fmt: skip
-        for flag, path in outputs.items():
-            if path is not None:
-                writable_file(flag, path)
+        names = robot_names(plan)
+        outputs = {"--summary-json": [summary_json], "--status-json": [status_json],
+                   "--metrics": [robot_file(metrics, n) for n in names] if metrics else [],
+                   "--plot": [robot_file(plot, n) for n in names] if plot else []}  # fmt: skip
+        for flag, paths in outputs.items():
+            for path in paths:
+                if path is not None:
+                    writable_file(flag, path)
         sup_config = SupervisorConfig(
             start_timeout_s=start_timeout,
             stop_timeout_s=stop_timeout,
@@ -169,26 +171,52 @@ def _grpc_client_config(options: dict[str, Any]) -> GrpcClientConfig:
     return build(GrpcClientConfig, options, prefix="grpc.")
 
 
+def robot_names(plan: RunPlan) -> list[str]:
+    """The robots' names under --robots, else [""] (the one robot)."""
+    return [name for name, _ in plan.robots] or [""]
+
+
+def robot_file(path: Path, name: str) -> Path:
+    """Robot `name`'s own file of a per-robot output (--metrics, --plot) under --robots:
+    ticks.jsonl → ticks.left.jsonl; the path itself for the one robot."""
+    return path.with_name(f"{path.stem}.{name}{path.suffix}") if name else path
+
+
+def _with_metrics(plan: RunPlan, metrics: Path, max_mb: float) -> RunPlan:
+    """Each client writes its ticks to its own file (`max_mb` caps each)."""
+
+    def spec(client: ClientSpec, name: str) -> ClientSpec:
+        path = str(robot_file(metrics, name))
+        return dataclasses.replace(client, metrics_path=path, metrics_max_mb=max_mb)
+
+    return dataclasses.replace(
+        plan,
+        client=spec(plan.client, robot_names(plan)[0]),
+        robots=tuple((name, spec(client, name)) for name, client in plan.robots),
+    )
+
+
 def run_supervised(
     plan: RunPlan, sup_config, summary_json, metrics, plot, metrics_max_mb=DEFAULT_MAX_MB
 ) -> int:
     """Run the plan under a supervisor; print and write what was asked for; return the code."""
+    with tempfile.TemporaryDirectory(prefix="asyncinf-ticks-") as tmp:
+        if plot and not metrics:  # the plot is drawn from the ticks: keep them meanwhile
+            metrics = Path(tmp) / "ticks.jsonl"
+        if metrics:
+            plan = _with_metrics(plan, metrics, metrics_max_mb)
+        code, clients = _supervise(plan, sup_config, summary_json)
+        if plot and metrics:
+            _plot(plan, clients, metrics, plot)
+    return code
+
+
+def _supervise(plan: RunPlan, sup_config, summary_json) -> tuple[int, list]:
+    """The supervised run, its start screen, live line and summary; (exit code, clients)."""
     from asyncinf.runtime.cli import report  # noqa: PLC0415
-    from asyncinf.runtime.supervise.metrics_file import rotated  # noqa: PLC0415
     from asyncinf.runtime.supervise.status_file import State  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
 
-    tmp = None
-    if plot and not metrics:
-        tmp = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False)  # noqa: SIM115
-        metrics = Path(tmp.name)
-    if metrics:
-        plan = dataclasses.replace(
-            plan,
-            client=dataclasses.replace(
-                plan.client, metrics_path=str(metrics), metrics_max_mb=metrics_max_mb
-            ),
-        )
     transport = (
         "shared memory (local)" if plan.server else f"gRPC {plan.remote.options.target}"
     )
@@ -209,14 +237,17 @@ def run_supervised(
             report.summary_table(summary, name)
         if summary_json:
             summary_json.write_text(json.dumps(supervisor.summary, indent=2) + "\n")
-    if plot and metrics and metrics.exists():
-        from asyncinf.runtime.cli.metrics import plot_queue  # noqa: PLC0415
+    return code, supervisor.clients
 
-        ready = supervisor.client.ready_event if supervisor.client else None
-        chunk = (ready.actions_per_chunk if ready else 0) or plan.client.client.actions_per_chunk
-        if chunk:  # unknown when the client never got through its handshake
-            plot_queue(metrics, plot, plan.client.client, chunk)
-    if tmp is not None:
-        Path(tmp.name).unlink(missing_ok=True)
-        rotated(tmp.name).unlink(missing_ok=True)
-    return code
+
+def _plot(plan: RunPlan, clients: list, metrics: Path, plot: Path) -> None:
+    """Each robot's queue plot, from its ticks, once the run is over."""
+    from asyncinf.runtime.cli.metrics import plot_queue  # noqa: PLC0415
+
+    specs = dict(plan.robots) or {"": plan.client}
+    for child in clients:
+        ticks, spec = robot_file(metrics, child.name), specs[child.name]
+        ready = child.ready_event
+        chunk = (ready.actions_per_chunk if ready else 0) or spec.client.actions_per_chunk
+        if chunk and ticks.exists():  # chunk unknown: it never got through its handshake
+            plot_queue(ticks, robot_file(plot, child.name), spec.client, chunk)

@@ -25,7 +25,7 @@ CASES: list[tuple[str, int, str]] = [
     (f"{ROBOTS}/two.yaml --robot.type=sim", CONFIG, "--robots"),
     (f"{ROBOTS}/two.yaml --max_sessions=3", CONFIG, "--max_sessions=3"),
     (f"{ROBOTS}/two.yaml --batch.max_size=0", CONFIG, "--batch.max_size=0"),
-    (f"{ROBOTS}/two.yaml --metrics {{d}}/m.jsonl", USAGE, "--metrics"),
+    (f"{ROBOTS}/two.yaml --metrics {{d}}/nodir/m.jsonl", CONFIG, "m.a.jsonl"),
     (f"{REMOTE} --robots {{d}}/two.yaml", USAGE, "--robots"),
     (f"{LOCAL} --max_sessions=0", CONFIG, "--max_sessions=0"),
     (f"{LOCAL} --max_sessions=x", CONFIG, "--max_sessions='x'"),

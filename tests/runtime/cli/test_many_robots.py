@@ -53,6 +53,23 @@ def test_four_sim_robots_share_one_server_over_shared_memory(tmp_path):
         assert re.search(rf"session {name}: .*\"chunks\": [1-9]", r.stderr), r.stderr
 
 
+def test_each_robot_writes_its_own_metrics_and_plot(tmp_path):
+    ticks, plot = tmp_path / "ticks.jsonl", tmp_path / "queue.png"
+    r = subprocess.run(
+        [*CLI, "up", "--local", f"--robots={robots_file(tmp_path, ['left', 'right'])}",
+         "--duration=4", f"--metrics={ticks}", f"--plot={plot}", "--start-timeout=60"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert not ticks.exists() and not plot.exists()  # one file per robot, named for it
+    for name in ("left", "right"):
+        rows = [json.loads(line) for line in (tmp_path / f"ticks.{name}.jsonl").open()]
+        assert len(rows) > 60, (name, len(rows))  # ~4 s at 30 Hz
+        steps = [row["timestep"] for row in rows]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps), name
+        assert (tmp_path / f"queue.{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 class Serve:
     def __init__(self, *args):
         self.proc = subprocess.Popen(
