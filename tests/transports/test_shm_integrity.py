@@ -8,9 +8,11 @@ test_faults_shm_corruption.py.
 from __future__ import annotations
 
 import logging
+import platform
 import struct
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -324,3 +326,26 @@ def test_a_garbage_checksum_field_is_a_layout_error(run_id) -> None:
                 ShmClientTransport.attach(session.name)
         finally:
             seg.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 2_900, 1 << 20])
+def test_the_crc_is_zlibs_whichever_library_computes_it(size):
+    # Ends installed on different platforms (isal's where it has wheels, zlib's elsewhere)
+    # must agree on every frame.
+    from asyncinf.transports.shm import integrity
+
+    data = np.random.default_rng(size).integers(0, 256, size, np.uint8).tobytes()
+    view = memoryview(bytearray(data))
+    assert integrity.crc32(view) == zlib.crc32(data)
+    assert integrity.crc32(view[size // 3 :]) == zlib.crc32(data[size // 3 :])
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "aarch64"), reason="isal is installed on x86-64/aarch64"
+)
+def test_isal_computes_the_crc_where_pyproject_installs_it():
+    from isal import isal_zlib
+
+    from asyncinf.transports.shm import integrity
+
+    assert integrity.crc32 is isal_zlib.crc32
