@@ -5,7 +5,13 @@ semaphores as bells. A round trip does the work any shared-memory round trip mus
 sender writes the observation's S bytes and their length into the segment and rings; the
 peer takes a zero-copy view of the S bytes, writes the 50×14 float32 chunk and rings back;
 the sender copies the chunk out. Nothing else: no locks, leases, CRCs or liveness checks.
-`posix_ring` in `asyncinf bench transport` (bench/transport.py) runs it.
+
+Each end waits as the shm transport does: it looks for a token for up to `spin_us`, giving
+the core up between looks, and only then blocks on the semaphore. `posix_ring` in
+`asyncinf bench transport` (bench/transport.py) spins as long as shm does by default, so
+the two compare like with like; `posix_ring_block` blocks at once. On a VM the gap between
+the two is large: a wake-up after the peer's vCPU has halted costs tens of µs, which a
+spinning end never pays.
 
 Objects are named like a session's (`asyncinf.<pid>-<hex>.g0.<role>`), so a run killed
 before it could unlink them is cleaned up as any dead run's.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -46,7 +53,23 @@ def _open(session: str, segment_bytes: int) -> tuple[memoryview, mmap.mmap]:
     return memoryview(mm), mm
 
 
-def _peer(session: str, obs_bytes: int, chunk_shape: tuple[int, ...]) -> None:
+def _take(bell: posix_ipc.Semaphore, spin_ns: int, timeout_s: float) -> None:
+    """Take a token of `bell`: look for one for up to `spin_ns`, then block up to `timeout_s`
+    (posix_ipc.BusyError after it)."""
+    if spin_ns:
+        end = time.monotonic_ns() + spin_ns
+        while time.monotonic_ns() < end:
+            if bell.value > 0:
+                try:
+                    bell.acquire(0)
+                except posix_ipc.BusyError:
+                    continue  # a stale look: look again
+                return
+            os.sched_yield()
+    bell.acquire(timeout_s)
+
+
+def _peer(session: str, obs_bytes: int, chunk_shape: tuple[int, ...], spin_ns: int) -> None:
     """Child: answer each observation with a chunk until told to stop or orphaned."""
     chunk = np.zeros(chunk_shape, np.float32)
     chunk_at, segment_bytes = _layout(obs_bytes, chunk.nbytes)
@@ -59,7 +82,7 @@ def _peer(session: str, obs_bytes: int, chunk_shape: tuple[int, ...]) -> None:
     try:
         while True:
             try:
-                up.acquire(POLL_S)
+                _take(up, spin_ns, POLL_S)
             except posix_ipc.BusyError:
                 if os.getppid() != parent:
                     return
@@ -82,8 +105,12 @@ class _Sender:
     """The sender's end: `self(arrays)` is one round trip. `close` drops its views of the
     segment, so the mapping can be closed even while a caller still holds this object."""
 
-    def __init__(self, raw: memoryview, obs_bytes: int, chunk_shape: tuple[int, ...], up, down):
+    def __init__(
+        self, raw: memoryview, obs_bytes: int, chunk_shape: tuple[int, ...], up, down, *,
+        spin_ns: int,
+    ):  # fmt: skip
         chunk_at, _ = _layout(obs_bytes, int(np.prod(chunk_shape)) * 4)
+        self._spin_ns = spin_ns
         self._length = np.frombuffer(raw[:HEADER], np.int64)
         self._obs = np.frombuffer(raw[HEADER : HEADER + obs_bytes], np.uint8)
         end = chunk_at + int(np.prod(chunk_shape)) * 4
@@ -100,7 +127,7 @@ class _Sender:
         self._length[0] = offset
         self._up.release()
         try:
-            self._down.acquire(timeout_s)
+            _take(self._down, self._spin_ns, timeout_s)
         except posix_ipc.BusyError:
             raise TimeoutError(f"posix_ring: no chunk within {timeout_s} s") from None
         return self._chunk.copy()
@@ -114,11 +141,12 @@ class _Sender:
 
 
 @contextlib.contextmanager
-def posix_ring(obs_bytes: int, chunk_shape: tuple[int, ...]) -> Iterator[_Sender]:
+def posix_ring(obs_bytes: int, chunk_shape: tuple[int, ...], spin_us: int = 0) -> Iterator[_Sender]:
     """Create the ring, start its peer in a spawned child, and yield the sender: each
     `sender(arrays, timeout_s)` writes the arrays' bytes (at most `obs_bytes` in all),
-    rings, waits for the chunk and returns a copy of it. Every object is unlinked on the
-    way out, also on failure."""
+    rings, waits for the chunk and returns a copy of it. Both ends spin up to `spin_us`
+    before they block. Every object is unlinked on the way out, also on failure."""
+    spin_ns = spin_us * 1000
     _, segment_bytes = _layout(obs_bytes, int(np.prod(chunk_shape)) * 4)
     session = names.session_name(names.make_run_id(), 0)
     with contextlib.ExitStack() as stack:
@@ -137,8 +165,9 @@ def posix_ring(obs_bytes: int, chunk_shape: tuple[int, ...]) -> Iterator[_Sender
         raw, mm = _open(session, segment_bytes)
         stack.callback(mm.close)
         stack.callback(raw.release)
-        sender = _Sender(raw, obs_bytes, chunk_shape, *bells)
+        sender = _Sender(raw, obs_bytes, chunk_shape, *bells, spin_ns=spin_ns)
         sender.objects = tuple(names.object_name(session, r) for r in (SEGMENT, UP, DOWN))
         stack.callback(sender.close)
-        with spawned(_peer, (session, obs_bytes, chunk_shape), "posix-ring", sender.stop):
+        peer_args = (session, obs_bytes, chunk_shape, spin_ns)
+        with spawned(_peer, peer_args, "posix-ring", sender.stop):
             yield sender

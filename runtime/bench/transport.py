@@ -11,12 +11,15 @@ over to holding the chunk. Rows:
 - `shm_nocrc` and `shm_crc_all`: the same with no CRC at all, and with the observations'
   images checked too; each shm row's p50 and p99 over `shm_nocrc`'s is the checksums' cost;
 - `posix_ring`: the shm rows' floor, the thinnest ring of the same layout (a segment, two
-  semaphores as bells, raw bytes in, a zero-copy view, the chunk copied back: posix_ring.py);
-  each shm row's p50 and p99 over its own are what the transport adds to the wake-ups;
+  semaphores as bells, raw bytes in, a zero-copy view, the chunk copied back: posix_ring.py),
+  its ends waiting as shm's do by default (a bounded spin, then the semaphore); each shm
+  row's p50 and p99 over its own are what the transport adds to the wake-ups;
+- `posix_ring_block`: the same ring, its ends blocking at once: beside `posix_ring`, what a
+  wake-up from sleep costs on this machine (tens of µs on a VM whose idle vCPU halts);
 - `iceoryx2`: the same raw round trip over iceoryx2 (pub/sub + event services, a loaned
   sample each way, listeners with timeouts: iceoryx2_ring.py), an outside zero-copy IPC
   library as the yardstick; each shm row's p50 and p99 over its own print as × iox2. It
-  needs the optional `asyncinf[bench]` extra. These five take turns (all open at once; back
+  needs the optional `asyncinf[bench]` extra. These six take turns (all open at once; back
   to back in blocks of round trips, see `measure`), so a noisy neighbour hits them alike
   and the ratios compare like with like;
 - `mp_queue`: `multiprocessing.Queue` both ways (pickle + pipe), the naive baseline.
@@ -233,11 +236,14 @@ def _raw_ring_row(ring: Callable[..., Any]) -> Iterator[RoundTrip]:
         yield roundtrip
 
 
-def posix_ring_row() -> contextlib.AbstractContextManager[RoundTrip]:
-    """The floor of the shm rows: posix_ring.py's bare ring."""
+def posix_ring_row(spin: bool = True) -> contextlib.AbstractContextManager[RoundTrip]:
+    """The floor of the shm rows: posix_ring.py's bare ring, its ends spinning as long as
+    the shm transport's do by default before they block (`spin`), or blocking at once."""
     from asyncinf.runtime.bench.posix_ring import posix_ring  # noqa: PLC0415
+    from asyncinf.transports.shm import ShmConfig  # noqa: PLC0415
 
-    return _raw_ring_row(posix_ring)
+    spin_us = ShmConfig().spin_us if spin else 0
+    return _raw_ring_row(functools.partial(posix_ring, spin_us=spin_us))
 
 
 def iceoryx2_row() -> contextlib.AbstractContextManager[RoundTrip]:
@@ -356,6 +362,7 @@ ROWS: dict[str, Row] = {
     "shm_nocrc": functools.partial(shm_row, "none"),
     "shm_crc_all": functools.partial(shm_row, "all"),
     "posix_ring": posix_ring_row,
+    "posix_ring_block": functools.partial(posix_ring_row, spin=False),
     "iceoryx2": iceoryx2_row,
     "mp_queue": mp_queue_row,
     "grpc": grpc_row,
@@ -439,8 +446,8 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
 
 
 # Rows measured taking turns, so their ratios compare like with like: the shm checksum modes,
-# their ring floor and iceoryx2's round trip.
-INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring", "iceoryx2")
+# their ring floors and iceoryx2's round trip.
+INTERLEAVED = ("shm", "shm_nocrc", "shm_crc_all", "posix_ring", "posix_ring_block", "iceoryx2")
 
 
 def _batches(rows: tuple[str, ...]) -> list[tuple[str, ...]]:

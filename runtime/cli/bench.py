@@ -73,8 +73,10 @@ def transport(
     shared-memory transport, encode and decode included, default CRC-32 checks),
     `shm_nocrc` and `shm_crc_all` (no CRC; observations' images checked too: their p50 and
     p99 over `shm_nocrc`'s are the checksums' cost), `posix_ring` (the bare ring of the
-    same layout, no codec or checks: the shm rows' floor, their p50 and p99 over it
-    printed as × ring), `iceoryx2` (the same raw round trip over iceoryx2 pub/sub with
+    same layout, no codec or checks, waiting as shm does by default: a bounded spin, then
+    the semaphore; the shm rows' floor, their p50 and p99 over it printed as × ring),
+    `posix_ring_block` (the same ring blocking at once: what a wake-up from sleep costs),
+    `iceoryx2` (the same raw round trip over iceoryx2 pub/sub with
     event-driven wake-ups, an outside zero-copy library: the shm rows' p50 and p99 over it
     printed as × iox2; needs `pip install 'asyncinf[bench]'`), `mp_queue`
     (multiprocessing.Queue both ways: the naive baseline), `grpc` (the asyncinf gRPC

@@ -27,6 +27,7 @@ def test_bench_transport_writes_every_row_in_the_documented_schema(tmp_path):
         "shm_nocrc",
         "shm_crc_all",
         "posix_ring",
+        "posix_ring_block",
         "iceoryx2",
         "mp_queue",
         "grpc",

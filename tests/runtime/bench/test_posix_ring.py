@@ -19,15 +19,25 @@ def _on_disk(objects: tuple[str, ...]) -> list[str]:
     return [str(p) for p in paths if p.exists()]
 
 
-def test_ring_round_trips_return_the_chunk_and_unlink_every_object():
+@pytest.mark.parametrize("spin_us", [0, 500], ids=["blocking", "spinning"])
+def test_ring_round_trips_return_the_chunk_and_unlink_every_object(spin_us):
     state = np.arange(16, dtype=np.float32)
-    with posix_ring(1 << 20, (50, 14)) as sender:
+    with posix_ring(1 << 20, (50, 14), spin_us=spin_us) as sender:
         assert len(_on_disk(sender.objects)) == 3
         for _ in range(50):
             chunk = sender([state], 10.0)
             assert chunk.shape == (50, 14) and chunk.dtype == np.float32
         objects = sender.objects
     assert _on_disk(objects) == []
+
+
+def test_a_spinning_end_still_blocks_and_times_out_once_its_spin_is_over():
+    # The peer answers nothing once told to stop: the sender's wait must end at its timeout.
+    with posix_ring(4096, (50, 14), spin_us=2000) as sender:
+        sender([np.zeros(16, np.float32)], 10.0)
+        sender.stop()
+        with pytest.raises(TimeoutError, match="no chunk within 0.2 s"):
+            sender([np.zeros(16, np.float32)], 0.2)
 
 
 def test_ring_objects_are_unlinked_when_the_caller_fails():
