@@ -4,8 +4,9 @@ Two publish-subscribe services carry the bytes and two event services wake the o
 as iceoryx2's own event-driven pattern does: the sender loans a sample of exactly the
 observation's S bytes, copies the payload in, sends it and notifies; the peer, woken by its
 listener, takes the sample zero-copy, answers with a 50×14 float32 chunk the same way and
-the sender copies the chunk out. Every wait blocks on a listener with a timeout, never
-polls. `iceoryx2` in `asyncinf bench transport` (bench/transport.py) runs it.
+the sender copies the chunk out. Every wait looks for events for up to `spin_us` (as
+posix_ring.py's and the shm transport's ends do: `iceoryx2` in `asyncinf bench transport`
+spins as long as shm does by default), then blocks on the listener with a timeout.
 
 The peer writes what it saw into the chunk (row 0: the observation's byte count and its
 last byte), so a round trip that returned a stale or empty chunk shows as wrong, not fast.
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncinf.runtime.bench.peer import spawned
+from asyncinf.runtime.bench.peer import spawned, spin
 from asyncinf.transports.shm import names
 
 POLL_S = 1.0  # the peer's wait between looks at whether its parent is still there
@@ -70,7 +71,10 @@ class _Ports:
     for what it receives. `close` releases every port, then the node, so iceoryx2 removes
     the services once the other side has released its own (or died and been cleaned up)."""
 
-    def __init__(self, iox2: Any, run_id: str, send: str, send_bytes: int, receive: str):
+    def __init__(
+        self, iox2: Any, run_id: str, send: str, send_bytes: int, *, receive: str, spin_ns: int
+    ):
+        self._spin_ns = spin_ns
         svc = dict(zip((OBS, CHUNK), service_names(run_id), strict=True))
         role = SENDER if send == OBS else PEER
         self.node = (
@@ -150,8 +154,10 @@ class _Ports:
 
     def wait(self, timeout_s: float) -> list[int]:
         """The event ids that arrived within `timeout_s` (empty on timeout)."""
-        duration = self.iox2.Duration.from_secs_f64(timeout_s)
-        return [e.id.as_value for e in self.listener.timed_wait(duration)]
+        got = spin(self.listener.try_wait, self._spin_ns) if self._spin_ns else None
+        if not got:
+            got = self.listener.timed_wait(self.iox2.Duration.from_secs_f64(timeout_s))
+        return [e.id.as_value for e in got]
 
     def close(self) -> None:
         self.node.try_cleanup_dead_nodes()  # a killed other side's node and its services
@@ -163,11 +169,11 @@ class _Ports:
         self.node = None
 
 
-def _peer(run_id: str, obs_bytes: int, chunk_shape: tuple[int, ...]) -> None:
+def _peer(run_id: str, obs_bytes: int, chunk_shape: tuple[int, ...], spin_ns: int) -> None:
     """Child: answer each observation with a chunk until told to stop or orphaned."""
     iox2 = load()
     chunk = np.zeros(chunk_shape, np.float32)
-    ports = _Ports(iox2, run_id, CHUNK, chunk.nbytes, receive=OBS)
+    ports = _Ports(iox2, run_id, CHUNK, chunk.nbytes, receive=OBS, spin_ns=spin_ns)
     parent = os.getppid()
     try:
         ports.notifier.notify_with_custom_event_id(iox2.EventId.new(READY_EVENT))
@@ -228,17 +234,20 @@ def _await_ready(ports: _Ports, child: mp.process.BaseProcess) -> None:
 
 
 @contextlib.contextmanager
-def iceoryx2_ring(obs_bytes: int, chunk_shape: tuple[int, ...]) -> Iterator[_Sender]:
+def iceoryx2_ring(
+    obs_bytes: int, chunk_shape: tuple[int, ...], spin_us: int = 0
+) -> Iterator[_Sender]:
     """Open the services, start the peer in a spawned child, and yield the sender: each
     `sender(arrays, timeout_s)` sends the arrays' bytes (at most `obs_bytes` in all), waits
-    for the chunk and returns a copy of it. Every port and node is released on the way out,
-    also on failure, and iceoryx2 then removes the services."""
+    for the chunk and returns a copy of it. Both sides spin up to `spin_us` before they
+    block. Every port and node is released on the way out, also on failure, and iceoryx2
+    then removes the services."""
     iox2 = load()
     run_id = names.make_run_id()
-    ports = _Ports(iox2, run_id, OBS, obs_bytes, receive=CHUNK)
+    ports = _Ports(iox2, run_id, OBS, obs_bytes, receive=CHUNK, spin_ns=spin_us * 1000)
     sender = _Sender(ports, run_id, chunk_shape)
     try:
-        args = (run_id, obs_bytes, chunk_shape)
+        args = (run_id, obs_bytes, chunk_shape, spin_us * 1000)
         with spawned(_peer, args, "iceoryx2-peer", sender.stop) as child:
             _await_ready(ports, child)
             yield sender

@@ -1,17 +1,22 @@
 """The benchmarks' echo peers: each runs in a spawned child (a fresh interpreter, as a real
-server would be), is asked to leave its own way and is terminated if it does not."""
+server would be), is asked to leave its own way and is terminated if it does not. And the
+bounded spin the raw rings wait with, as the shm transport's ends do before they block."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import multiprocessing as mp
+import os
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 STOP_S = 5.0  # how long a peer that was asked to leave may take
+
+T = TypeVar("T")
 
 
 def stop_child(child: mp.process.BaseProcess) -> None:
@@ -36,3 +41,15 @@ def spawned(
     finally:
         stop()
         stop_child(child)
+
+
+def spin(look: Callable[[], T], spin_ns: int) -> T | None:
+    """`look()` until it returns something true or `spin_ns` have passed (None then), giving
+    the core up between looks: the other end may be queued on this very core."""
+    end = time.monotonic_ns() + spin_ns
+    while time.monotonic_ns() < end:
+        got = look()
+        if got:
+            return got
+        os.sched_yield()
+    return None

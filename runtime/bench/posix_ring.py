@@ -22,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import time
 from collections.abc import Iterator
 
 import numpy as np
 import posix_ipc
 
-from asyncinf.runtime.bench.peer import spawned
+from asyncinf.runtime.bench.peer import spawned, spin
 from asyncinf.transports.shm import names
 
 HEADER = 8  # one int64: the observation's byte count, or STOP
@@ -56,17 +55,18 @@ def _open(session: str, segment_bytes: int) -> tuple[memoryview, mmap.mmap]:
 def _take(bell: posix_ipc.Semaphore, spin_ns: int, timeout_s: float) -> None:
     """Take a token of `bell`: look for one for up to `spin_ns`, then block up to `timeout_s`
     (posix_ipc.BusyError after it)."""
-    if spin_ns:
-        end = time.monotonic_ns() + spin_ns
-        while time.monotonic_ns() < end:
-            if bell.value > 0:
-                try:
-                    bell.acquire(0)
-                except posix_ipc.BusyError:
-                    continue  # a stale look: look again
-                return
-            os.sched_yield()
-    bell.acquire(timeout_s)
+
+    def look() -> bool:
+        if bell.value <= 0:
+            return False
+        try:
+            bell.acquire(0)
+        except posix_ipc.BusyError:
+            return False  # a stale look
+        return True
+
+    if not (spin_ns and spin(look, spin_ns)):
+        bell.acquire(timeout_s)
 
 
 def _peer(session: str, obs_bytes: int, chunk_shape: tuple[int, ...], spin_ns: int) -> None:

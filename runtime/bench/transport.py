@@ -17,7 +17,8 @@ over to holding the chunk. Rows:
 - `posix_ring_block`: the same ring, its ends blocking at once: beside `posix_ring`, what a
   wake-up from sleep costs on this machine (tens of µs on a VM whose idle vCPU halts);
 - `iceoryx2`: the same raw round trip over iceoryx2 (pub/sub + event services, a loaned
-  sample each way, listeners with timeouts: iceoryx2_ring.py), an outside zero-copy IPC
+  sample each way, listeners spinning as shm's ends do, then waiting with timeouts:
+  iceoryx2_ring.py), an outside zero-copy IPC
   library as the yardstick; each shm row's p50 and p99 over its own print as × iox2. It
   needs the optional `asyncinf[bench]` extra. These six take turns (all open at once; back
   to back in blocks of round trips, see `measure`), so a noisy neighbour hits them alike
@@ -247,10 +248,12 @@ def posix_ring_row(spin: bool = True) -> contextlib.AbstractContextManager[Round
 
 
 def iceoryx2_row() -> contextlib.AbstractContextManager[RoundTrip]:
-    """The same round trip over iceoryx2 pub/sub + events (iceoryx2_ring.py)."""
+    """The same round trip over iceoryx2 pub/sub + events (iceoryx2_ring.py), its listeners
+    spinning as long as the shm transport's ends do by default before they block."""
     from asyncinf.runtime.bench.iceoryx2_ring import iceoryx2_ring  # noqa: PLC0415
+    from asyncinf.transports.shm import ShmConfig  # noqa: PLC0415
 
-    return _raw_ring_row(iceoryx2_ring)
+    return _raw_ring_row(functools.partial(iceoryx2_ring, spin_us=ShmConfig().spin_us))
 
 
 def _mp_echo(up: mp.Queue, down: mp.Queue, parent: int) -> None:

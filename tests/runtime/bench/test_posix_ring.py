@@ -2,6 +2,7 @@
 iceoryx2's) with its ratios, and leaves no POSIX object behind, also when the round trips fail."""
 
 import json
+import multiprocessing as mp
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from asyncinf.runtime.bench.posix_ring import posix_ring
+from asyncinf.runtime.testing import wait_until
 from asyncinf.transports.shm.names import SHM_DIR
 
 
@@ -36,7 +38,8 @@ def test_a_spinning_end_still_blocks_and_times_out_once_its_spin_is_over():
     with posix_ring(4096, (50, 14), spin_us=2000) as sender:
         sender([np.zeros(16, np.float32)], 10.0)
         sender.stop()
-        with pytest.raises(TimeoutError, match="no chunk within 0.2 s"):
+        wait_until(lambda: not mp.active_children(), 10, "the peer to leave")
+        with pytest.raises(TimeoutError, match=r"no chunk within 0\.2 s"):
             sender([np.zeros(16, np.float32)], 0.2)
 
 
