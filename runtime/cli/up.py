@@ -55,7 +55,7 @@ def up(
     start_timeout: Annotated[float, Opt("--start-timeout", help="Seconds each process may take to become ready.")] = 300.0,
     stop_timeout: Annotated[float, Opt("--stop-timeout", help="Seconds the whole client-first stop may take.")] = 10.0,
     hang_timeout: Annotated[float, Opt("--hang-timeout", help="Seconds without a heartbeat before a process counts as hung.")] = 10.0,
-    progress_timeout: Annotated[float, Opt("--progress-timeout", help="Seconds the robot may hold (no action) while both processes are alive before the session is recovered: re-handshake, then server restart, then exit 6. Raise it for a policy slower than this per chunk.")] = 5.0,
+    progress_timeout: Annotated[float, Opt("--progress-timeout", help="Seconds the robot may hold (no action) while both processes are alive before the session is recovered: re-handshake, then server restart, then exit 6 (--robots: that robot re-handshakes, then its client alone stops). Raise it for a policy slower than this per chunk.")] = 5.0,
     max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
     restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
     status_json: Annotated[Path | None, Opt("--status-json", help="Keep this JSON status file current (read it with `asyncinf status`).")] = None,

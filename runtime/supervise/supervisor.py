@@ -18,6 +18,10 @@ the client has lost its server and the server beats again, else after `--progres
 (2) Restart the server (`up --local`). (3) Stop with ExitCode.STALLED and one line saying how
 long the robot held and why. A run that would end 0 but held for more than
 HELD_FRACTION_LIMIT of its time (and longer than --progress-timeout) ends STALLED too.
+Under `--robots` each robot is watched on its own, and no step may move the others: (1) its
+client re-handshakes on its own session (the server's lane takes the new hello), (2) that
+client alone is stopped (its robot holding still), the others go on and the run ends
+STALLED.
 
 A child that fails to boot stops the whole run with its exit code: no restart loop.
 """
@@ -101,6 +105,11 @@ def describe_exit(returncode: int, sent: tuple[signal.Signals, str] | None = Non
     return f"killed by {sig.name} (sent by another process)"
 
 
+def _of(client: Child) -> str:
+    """ " NAME" for a robot of --robots, "" for the one robot: "the robot{_of(c)} held"."""
+    return f" {client.name}" if client.name else ""
+
+
 class Child:
     """One worker process and its two pipes."""
 
@@ -135,6 +144,8 @@ class Child:
         self.summary: RunSummary | None = None  # a client's, from its Summary event
         self.holding: protocol.Holding | None = None  # a client's last words on its robot
         self.lost = False  # a client of --robots that ended while the others go on
+        self.recovery_step = 0  # a client's steps taken for its hold in progress
+        self.recovery_at = 0.0  # when the last one was taken
         log.info("%s started (pid %d)", self.label, self.proc.pid)
 
     @property
@@ -216,8 +227,6 @@ class Supervisor:
         )
         self._exit: ExitCode | None = None  # set when a stop is decided
         self._fleet_code: ExitCode | None = None  # the first robot lost under --robots
-        self._recovery_step = 0  # steps taken for the hold in progress (module docstring)
-        self._recovery_at = 0.0  # when the last one was taken
         # A re-handshake blocks the client's loop (it holds): keep it well inside hang_timeout.
         self._attach_timeout_s = min(config.progress_timeout_s, config.hang_timeout_s / 2)
         self._wake_r, self._wake_w = os.pipe()
@@ -465,10 +474,9 @@ class Supervisor:
                 break
             if self.server is not None:
                 self._check_server(now)
-            # Under --robots each client holds and re-handshakes on its own session; moving
-            # every robot to a new generation for one of them would stall the others.
-            if self._exit is None and self.state is State.RUNNING and not self.fleet:
-                self._check_progress(now)
+            if self._exit is None and self.state is State.RUNNING:
+                for client in self._live_clients():
+                    self._check_progress(client, now)
 
     def _live_clients(self) -> list[Child]:
         return [c for c in self.clients if not c.lost]
@@ -490,15 +498,15 @@ class Supervisor:
         log.error("server lost: %s; client holding", server.describe_exit())
         self._restart_server()
 
-    def _check_progress(self, now: float) -> None:
+    def _check_progress(self, client: Child, now: float) -> None:
         """Recover a session in which the robot holds while both processes are alive."""
-        beat = self.client.beat
+        beat = client.beat
         if not isinstance(beat, protocol.ClientBeat):
             return
         if beat.hold_s == 0:
-            if self._recovery_step:
-                log.info("the robot moves again: recovered")
-                self._recovery_step = 0
+            if client.recovery_step:
+                log.info("the robot%s moves again: recovered", _of(client))
+                client.recovery_step = 0
             return
         server = self.server
         bound = self.config.progress_timeout_s
@@ -509,44 +517,55 @@ class Supervisor:
             and isinstance(server.beat, protocol.ServerBeat)
             and now - server.last_beat < 1.0
         )
-        if self._recovery_step == 0:
+        if client.recovery_step == 0:
             if beat.hold_s > bound or came_back:
-                self._recover(beat, "re-handshake")
+                self._recover(client, beat, "re-handshake")
             return
-        if now - self._recovery_at < bound + self._attach_timeout_s:
+        if now - client.recovery_at < bound + self._attach_timeout_s:
             return  # the last step's re-handshake may still be under way
+        # A server restart would move every robot of --robots: not for one of them.
         restartable = server is not None and self.restarts < self.config.max_restarts
-        if self._recovery_step == 1 and restartable:
-            self._recover(beat, "server restart")
+        if client.recovery_step == 1 and restartable and not self.fleet:
+            self._recover(client, beat, "server restart")
             return
-        if self._recovery_step > 1:
+        if client.recovery_step > 1:
             tried = "a re-handshake and a server restart"
+        elif self.fleet:
+            tried = "a re-handshake on its own session (a server restart would move the others)"
         elif server is None:
             tried = "a re-handshake (the server is remote: no restart)"
         else:
             limit = self.config.max_restarts
             tried = f"a re-handshake (no server restart left: --max-restarts={limit})"
         log.error(
-            "the robot held for %.1f s (%s) while both processes were alive, and %s did not "
-            "recover it: stopping",
-            beat.hold_s, beat.hold_reason or "no action", tried,
+            "the robot%s held for %.1f s (%s) while both processes were alive, and %s did not "
+            "recover it: stopping%s",
+            _of(client), beat.hold_s, beat.hold_reason or "no action", tried,
+            " its client; the other robots go on" if self.fleet else "",
         )  # fmt: skip
-        self._exit = ExitCode.STALLED
+        if self.fleet:
+            self._give_up(client)
+        else:
+            self._exit = ExitCode.STALLED
 
-    def _recover(self, beat: protocol.ClientBeat, step: str) -> None:
-        self._recovery_step += 1
-        self._recovery_at = time.monotonic()
+    def _recover(self, client: Child, beat: protocol.ClientBeat, step: str) -> None:
+        client.recovery_step += 1
+        client.recovery_at = time.monotonic()
         log.warning(
-            "the robot has held for %.1f s (%s) while both processes are alive: %s",
-            beat.hold_s, beat.hold_reason or "no action", step,
+            "the robot%s has held for %.1f s (%s) while both processes are alive: %s",
+            _of(client), beat.hold_s, beat.hold_reason or "no action", step,
         )  # fmt: skip
         if step == "server restart":
-            self.client.send(Command.DETACH)
+            client.send(Command.DETACH)
             self._abort(self.server, "the robot held beside it after a re-handshake")
             self._restart_server()
-            self._recovery_at = time.monotonic()
+            client.recovery_at = time.monotonic()
             return
-        if self.server is None:
+        if self.fleet:
+            # Its own session again: the server's lane ends the old one when the new hello
+            # comes, and no other robot's session is touched.
+            target = self._client_transports[self.clients.index(client)]
+        elif self.server is None:
             target = self.plan.remote
         else:
             # A new generation: whatever state the old rings are in (a pause, corruption),
@@ -554,7 +573,19 @@ class Supervisor:
             # until it moves.
             target = self._server_transport = self._sessions.create()
             self.server.send(Command.ATTACH, target)
-        self.client.send(Command.ATTACH, target, self._attach_timeout_s)
+        client.send(Command.ATTACH, target, self._attach_timeout_s)
+
+    def _give_up(self, client: Child) -> None:
+        """Stop one robot's client for good (--robots): it brings its robot to a hold and
+        ends; the run goes on with the others and ends STALLED."""
+        client.send(Command.STOP)
+        client.lost = True
+        self._child_state(client, State.FAILED)
+        self._fleet_code = self._fleet_code or ExitCode.STALLED
+        if self._live_clients():
+            log.info("the other robots go on: %s", ", ".join(c.name for c in self._live_clients()))
+        else:
+            self._exit = ExitCode.STALLED
 
     def _client_lost(self, client: Child) -> None:
         """A client ended: the run stops with its code; under --robots, once the last one
@@ -627,8 +658,9 @@ class Supervisor:
                 client.send(Command.ATTACH, target, self._attach_timeout_s)
                 client.state = State.RUNNING
         # A recovery step of its own: the progress watch gives this attach its time too.
-        self._recovery_step = max(self._recovery_step, 1)
-        self._recovery_at = time.monotonic()
+        for client in self._live_clients():
+            client.recovery_step = max(client.recovery_step, 1)
+            client.recovery_at = time.monotonic()
         self._set_state(State.RUNNING)
 
     # --- stop ------------------------------------------------------------------------------
@@ -689,7 +721,7 @@ class Supervisor:
             reasons = ", ".join(f"{k} {v:.1f} s" for k, v in held.reasons_s.items())
             log.error(
                 "the robot%s held for %.1f s, %.0f%% of the run (%s): exit code %d (STALLED)",
-                f" {client.name}" if client.name else "", held.total_s,
+                _of(client), held.total_s,
                 100 * held.fraction, reasons, ExitCode.STALLED,
             )  # fmt: skip
             self._exit = ExitCode.STALLED

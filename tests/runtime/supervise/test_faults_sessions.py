@@ -22,6 +22,9 @@ from asyncinf.runtime.supervise.exitcodes import ExitCode
 from asyncinf.runtime.testing import LineReader, hello, wait_until
 from asyncinf.transports.grpc import open_client
 from asyncinf.transports.shm import names
+from asyncinf.transports.shm.layout import W_OBS_SEQ
+
+INDEXES = W_OBS_SEQ * 8  # the byte offset of the segment's ring indexes
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -36,11 +39,11 @@ def robots_file(tmp_path):
     return path
 
 
-def up_fleet(tmp_path, duration):
+def up_fleet(tmp_path, duration, *args):
     summary = tmp_path / "summary.json"
     proc = subprocess.Popen(
         [*CLI, "up", "--local", f"--robots={robots_file(tmp_path)}", *TINY,
-         f"--duration={duration}", f"--summary-json={summary}", "--start-timeout=120"],
+         f"--duration={duration}", f"--summary-json={summary}", "--start-timeout=120", *args],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     return proc, LineReader(proc.stderr), summary
@@ -84,27 +87,75 @@ def test_a_killed_client_leaves_the_other_robots_running(tmp_path):
     assert "Traceback" not in text
 
 
+def scribble_over_b(proc):
+    """Robot b's session is the second one made (g1): for a second, scribble over its whole
+    segment from its ring indexes on (the sizes, pids and heartbeats before them stay), as a
+    stray writer would. The indexes are read on every call: the damage is found."""
+    seg = next(
+        o for o in names.list_objects()
+        if o.pid == proc.pid and o.role == names.SEGMENT and not o.semaphore
+        and o.generation == 1
+    )  # fmt: skip
+    with open(seg.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        garbage = np.random.default_rng(0).integers(0, 256, len(mm) - INDEXES, np.uint8)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            mm[INDEXES:] = garbage.tobytes()
+
+
 def test_a_corrupt_segment_ends_only_its_own_session(tmp_path):
-    proc, err, summary = up_fleet(tmp_path, duration=10)
+    proc, err, summary = up_fleet(tmp_path, 10)
     try:
         err.wait_for("state: running", 120)
-        # Robot b's session is the second one made (g1): scribble over its whole segment
-        # beyond the header, as a stray writer would.
-        seg = next(
-            o for o in names.list_objects()
-            if o.pid == proc.pid and o.role == names.SEGMENT and not o.semaphore
-            and o.generation == 1
-        )  # fmt: skip
-        with open(seg.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
-            rng = np.random.default_rng(0)
-            end = time.monotonic() + 1.0
-            while time.monotonic() < end:  # over a second: whatever is written next is hit
-                mm[4096:] = rng.integers(0, 256, len(mm) - 4096, dtype=np.uint8).tobytes()
+        scribble_over_b(proc)
     finally:
         ended(proc)
     text = err.join()
-    assert re.search(r"corrupt|overwritten|CRC", text, re.IGNORECASE), text
+    assert re.search(r"shared memory of \S+ (is )?corrupt", text), text
     good_robots(summary, bad="b")
+    assert "Traceback" not in text
+
+
+def test_a_robot_that_cannot_be_recovered_is_stopped_alone_and_the_run_ends_stalled(tmp_path):
+    # Its segment stays corrupt, so the re-handshake on it fails; a server restart would move
+    # the other robots, so robot b's client alone is stopped, its robot holding still.
+    proc, err, summary = up_fleet(tmp_path, 12, "--progress-timeout=1")
+    try:
+        err.wait_for("state: running", 120)
+        scribble_over_b(proc)
+        err.wait_for("stopping its client; the other robots go on", 30)
+    finally:
+        ended(proc)
+    text = err.join()
+    assert proc.returncode == ExitCode.STALLED, text
+    assert re.search(r"the robot b has held for [\d.]+ s \(.*\) while both processes are "
+                     r"alive: re-handshake", text), text  # fmt: skip
+    assert "a re-handshake on its own session" in text
+    assert ": server restart" not in text and "restarting the server" not in text
+    robots = good_robots(summary, bad="b")
+    assert robots["b"]["sessions_corrupted"] >= 1, robots["b"]  # it stopped cleanly: a summary
+    assert "Traceback" not in text
+
+
+def test_a_paused_client_is_re_handshaked_alone_and_moves_again(tmp_path):
+    # Paused past the server's peer timeout, robot b's session ends on the server's side;
+    # once it runs again it learns so, and the supervisor re-handshakes it on its own session.
+    proc, err, summary = up_fleet(tmp_path, 14)
+    try:
+        err.wait_for("state: running", 120)
+        pid = int(re.search(r"client b started \(pid (\d+)\)", err.text()).group(1))
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(2.5)  # the pause itself (server's peer timeout: 1 s), not a synchronisation
+        os.kill(pid, signal.SIGCONT)
+        err.wait_for("the robot b moves again: recovered", 30)
+    finally:
+        ended(proc)
+    text = err.join()
+    assert proc.returncode == ExitCode.OK, text
+    assert re.search(r"the robot b has held .*: re-handshake", text), text
+    assert "restarting the server" not in text
+    robots = good_robots(summary, bad="b")
+    assert robots["b"]["chunks_received"] > 3, robots["b"]
     assert "Traceback" not in text
 
 
