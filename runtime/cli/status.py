@@ -103,12 +103,14 @@ def _print_human(run: RunStatus, stale: bool) -> None:
         if s.batch_sizes:
             sizes = ", ".join(f"{n}×{size}" for size, n in s.batch_sizes.items())
             table.add_row("  batches", sizes, "", "")
-    table.add_row("client", state(run.client.state.value), pid(run.client.pid, live), "")
-    c = run.client
-    if c.hold_s > 0:
-        table.add_row("  holding", f"[yellow]{c.hold_s:.1f} s[/]", "", c.hold_reason)
-    if c.held_s > 0:
-        table.add_row("  held in all", f"{c.held_s:.1f} s", "", "")
+    for label, c in (
+        {f"client {n}": r for n, r in run.robots.items()} or {"client": run.client}
+    ).items():
+        table.add_row(label, state(c.state.value), pid(c.pid, live), "")
+        if c.hold_s > 0:
+            table.add_row("  holding", f"[yellow]{c.hold_s:.1f} s[/]", "", c.hold_reason)
+        if c.held_s > 0:
+            table.add_row("  held in all", f"{c.held_s:.1f} s", "", "")
     console = Console(highlight=False)
     console.print(table)
     console.print(f"[dim]updated {age_s:.1f} s ago[/]")

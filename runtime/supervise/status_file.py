@@ -8,12 +8,14 @@ the new one and never a half-written file::
                 "policy": {"act /ckpt cpu": {"chunk": 50, "lerobot": "0.4.4", "torch": "2.14.1"}}},
      "client": {"pid": 4102, "state": "running",
                 "hold_s": 0.0, "hold_reason": "", "held_s": 1.2},
+     "robots": {},
      "updated_ns": 1718000000000000000}
 
 `pid` is the supervisor's, so a reader can tell a stale file (supervisor gone) from a live one.
 `server` is null with --remote: that server is another host's business. The client's `hold_s` is the
 hold in progress (the robot executing no action) and `hold_reason` why (runtime/holds.py);
-`held_s` sums every hold of the run. `updated_ns` is wall
+`held_s` sums every hold of the run. Under `--robots`, `robots` holds each robot's client
+by name, in the same shape (and `client` is the first of them). `updated_ns` is wall
 clock (`time.time_ns()`), the one clock a reader in another process can compare with.
 """
 
@@ -77,6 +79,7 @@ class RunStatus:
     pid: int = dataclasses.field(default_factory=os.getpid)
     server: ServerStatus | None = dataclasses.field(default_factory=ServerStatus)
     client: ClientStatus = dataclasses.field(default_factory=ClientStatus)
+    robots: dict[str, ClientStatus] = dataclasses.field(default_factory=dict)  # --robots
     updated_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -102,17 +105,22 @@ class RunStatus:
                 state=State(data["state"]),
                 pid=_int(data["pid"]),
                 server=server,
-                client=ClientStatus(
-                    _pid(client["pid"]),
-                    State(client["state"]),
-                    _seconds(client.get("hold_s", 0.0)),
-                    str(client.get("hold_reason", "")),
-                    _seconds(client.get("held_s", 0.0)),
-                ),
+                client=_client(client),
+                robots={str(k): _client(v) for k, v in _map(data.get("robots", {})).items()},
                 updated_ns=_int(data["updated_ns"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an asyncinf status object: missing or malformed {exc}") from None
+
+
+def _client(data: Any) -> ClientStatus:
+    return ClientStatus(
+        _pid(data["pid"]),
+        State(data["state"]),
+        _seconds(data.get("hold_s", 0.0)),
+        str(data.get("hold_reason", "")),
+        _seconds(data.get("held_s", 0.0)),
+    )
 
 
 class StatusFileError(ValueError):

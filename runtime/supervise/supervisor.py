@@ -308,12 +308,13 @@ class Supervisor:
                 server.beat.batch_sizes if server and isinstance(server.beat, protocol.ServerBeat)
                 else {},
             ),
-            client=self._client_status(),
+            client=self._client_status(self.client),
+            robots={c.name: self._client_status(c) for c in self.clients} if self.fleet else {},
         )  # fmt: skip
         self._status.write()
 
-    def _client_status(self) -> ClientStatus:
-        client = self.client
+    @staticmethod
+    def _client_status(client: Child | None) -> ClientStatus:
         if client is None:
             return ClientStatus()
         beat = client.beat if isinstance(client.beat, protocol.ClientBeat) else None

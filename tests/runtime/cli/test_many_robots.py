@@ -45,6 +45,9 @@ def test_four_sim_robots_share_one_server_over_shared_memory(tmp_path):
     # One policy loaded for the four (same features), served on a lane per robot.
     assert r.stderr.count("loading policy type=tiny_torch") == 1, r.stderr
     # The status file counts the batches the server formed, by size (as of its last beat).
+    clients = json.loads(status.read_text())["robots"]
+    assert sorted(clients) == sorted(names), clients  # each robot's client, by name
+    assert all(c["state"] == "stopped" and c["pid"] for c in clients.values()), clients
     batches = json.loads(status.read_text())["server"]["batch_sizes"]
     inferred = sum(int(size) * n for size, n in batches.items())
     assert 0 < inferred <= sum(s["chunks_received"] for s in robots.values()), batches

@@ -67,6 +67,7 @@ def test_write_then_read_back(tmp_path):
             "hold_reason": "",
             "held_s": 0.0,
         },
+        "robots": {},  # by name, under --robots
         "updated_ns": status.updated_ns,
     }
     assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a monitor of another user
@@ -208,6 +209,24 @@ def test_status_shows_the_hold_in_progress_and_its_reason(tmp_path):
     assert "7.5 s" in r.stdout
     data = json.loads(path.read_text())
     data["client"]["hold_s"] = -1
+    path.write_text(json.dumps(data))
+    assert runner.invoke(app, ["status", str(path)]).exit_code == StatusExit.UNKNOWN
+
+
+def test_status_shows_each_robot_of_a_fleet_with_its_own_hold(tmp_path):
+    path = tmp_path / "status.json"
+    me, running = os.getpid(), State.RUNNING
+    robots = {"left": ClientStatus(me, running, 0.0, "", 0.5),
+              "right": ClientStatus(me, State.FAILED, 2.5, "server lost", 9.0)}  # fmt: skip
+    write_status_file(path, running_status(client=robots["left"], robots=robots))
+    assert read_status_file(path).robots == robots
+    r = runner.invoke(app, ["status", str(path)])
+    assert r.exit_code == StatusExit.RUNNING
+    left, right = (r.stdout.index(f"client {n}") for n in ("left", "right"))
+    assert left < right < r.stdout.index("server lost")  # right's hold under right's row
+    assert "failed" in r.stdout[right:] and "9.0 s" in r.stdout[right:]
+    data = json.loads(path.read_text())
+    data["robots"]["right"]["state"] = "dancing"
     path.write_text(json.dumps(data))
     assert runner.invoke(app, ["status", str(path)]).exit_code == StatusExit.UNKNOWN
 
