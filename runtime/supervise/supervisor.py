@@ -580,13 +580,7 @@ class Supervisor:
         """Stop one robot's client for good (--robots): it brings its robot to a hold and
         ends; the run goes on with the others and ends STALLED."""
         client.send(Command.STOP)
-        client.lost = True
-        self._child_state(client, State.FAILED)
-        self._fleet_code = self._fleet_code or ExitCode.STALLED
-        if self._live_clients():
-            log.info("the other robots go on: %s", ", ".join(c.name for c in self._live_clients()))
-        else:
-            self._exit = ExitCode.STALLED
+        self._lose(client, ExitCode.STALLED)
 
     def _client_lost(self, client: Child) -> None:
         """A client ended: the run stops with its code; under --robots, once the last one
@@ -601,6 +595,10 @@ class Supervisor:
             log.error("%s lost: %s; %s", client.label, client.describe_exit(),
                       self._last_command(client))  # fmt: skip
             code = ExitCode.CLIENT_LOST
+        self._lose(client, code)
+
+    def _lose(self, client: Child, code: ExitCode) -> None:
+        """`client` is out of the run with `code`; the run stops once no client is left."""
         client.lost = True
         self._child_state(client, State.FAILED)
         self._fleet_code = self._fleet_code or code
