@@ -271,7 +271,9 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w)
         for sig in stop_signals.STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
-        self._signals.extend(stop_signals.take())  # received while the CLI was starting
+        for signum in stop_signals.take():  # received while the CLI was starting
+            log.info("%s received while starting: nothing is started", signal.Signals(signum).name)
+            self._signals.append(signum)
         # A child's exit only needs to wake the loop (its byte lands on the wakeup fd): the
         # loop's poll() then sees it at once instead of at its next 100 ms turn.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
@@ -457,6 +459,8 @@ class Supervisor:
         end = None if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         while self._exit is None:
             self._pump(0.1)
+            if self._exit is not None:
+                break  # a stop signal: the stop has its own bound (--stop-timeout), no hang check
             now = time.monotonic()
             if end is not None and now >= end:
                 log.info("--duration reached: stopping, client first")

@@ -88,9 +88,9 @@ class Run:
     def assert_stopped_safely(self):
         events = [r["event"] for r in self.log()]
         assert "command_after_disconnect" not in events
-        if "connect" in events:
-            assert events[-1] == "disconnect", events[-3:]
         err = self.stderr
+        if "connect" in events:
+            assert events[-1] == "disconnect", f"{events[-3:]}\n{err}"
         if "stopping client" in err and "stopping server" in err:
             assert err.index("stopping client") < err.index("stopping server")
 
