@@ -62,6 +62,7 @@ def serve(
     inference, batch-size and round-trip histograms, labelled per policy and per session.
     """
     from asyncinf.runtime.supervise.plan import build_server_spec, server_options  # noqa: PLC0415
+    from asyncinf.runtime.supervise.prometheus import check_port  # noqa: PLC0415
     from asyncinf.transports.factory import TransportSpec  # noqa: PLC0415
     from asyncinf.transports.grpc import GrpcServerConfig  # noqa: PLC0415
     from asyncinf.transports.grpc.config import check_bindable  # noqa: PLC0415
@@ -78,7 +79,7 @@ def serve(
         # Validated, and the address tried, before the policy loads (which can take minutes).
         check_bindable(build(GrpcServerConfig, grpc_opts, prefix="grpc."))
         if prometheus_port is not None:
-            check_metrics_port(host, prometheus_port)
+            check_port(host, prometheus_port)
         options = {k: parse_value(v) for k, v in dotted.pop("", {}).items()}
         take_server_flags(options)  # policy_server's names, e.g. --inference_latency
         refuse_unknown(options, server_options() | SERVER_FLAGS, FlagError)
@@ -102,17 +103,6 @@ def serve(
         bad_line = isinstance(exc, FlagError)
         raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
     raise typer.Exit(run_server(spec, drain_timeout, prometheus_port))
-
-
-def check_metrics_port(host: str, port: int) -> None:
-    """--prometheus-port: in range, the library installed, the address free (before start)."""
-    from asyncinf.runtime.supervise.prometheus import import_prometheus  # noqa: PLC0415
-    from asyncinf.transports.grpc.config import check_address  # noqa: PLC0415
-
-    if not 0 <= port <= 65535:
-        raise FlagError(f"--prometheus-port={port}: must be 0..65535 (0 picks a free port)")
-    import_prometheus()
-    check_address(host, port, "--prometheus-port")
 
 
 def run_server(

@@ -59,6 +59,8 @@ def up(
     max_restarts: Annotated[int, Opt("--max-restarts", help="Server restarts allowed after it was ready.")] = 3,
     restart_backoff: Annotated[float, Opt("--restart-backoff", help="Seconds before the first restart; doubles each time.")] = 1.0,
     status_json: Annotated[Path | None, Opt("--status-json", help="Keep this JSON status file current (read it with `asyncinf status`).")] = None,
+    prometheus_port: Annotated[int | None, Opt("--prometheus-port", help="Serve the run's metrics (state, restarts, each robot's ticks, idle frames, queue, round trip, holds) for Prometheus over HTTP on this port (/metrics; 0 picks a free one and logs it). Off by default.")] = None,
+    prometheus_host: Annotated[str, Opt("--prometheus-host", help="Address --prometheus-port listens on: 127.0.0.1 (this host only, the default) or 0.0.0.0 (a Prometheus on another host).")] = "127.0.0.1",
     token_file: Annotated[Path | None, Opt("--token-file", help="--remote: file holding the server's bearer token.")] = None,
     tls_ca: Annotated[Path | None, Opt("--tls-ca", help="--remote: PEM CA that signed the server's certificate (turns TLS on).")] = None,
     image_codec: Annotated[str | None, Opt("--image_codec", help="--remote: raw or jpeg (default raw).")] = None,
@@ -117,6 +119,12 @@ def up(
             flags["rtc"] = rtc  # --rtc keeps a file's rtc map (which is on)
         if not metrics_max_mb > 0:
             raise FlagError(f"--metrics-max-mb={metrics_max_mb}: must be > 0 (megabytes)")
+        prometheus = None
+        if prometheus_port is not None:
+            from asyncinf.runtime.supervise.prometheus import check_port  # noqa: PLC0415
+
+            check_port(prometheus_host, prometheus_port, "--prometheus-host")
+            prometheus = (prometheus_host, prometheus_port)
         grpc_opts = dotted.pop("grpc", {})
         options = merge(options, {**{k: v for k, v in flags.items() if v is not None}, **extra})
         options = merge(options, dotted)
@@ -159,7 +167,7 @@ def up(
         bad_line = isinstance(exc, FlagError)
         raise typer.Exit(ExitCode.USAGE if bad_line else ExitCode.CONFIG_ERROR) from None
     raise typer.Exit(
-        run_supervised(plan, sup_config, summary_json, metrics, plot, metrics_max_mb)
+        run_supervised(plan, sup_config, summary_json, metrics, plot, metrics_max_mb, prometheus)
     )
 
 
@@ -197,22 +205,30 @@ def _with_metrics(plan: RunPlan, metrics: Path, max_mb: float) -> RunPlan:
 
 
 def run_supervised(
-    plan: RunPlan, sup_config, summary_json, metrics, plot, metrics_max_mb=DEFAULT_MAX_MB
+    plan: RunPlan,
+    sup_config,
+    summary_json,
+    metrics,
+    plot,
+    metrics_max_mb=DEFAULT_MAX_MB,
+    prometheus: tuple[str, int] | None = None,
 ) -> int:
-    """Run the plan under a supervisor; print and write what was asked for; return the code."""
+    """Run the plan under a supervisor; print and write what was asked for, serve the metrics
+    at `prometheus` (host, port); return the code."""
     with tempfile.TemporaryDirectory(prefix="asyncinf-ticks-") as tmp:
         if plot and not metrics:  # the plot is drawn from the ticks: keep them meanwhile
             metrics = Path(tmp) / "ticks.jsonl"
         if metrics:
             plan = _with_metrics(plan, metrics, metrics_max_mb)
-        code, clients = _supervise(plan, sup_config, summary_json)
+        code, clients = _supervise(plan, sup_config, summary_json, prometheus)
         if plot and metrics:
             _plot(plan, clients, metrics, plot)
     return code
 
 
-def _supervise(plan: RunPlan, sup_config, summary_json) -> tuple[int, list]:
-    """The supervised run, its start screen, live line and summary; (exit code, clients)."""
+def _supervise(plan: RunPlan, sup_config, summary_json, prometheus) -> tuple[int, list]:
+    """The supervised run, its start screen, live line, metrics and summary; (exit code,
+    clients)."""
     from asyncinf.runtime.cli import report  # noqa: PLC0415
     from asyncinf.runtime.supervise.status_file import State  # noqa: PLC0415
     from asyncinf.runtime.supervise.supervisor import Supervisor  # noqa: PLC0415
@@ -221,17 +237,36 @@ def _supervise(plan: RunPlan, sup_config, summary_json) -> tuple[int, list]:
         "shared memory (local)" if plan.server else f"gRPC {plan.remote.options.target}"
     )
 
+    run_metrics = None
+    if prometheus is not None:
+        from asyncinf.runtime.supervise.prometheus_run import RunMetrics  # noqa: PLC0415
+
+        run_metrics = RunMetrics()
+        try:
+            run_metrics.serve(*prometheus)
+        except ConfigError as exc:  # taken between the check and now
+            typer.echo(f"error: {exc}", err=True)
+            return int(ExitCode.CONFIG_ERROR), []
+
     def on_state(state: State, sup: Supervisor) -> None:
+        if run_metrics is not None:
+            run_metrics.update(sup)
         if state is State.RUNNING and sup.restarts == 0:
             pids = {c.label: c.pid for c in (sup.server, *sup.clients) if c is not None}
             report.start_screen(plan.client, transport, pids, sup.client.ready_event)
 
     def on_beat(sup: Supervisor) -> None:
+        if run_metrics is not None:
+            run_metrics.update(sup)
         if sup.client and sup.client.beat and sup.state is State.RUNNING:
             report.live_line(sup.client.beat)
 
     supervisor = Supervisor(plan, sup_config, on_state=on_state, on_beat=on_beat)
-    code = supervisor.run()
+    try:
+        code = supervisor.run()
+    finally:
+        if run_metrics is not None:
+            run_metrics.close()
     if supervisor.summary is not None:
         for name, summary in supervisor.summaries.items():
             report.summary_table(summary, name)

@@ -11,6 +11,9 @@ Fed by the transport's `SessionEvents` (opened, chunk, error, client report, end
 own threads; prometheus_client's metrics are thread-safe, and our session table has a lock.
 Round trips and idle frames are what the clients report (`ClientReport`, measured on the
 robot's clock), never computed from two machines' clocks.
+
+`Endpoint` (a registry and its HTTP server) and `check_port` serve `up --prometheus-port`
+too (prometheus_run.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from asyncinf.runtime.errors import ConfigError
+from asyncinf.runtime.errors import ConfigError, FlagError
 from asyncinf.transports.base import SessionEvents
 
 if TYPE_CHECKING:
@@ -52,12 +55,50 @@ def policy_label(hello: Handshake) -> str:
     return f"{name}@{spec.device}" if spec.device else name
 
 
-class PrometheusMetrics(SessionEvents):
-    """The metrics, in a registry of their own; `serve(host, port)` exposes them."""
+def check_port(host: str, port: int, host_flag: str = "--host") -> None:
+    """--prometheus-port: in range, the library installed, the address free (before start);
+    `host_flag` names the option that gave `host`."""
+    from asyncinf.transports.grpc.config import check_address  # noqa: PLC0415
+
+    if not 0 <= port <= 65535:
+        raise FlagError(f"--prometheus-port={port}: must be 0..65535 (0 picks a free port)")
+    import_prometheus()
+    check_address(host, port, "--prometheus-port", host_flag)
+
+
+class Endpoint:
+    """A registry of metrics and the HTTP server that exposes it (`/metrics`)."""
 
     def __init__(self) -> None:
+        self.registry = import_prometheus().CollectorRegistry(auto_describe=True)
+        self._http: Any = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Listen on `host:port` (0: a free port); returns the port."""
         prom = import_prometheus()
-        self.registry = prom.CollectorRegistry(auto_describe=True)
+        try:
+            self._http, _thread = prom.start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"--prometheus-port={port}: cannot listen on {host} ({exc.strerror})"
+            ) from None
+        bound = self._http.server_port
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class PrometheusMetrics(Endpoint, SessionEvents):
+    """A policy server's metrics; `serve(host, port)` exposes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        prom = import_prometheus()
         r, per_session = self.registry, ("policy", "session")
         self.sessions = prom.Gauge("asyncinf_sessions", "Sessions open now", ["policy"], registry=r)
         self.sessions_started = prom.Counter(
@@ -101,26 +142,6 @@ class PrometheusMetrics(SessionEvents):
         self._policy: dict[str, str] = {}  # session -> policy label, open and recently ended
         self._error_codes: dict[str, set[str]] = {}
         self._ended: collections.deque[str] = collections.deque()
-        self._http: Any = None
-
-    def serve(self, host: str, port: int) -> int:
-        """Listen on `host:port` (0: a free port); returns the port."""
-        prom = import_prometheus()
-        try:
-            self._http, _thread = prom.start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise ConfigError(
-                f"--prometheus-port={port}: cannot listen on {host} ({exc.strerror})"
-            ) from None
-        bound = self._http.server_port
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
-        return bound
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
     def _labels(self, session: str) -> tuple[str, str] | None:
         with self._lock:

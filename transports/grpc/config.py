@@ -104,8 +104,10 @@ def check_bindable(config: GrpcServerConfig) -> None:
     check_address(config.host, config.port)
 
 
-def check_address(host: str, port: int, port_flag: str = "--port") -> None:
-    """`check_bindable` for any listener of ours (`port_flag` names its option)."""
+def check_address(
+    host: str, port: int, port_flag: str = "--port", host_flag: str = "--host"
+) -> None:
+    """`check_bindable` for any listener of ours (`port_flag`, `host_flag` name its options)."""
     import errno  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
@@ -116,7 +118,7 @@ def check_address(host: str, port: int, port_flag: str = "--port") -> None:
         )[0]
     except (socket.gaierror, UnicodeError) as exc:
         raise ConfigError(
-            f"--host={host}: not an address of this host ({_ssl_reason(exc)}); "
+            f"{host_flag}={host}: not an address of this host ({_ssl_reason(exc)}); "
             "use 127.0.0.1 (this host only), 0.0.0.0 (every interface) or one of its names"
         ) from None
     with socket.socket(family, kind, proto) as sock:
@@ -132,7 +134,7 @@ def check_address(host: str, port: int, port_flag: str = "--port") -> None:
                     f"stop it or choose another port ({port_flag}=0 picks a free one)"
                 ) from None
             raise ConfigError(
-                f"--host={host} {port_flag}={port}: cannot listen there "
+                f"{host_flag}={host} {port_flag}={port}: cannot listen there "
                 f"({exc.strerror}); use 127.0.0.1, 0.0.0.0 or an address of this host"
             ) from None
 

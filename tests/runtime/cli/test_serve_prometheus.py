@@ -58,10 +58,16 @@ def test_metrics_count_sessions_chunks_and_what_the_client_reports(tmp_path):
     assert "asyncinf_errors_total" not in samples  # none sent
 
 
+# Both commands that serve metrics check the port alike (up's own: test_up_prometheus.py).
+COMMANDS = pytest.mark.parametrize("command", [["serve", "--port=0"], ["up", "--local"]],
+                                   ids=["serve", "up"])  # fmt: skip
+
+
+@COMMANDS
 @pytest.mark.parametrize("port", ["-1", "70000"])
-def test_a_prometheus_port_out_of_range_is_one_line_and_exit_2(port):
+def test_a_prometheus_port_out_of_range_is_one_line_and_exit_2(command, port):
     r = subprocess.run(
-        [*CLI, "serve", "--port=0", f"--prometheus-port={port}"],
+        [*CLI, *command, f"--prometheus-port={port}"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
@@ -69,16 +75,18 @@ def test_a_prometheus_port_out_of_range_is_one_line_and_exit_2(port):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_a_prometheus_port_in_use_is_one_line_and_exit_78_before_the_policy_loads():
+@COMMANDS
+def test_a_prometheus_port_in_use_is_one_line_and_exit_78_before_the_policy_loads(command):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         r = subprocess.run(
-            [*CLI, "serve", "--port=0", f"--prometheus-port={port}", "--robot.type=sim",
+            [*CLI, *command, f"--prometheus-port={port}", "--robot.type=sim",
              "--policy.type=fake", "--policy.load_s=30"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert r.returncode == 78, r.stderr
     assert f"--prometheus-port={port}: another process listens on 127.0.0.1:{port}" in r.stderr
     assert "Traceback" not in r.stderr and "loading" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
