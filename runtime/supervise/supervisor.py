@@ -144,6 +144,7 @@ class Child:
         self.summary: RunSummary | None = None  # a client's, from its Summary event
         self.holding: protocol.Holding | None = None  # a client's last words on its robot
         self.lost = False  # a client of --robots that ended while the others go on
+        self.given_up_at: float | None = None  # when such a client was told to stop for good
         self.recovery_step = 0  # a client's steps taken for its hold in progress
         self.recovery_at = 0.0  # when the last one was taken
         log.info("%s started (pid %d)", self.label, self.proc.pid)
@@ -477,6 +478,7 @@ class Supervisor:
                     self._abort(client)
             if self._exit is not None or not self._live_clients():
                 break
+            self._see_out(now)
             if self.server is not None:
                 self._check_server(now)
             if self._exit is None and self.state is State.RUNNING:
@@ -584,7 +586,24 @@ class Supervisor:
         """Stop one robot's client for good (--robots): it brings its robot to a hold and
         ends; the run goes on with the others and ends STALLED."""
         client.send(Command.STOP)
+        client.given_up_at = time.monotonic()
         self._lose(client, ExitCode.STALLED)
+
+    def _see_out(self, now: float) -> None:
+        """Each client given up (--robots) ends while the others go on: its end logged when it
+        comes, a SIGKILL if it outlasts --stop-timeout."""
+        for client in self.clients:
+            if client.given_up_at is None or client.events_fd < 0:
+                continue
+            if client.proc.poll() is None:
+                overdue = now - client.given_up_at > self.config.stop_timeout_s
+                if overdue and (client.sent is None or client.sent[0] is not signal.SIGKILL):
+                    log.error("%s did not stop in time: SIGKILL", client.label)
+                    client.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
+                continue
+            self._drain_events(client)  # its summary and last words
+            log.info("%s stopped: %s", client.label, client.describe_exit())
+            client.close()
 
     def _client_lost(self, client: Child) -> None:
         """A client ended: the run stops with its code; under --robots, once the last one
@@ -678,8 +697,8 @@ class Supervisor:
         return True
 
     def _stop_child(self, child: Child | None, deadline: float) -> None:
-        if child is None:
-            return
+        if child is None or child.events_fd < 0:
+            return  # none, or seen out already (_see_out)
         if child.proc.poll() is None:
             log.info("stopping %s (pid %d)", child.label, child.pid)
             self._child_state(child, State.STOPPING)

@@ -124,10 +124,13 @@ def test_a_robot_that_cannot_be_recovered_is_stopped_alone_and_the_run_ends_stal
         err.wait_for("state: running", 120)
         scribble_over_b(proc)
         err.wait_for("stopping its client; the other robots go on", 30)
+        err.wait_for("client b stopped: exit code 0", 15)  # seen out while the others go on
+        assert proc.poll() is None and "--duration reached" not in err.text(), err.text()
     finally:
         ended(proc)
     text = err.join()
     assert proc.returncode == ExitCode.STALLED, text
+    assert text.count("client b stopped") == 1, text  # not again at the run's end
     assert re.search(r"the robot b has held for [\d.]+ s \(.*\) while both processes are "
                      r"alive: re-handshake", text), text  # fmt: skip
     assert "a re-handshake on its own session" in text
