@@ -119,6 +119,19 @@ def _units_histogram() -> LogHistogram:
     return LogHistogram(lowest=1e-6, highest=1e6)
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One control tick, as `--metrics` writes it (a JSON line) and the queue plot reads it."""
+
+    t_ns: int  # when the robot was read, monotonic clock
+    timestep: int  # the timestep the queue's next action is for
+    queue: int  # actions queued after this tick
+    idle: bool  # no action to send: the robot held its last command
+    period_error_ms: float  # this tick's start against its due time
+    seam_jump: float | None  # the latest chunk's seam; None: no chunk folded in since the last
+    command_step: float  # the largest joint move commanded this tick
+
+
 @dataclass
 class ClientStats:
     ticks: int = 0
@@ -199,7 +212,7 @@ class RobotClient:
         robot: Robot,
         config: ClientConfig,
         policy: PolicySpec,
-        on_tick: Callable[[dict], None] | None = None,
+        on_tick: Callable[[Tick], None] | None = None,
         robot_type: str = "",
     ) -> None:
         self.robot = robot
@@ -360,15 +373,15 @@ class RobotClient:
             stats.actions_executed += 1
         if self._on_tick is not None:
             self._on_tick(
-                {
-                    "t_ns": capture_ns,
-                    "timestep": queue.next_timestep,
-                    "queue": len(queue),
-                    "idle": action is None,
-                    "period_error_ms": stats.period_error_ns.last / 1e6,
-                    "seam_jump": self._seam,  # null: no chunk folded in since the last line
-                    "command_step": self._step,
-                }
+                Tick(
+                    t_ns=capture_ns,
+                    timestep=queue.next_timestep,
+                    queue=len(queue),
+                    idle=action is None,
+                    period_error_ms=stats.period_error_ns.last / 1e6,
+                    seam_jump=self._seam,
+                    command_step=self._step,
+                )
             )
             self._seam = None
 

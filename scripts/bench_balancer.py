@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from asyncinf.robots.fake import FakeRobot, FakeRobotConfig
-from asyncinf.runtime.client import ClientConfig, RobotClient
+from asyncinf.runtime.client import ClientConfig, RobotClient, Tick
 from asyncinf.runtime.messages import Observation, PolicySpec
 from asyncinf.runtime.testing import hello, wait_until
 from asyncinf.transports.grpc.balancer import Nginx, Replica, free_port, render
@@ -101,9 +101,9 @@ class Recorder:
         self.ticks: list[tuple[int, bool, int]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, tick: Tick) -> None:
         with self.lock:
-            self.ticks.append((record["t_ns"], record["idle"], self.loop.stats.chunks_received))
+            self.ticks.append((tick.t_ns, tick.idle, self.loop.stats.chunks_received))
 
 
 def kill_rounds(folder: Path, kills: int) -> dict[str, object]:

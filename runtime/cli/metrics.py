@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from asyncinf.runtime import records
+from asyncinf.runtime.client import Tick
 from asyncinf.runtime.supervise.metrics_file import rotated
 
 if TYPE_CHECKING:
     from asyncinf.runtime.client import ClientConfig
 
+log = logging.getLogger(__name__)
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every tick still on disk: the rotated older half first, if any."""
-    rows = []
+
+def read_metrics(path: Path) -> list[Tick]:
+    """Every tick still on disk, the rotated older half first; raises ValueError naming the
+    first bad line. A cut-off last line (the client was killed mid-write) is left out."""
+    ticks = []
     for part in (rotated(path), path):
-        if part.exists():
-            with part.open() as f:
-                rows += [json.loads(line) for line in f if line.strip()]
-    return rows
+        if not part.exists():
+            continue
+        lines = part.read_text().splitlines(keepends=True)
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            if n == len(lines) and not line.endswith("\n"):
+                log.warning("%s:%d: a cut-off last line (the run ended mid-write): left out",
+                            part, n)  # fmt: skip
+                continue
+            try:
+                ticks.append(records.from_json(Tick, json.loads(line)))
+            except ValueError as exc:  # json's errors are ValueErrors too
+                raise ValueError(f"{part}:{n}: not a tick line: {exc}") from None
+    return ticks
 
 
 def plot_queue(metrics_path: Path, png_path: Path, client: ClientConfig, chunk: int) -> None:
@@ -29,16 +46,15 @@ def plot_queue(metrics_path: Path, png_path: Path, client: ClientConfig, chunk: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    rows = read_metrics(metrics_path)
-    if not rows:
+    ticks = read_metrics(metrics_path)
+    if not ticks:
         return
-    t0 = rows[0]["t_ns"]
-    t = [(r["t_ns"] - t0) / 1e9 for r in rows]
+    t = [(tick.t_ns - ticks[0].t_ns) / 1e9 for tick in ticks]
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(t, [r["queue"] for r in rows], lw=1, label="actions queued")
+    ax.plot(t, [tick.queue for tick in ticks], lw=1, label="actions queued")
     threshold = client.chunk_size_threshold * chunk
     ax.axhline(threshold, color="tab:orange", ls="--", lw=1, label=f"g·T = {threshold:g}")
-    idle = [ti for ti, r in zip(t, rows, strict=True) if r["idle"]]
+    idle = [ti for ti, tick in zip(t, ticks, strict=True) if tick.idle]
     if idle:
         ax.scatter(idle, [0] * len(idle), color="tab:red", s=6, label=f"idle ({len(idle)})")
     ax.set_xlabel("time (s)")

@@ -285,4 +285,7 @@ def _plot(plan: RunPlan, clients: list, metrics: Path, plot: Path) -> None:
         ready = child.ready_event
         chunk = (ready.actions_per_chunk if ready else 0) or spec.client.actions_per_chunk
         if chunk and ticks.exists():  # chunk unknown: it never got through its handshake
-            plot_queue(ticks, robot_file(plot, child.name), spec.client, chunk)
+            try:
+                plot_queue(ticks, robot_file(plot, child.name), spec.client, chunk)
+            except ValueError as exc:  # the run's result stands; only its plot is missing
+                log.error("no queue plot for %s: %s", child.label, exc)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from asyncinf.runtime.records import fields_to_json
+
+if TYPE_CHECKING:
+    from asyncinf.runtime.client import Tick
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,8 @@ class MetricsFile:
         self._written = 0
         self.rotations = 0
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record) + "\n"
+    def write(self, tick: Tick) -> None:
+        line = json.dumps(fields_to_json(tick)) + "\n"
         if self._written + len(line) > self._limit and self._written:
             self._rotate()
         self._file.write(line)
