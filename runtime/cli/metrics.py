@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,21 +23,23 @@ def read_metrics(path: Path) -> list[Tick]:
     first bad line. A cut-off last line (the client was killed mid-write) is left out."""
     ticks = []
     for part in (rotated(path), path):
-        if not part.exists():
-            continue
-        lines = part.read_text().splitlines(keepends=True)
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            if n == len(lines) and not line.endswith("\n"):
-                log.warning("%s:%d: a cut-off last line (the run ended mid-write): left out",
-                            part, n)  # fmt: skip
-                continue
-            try:
-                ticks.append(records.from_json(Tick, json.loads(line)))
-            except ValueError as exc:  # json's errors are ValueErrors too
-                raise ValueError(f"{part}:{n}: not a tick line: {exc}") from None
+        if part.exists():
+            with part.open() as f:
+                ticks += _read_ticks(part, f)
     return ticks
+
+
+def _read_ticks(part: Path, lines: Iterable[str]) -> Iterator[Tick]:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not line.endswith("\n"):  # only a last line can lack it
+            log.warning("%s:%d: a cut-off last line (the run ended mid-write): left out", part, n)
+            continue
+        try:
+            yield records.from_json(Tick, json.loads(line))
+        except ValueError as exc:  # json's errors are ValueErrors too
+            raise ValueError(f"{part}:{n}: not a tick line: {exc}") from None
 
 
 def plot_queue(metrics_path: Path, png_path: Path, client: ClientConfig, chunk: int) -> None:

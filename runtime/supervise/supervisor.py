@@ -189,6 +189,12 @@ class Child:
             self.sent = (sig, why)
             self.proc.send_signal(sig)
 
+    def kill_late(self) -> None:
+        """It outlasted --stop-timeout: SIGKILL, once."""
+        if self.sent is None or self.sent[0] is not signal.SIGKILL:
+            log.error("%s did not stop in time: SIGKILL", self.label)
+            self.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
+
     def describe_exit(self) -> str:
         return describe_exit(self.proc.returncode, self.sent)
 
@@ -596,10 +602,8 @@ class Supervisor:
             if client.given_up_at is None or client.events_fd < 0:
                 continue
             if client.proc.poll() is None:
-                overdue = now - client.given_up_at > self.config.stop_timeout_s
-                if overdue and (client.sent is None or client.sent[0] is not signal.SIGKILL):
-                    log.error("%s did not stop in time: SIGKILL", client.label)
-                    client.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
+                if now - client.given_up_at > self.config.stop_timeout_s:
+                    client.kill_late()
                 continue
             self._drain_events(client)  # its summary and last words
             log.info("%s stopped: %s", client.label, client.describe_exit())
@@ -704,8 +708,7 @@ class Supervisor:
             self._child_state(child, State.STOPPING)
             child.send(Command.STOP)
             if not self._wait_exit(child, max(0.0, deadline - time.monotonic())):
-                log.error("%s did not stop in time: SIGKILL", child.label)
-                child.signal(signal.SIGKILL, "it did not stop within --stop-timeout")
+                child.kill_late()
                 child.proc.wait()
         self._drain_events(child)
         rc = child.proc.returncode
